@@ -1,1 +1,19 @@
+//! The contract between the XDP program and user space.
+//!
+//! Everything the kernel and user space both read or write lives here: map names, the
+//! `#[repr(C)]` key and value layouts (with explicit padding and size assertions), the exit
+//! reason counters and the exporter hash. Changing a layout here changes the map ABI: pinned
+//! maps from an older build are rejected on load (see `central-user`'s loader).
+//!
+//! With the `std` feature the crate also carries the control-protocol messages.
 #![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod counters;
+pub mod hash;
+pub mod maps;
+
+pub use counters::Reason;
+pub use maps::*;

@@ -1,0 +1,298 @@
+//! Map names, capacities and layouts. The map layout *is* the contract between the XDP program
+//! and the controller; see ARCHITECTURE.md for who writes and who reads each map.
+//!
+//! Addresses are always 16 bytes: IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so one map
+//! serves both families and `bpftool` prints them as readable byte arrays.
+
+/// Directory under bpffs where every map (and the XDP link) is pinned.
+pub const PIN_DIR: &str = "/sys/fs/bpf/sluice";
+
+/// Map names (the kernel keeps 15 characters; all of these fit).
+pub mod names {
+    /// Listener address+port → pool.
+    pub const LISTENERS: &str = "LISTENERS";
+    /// Exporter address → (peer, pool). Written by the controller.
+    pub const EXPORTERS: &str = "EXPORTERS";
+    /// CIDR → pool (LPM trie).
+    pub const SOURCE_GROUPS: &str = "SOURCE_GROUPS";
+    /// Flattened per-pool consistent-hash tables: `pool * POOL_TABLE_SIZE + slot` → peer id.
+    pub const POOL_TABLES: &str = "POOL_TABLES";
+    /// Peer id → forwarding target and state.
+    pub const PEERS: &str = "PEERS";
+    /// Per-exporter per-CPU packet/byte counters and last-seen time.
+    pub const EXPORTER_STATS: &str = "EXPORTER_STATS";
+    /// Per-peer per-CPU packet/byte counters.
+    pub const PEER_STATS: &str = "PEER_STATS";
+    /// Per-CPU counter per exit reason.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Ring buffer of [`super::ExporterEvent`]s.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-exporter time of the last event (rate limit).
+    pub const EVENT_SEEN: &str = "EVENT_SEEN";
+    /// Egress interfaces usable by `bpf_redirect_map`.
+    pub const DEVMAP: &str = "DEVMAP";
+    /// The single [`super::Settings`] entry.
+    pub const SETTINGS: &str = "SETTINGS";
+
+    /// Every pinned map.
+    pub const ALL: &[&str] = &[
+        LISTENERS,
+        EXPORTERS,
+        SOURCE_GROUPS,
+        POOL_TABLES,
+        PEERS,
+        EXPORTER_STATS,
+        PEER_STATS,
+        COUNTERS,
+        EVENTS,
+        EVENT_SEEN,
+        DEVMAP,
+        SETTINGS,
+    ];
+}
+
+/// Listener entries (address × port).
+pub const MAX_LISTENERS: u32 = 1024;
+/// Pinned exporters and per-exporter statistics.
+pub const MAX_EXPORTERS: u32 = 65_536;
+/// Source-group CIDRs.
+pub const MAX_SOURCE_GROUPS: u32 = 4096;
+/// Peers; peer ids are `0..MAX_PEERS`.
+pub const MAX_PEERS: u32 = 256;
+/// Pools; pool ids are `0..MAX_POOLS`.
+pub const MAX_POOLS: u32 = 16;
+/// Slots per pool table: a prime ≥ 100 × `MAX_PEERS` (Maglev needs M prime and ≫ N).
+pub const POOL_TABLE_SIZE: u32 = 25_717;
+/// Egress interfaces.
+pub const MAX_DEVICES: u32 = 64;
+/// Ring buffer bytes (power of two, multiple of the page size).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Peer id stored in a table slot when the pool has no healthy peer.
+pub const NO_PEER: u32 = u32::MAX;
+/// Minimum time between two events for the same exporter.
+pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// Address family tags used in [`PeerEntry::family`].
+pub mod family {
+    /// IPv4.
+    pub const V4: u8 = 4;
+    /// IPv6.
+    pub const V6: u8 = 6;
+}
+
+/// Peer states in [`PeerEntry::state`].
+pub mod peer_state {
+    /// Unused slot or failed peer: never a forwarding target.
+    pub const DOWN: u8 = 0;
+    /// Healthy.
+    pub const UP: u8 = 1;
+    /// Still forwards the exporters pinned to it; the controller moves them away and keeps it
+    /// out of the hash tables.
+    pub const DRAINING: u8 = 2;
+}
+
+/// 16-byte address key ([`names::EXPORTERS`], [`names::EXPORTER_STATS`], [`names::EVENT_SEEN`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct AddrKey {
+    /// IPv6, or IPv4-mapped IPv6.
+    pub addr: [u8; 16],
+}
+
+/// Key of [`names::LISTENERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ListenerKey {
+    /// Destination address (IPv4-mapped for IPv4).
+    pub addr: [u8; 16],
+    /// Destination UDP port, host byte order.
+    pub port: u16,
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`names::LISTENERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ListenerValue {
+    /// Pool that receives this listener's exporters unless a source group says otherwise.
+    pub pool_id: u32,
+}
+
+/// Value of [`names::EXPORTERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExporterValue {
+    /// Assigned peer.
+    pub peer_id: u32,
+    /// The exporter's pool: used to re-place it if its peer goes down.
+    pub pool_id: u32,
+}
+
+/// Value of [`names::SOURCE_GROUPS`] (LPM key: prefix length + 16-byte address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SourceGroupValue {
+    /// Pool for exporters inside the CIDR.
+    pub pool_id: u32,
+}
+
+/// Value of [`names::PEERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PeerEntry {
+    /// Target address (IPv4-mapped for IPv4).
+    pub addr: [u8; 16],
+    /// Target UDP port, host byte order; 0 keeps the original destination port.
+    pub port: u16,
+    /// [`family`] of `addr`.
+    pub family: u8,
+    /// [`peer_state`].
+    pub state: u8,
+    /// Pool the peer belongs to.
+    pub pool_id: u32,
+}
+
+/// Value of [`names::EXPORTER_STATS`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExporterStats {
+    /// Packets seen from this exporter on listener ports.
+    pub packets: u64,
+    /// Bytes of those packets (L3 length).
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns` of the last packet (CLOCK_MONOTONIC).
+    pub last_seen_ns: u64,
+}
+
+/// Value of [`names::PEER_STATS`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PeerStats {
+    /// Packets forwarded to this peer.
+    pub packets: u64,
+    /// Bytes forwarded to this peer (L3 length).
+    pub bytes: u64,
+}
+
+/// Event kinds in [`ExporterEvent::kind`].
+pub mod event_kind {
+    /// Exporter not in `EXPORTERS`; placed on `peer_id` by the pool table.
+    pub const NEW_EXPORTER: u32 = 1;
+    /// Pinned exporter whose peer is down; placed on `peer_id` by the pool table.
+    pub const PEER_DOWN: u32 = 2;
+}
+
+/// Ring-buffer record written by the XDP program (rate-limited per exporter).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExporterEvent {
+    /// Exporter address.
+    pub addr: [u8; 16],
+    /// [`event_kind`].
+    pub kind: u32,
+    /// Pool the exporter fell in.
+    pub pool_id: u32,
+    /// Peer the pool table chose ([`NO_PEER`] if none).
+    pub peer_id: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+/// Settings flags in [`Settings::flags`].
+pub mod settings_flags {
+    /// Decrement TTL / hop limit when forwarding (loop protection). On by default.
+    pub const DECREMENT_TTL: u32 = 1;
+}
+
+/// Value of [`names::SETTINGS`] (array of one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// [`settings_flags`].
+    pub flags: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<AddrKey>() == 16);
+    assert!(core::mem::size_of::<ListenerKey>() == 20);
+    assert!(core::mem::size_of::<ListenerValue>() == 4);
+    assert!(core::mem::size_of::<ExporterValue>() == 8);
+    assert!(core::mem::size_of::<SourceGroupValue>() == 4);
+    assert!(core::mem::size_of::<PeerEntry>() == 24);
+    assert!(core::mem::size_of::<ExporterStats>() == 24);
+    assert!(core::mem::size_of::<PeerStats>() == 16);
+    assert!(core::mem::size_of::<ExporterEvent>() == 32);
+    assert!(core::mem::size_of::<Settings>() == 8);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are `#[repr(C)]`, contain only integers and byte arrays, and have
+    // explicit padding fields, so every bit pattern is valid and there are no padding bytes.
+    unsafe impl aya::Pod for AddrKey {}
+    unsafe impl aya::Pod for ListenerKey {}
+    unsafe impl aya::Pod for ListenerValue {}
+    unsafe impl aya::Pod for ExporterValue {}
+    unsafe impl aya::Pod for SourceGroupValue {}
+    unsafe impl aya::Pod for PeerEntry {}
+    unsafe impl aya::Pod for ExporterStats {}
+    unsafe impl aya::Pod for PeerStats {}
+    unsafe impl aya::Pod for ExporterEvent {}
+    unsafe impl aya::Pod for Settings {}
+}
+
+#[cfg(feature = "std")]
+mod addr {
+    use super::{AddrKey, ListenerKey};
+    use std::net::{IpAddr, Ipv6Addr};
+
+    /// 16-byte map form of an address (IPv4 becomes IPv4-mapped).
+    pub fn to_key_bytes(ip: IpAddr) -> [u8; 16] {
+        match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    }
+
+    /// Inverse of [`to_key_bytes`]: IPv4-mapped addresses come back as IPv4.
+    pub fn from_key_bytes(b: [u8; 16]) -> IpAddr {
+        let v6 = Ipv6Addr::from(b);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    }
+
+    impl From<IpAddr> for AddrKey {
+        fn from(ip: IpAddr) -> Self {
+            Self {
+                addr: to_key_bytes(ip),
+            }
+        }
+    }
+
+    impl AddrKey {
+        /// The address this key stands for.
+        pub fn ip(&self) -> IpAddr {
+            from_key_bytes(self.addr)
+        }
+    }
+
+    impl ListenerKey {
+        /// Key for a listener socket address.
+        pub fn new(ip: IpAddr, port: u16) -> Self {
+            Self {
+                addr: to_key_bytes(ip),
+                port,
+                _pad: [0; 2],
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+pub use addr::{from_key_bytes, to_key_bytes};
