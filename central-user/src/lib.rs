@@ -1,1 +1,6 @@
+//! Sluice Central: the XDP data plane's user-space half.
+//!
+//! # Layout
+//! - [`maglev`]: pure weighted consistent-hash tables, one per pool.
 pub mod controller;
+pub mod maglev;
