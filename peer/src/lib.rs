@@ -1,1 +1,3 @@
-
+pub mod decode;
+pub mod flowgen;
+pub mod record;

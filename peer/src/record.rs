@@ -1,0 +1,674 @@
+//! The normalized flow record every decoder produces.
+//!
+//! JSON output follows GoFlow2's JSON format field for field (`type`, `time_received_ns`,
+//! `sequence_num`, `sampling_rate`, `sampler_address`, …) so existing pipelines can consume it.
+//! Values are rendered the way GoFlow2 renders them: addresses as IP text (`""` when absent),
+//! MACs as `aa:bb:cc:dd:ee:ff`, `etype` and `proto` as names (`"IPv4"`, `"TCP"`; unnamed values as
+//! their decimal number), `src_net`/`dst_net` as `prefix/len` built from the address and mask.
+//!
+//! [`FlowRecord::write_json`] is a hand-written writer that produces exactly what
+//! `serde_json::to_vec` produces, without allocating per field.
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// Flow protocol of a datagram and of the records decoded from it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub enum Protocol {
+    /// Cisco NetFlow version 5.
+    #[default]
+    #[serde(rename = "NETFLOW_V5")]
+    NetflowV5,
+    /// Cisco NetFlow version 9 (RFC 3954).
+    #[serde(rename = "NETFLOW_V9")]
+    NetflowV9,
+    /// IPFIX (RFC 7011), "NetFlow v10".
+    #[serde(rename = "IPFIX")]
+    Ipfix,
+    /// sFlow version 5.
+    #[serde(rename = "SFLOW_5")]
+    Sflow5,
+}
+
+impl Protocol {
+    /// Every protocol, in counter order.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::NetflowV5,
+        Protocol::NetflowV9,
+        Protocol::Ipfix,
+        Protocol::Sflow5,
+    ];
+
+    /// The GoFlow2 `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::NetflowV5 => "NETFLOW_V5",
+            Protocol::NetflowV9 => "NETFLOW_V9",
+            Protocol::Ipfix => "IPFIX",
+            Protocol::Sflow5 => "SFLOW_5",
+        }
+    }
+
+    /// Dense index (0..4) for per-protocol counters.
+    pub fn index(self) -> usize {
+        match self {
+            Protocol::NetflowV5 => 0,
+            Protocol::NetflowV9 => 1,
+            Protocol::Ipfix => 2,
+            Protocol::Sflow5 => 3,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A 48-bit MAC address, rendered `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut out {
+            let p = parts.next().ok_or_else(|| format!("bad MAC {s:?}"))?;
+            *b = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC {s:?}"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("bad MAC {s:?}"));
+        }
+        Ok(Mac(out))
+    }
+}
+
+/// One normalized flow record. All fields are plain values (the record is `Copy`), so decoding
+/// allocates nothing per record beyond the output vector's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(into = "wire::FlowJson", try_from = "wire::FlowJson")]
+pub struct FlowRecord {
+    /// Protocol the record was decoded from (JSON `type`).
+    pub flow_type: Protocol,
+    /// When the collector received the datagram, ns since the Unix epoch.
+    pub time_received_ns: u64,
+    /// Sequence number from the export header (v5 flow sequence, v9 package sequence, IPFIX
+    /// sequence, sFlow datagram sequence).
+    pub sequence_num: u32,
+    /// Sampling rate that applied to this record (0 when unknown).
+    pub sampling_rate: u64,
+    /// The exporter: the datagram's source address (sFlow: the agent address).
+    pub sampler_address: Option<IpAddr>,
+    /// Flow start, ns since the Unix epoch (0 when the exporter sent none).
+    pub time_flow_start_ns: u64,
+    /// Flow end, ns since the Unix epoch (0 when the exporter sent none).
+    pub time_flow_end_ns: u64,
+    /// Bytes (multiplied by the sampling rate when the decoder applies sampling).
+    pub bytes: u64,
+    /// Packets (multiplied by the sampling rate when the decoder applies sampling).
+    pub packets: u64,
+    pub src_addr: Option<IpAddr>,
+    pub dst_addr: Option<IpAddr>,
+    /// Ethernet type (0x0800 IPv4, 0x86dd IPv6).
+    pub etype: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub in_if: u32,
+    pub out_if: u32,
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub src_vlan: u16,
+    pub dst_vlan: u16,
+    /// VLAN of the sampled frame (sFlow raw header), or dot1qVlanId.
+    pub vlan_id: u16,
+    pub ip_tos: u8,
+    pub forwarding_status: u8,
+    pub ip_ttl: u8,
+    pub ip_flags: u8,
+    pub tcp_flags: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub ipv6_flow_label: u32,
+    pub fragment_id: u32,
+    pub fragment_offset: u16,
+    pub src_as: u32,
+    pub dst_as: u32,
+    pub next_hop: Option<IpAddr>,
+    pub next_hop_as: u32,
+    /// Source prefix length (JSON `src_net` = masked `src_addr` / this).
+    pub src_mask: u8,
+    /// Destination prefix length (JSON `dst_net`).
+    pub dst_mask: u8,
+    pub bgp_next_hop: Option<IpAddr>,
+    /// IPFIX observation domain / NetFlow v9 source id / sFlow sub-agent id.
+    pub observation_domain_id: u32,
+    pub observation_point_id: u32,
+}
+
+/// GoFlow2's name for an Ethernet type; unnamed values render as their decimal number.
+pub fn etype_name(etype: u16) -> Option<&'static str> {
+    match etype {
+        0x0800 => Some("IPv4"),
+        0x0806 => Some("ARP"),
+        0x86dd => Some("IPv6"),
+        _ => None,
+    }
+}
+
+/// GoFlow2's (IANA keyword) name for an IP protocol number.
+pub fn proto_name(proto: u8) -> Option<&'static str> {
+    Some(match proto {
+        0 => "HOPOPT",
+        1 => "ICMP",
+        2 => "IGMP",
+        4 => "IPv4",
+        6 => "TCP",
+        8 => "EGP",
+        9 => "IGP",
+        17 => "UDP",
+        27 => "RDP",
+        41 => "IPv6",
+        43 => "IPv6-Route",
+        44 => "IPv6-Frag",
+        46 => "RSVP",
+        47 => "GRE",
+        50 => "ESP",
+        51 => "AH",
+        58 => "IPv6-ICMP",
+        59 => "IPv6-NoNxt",
+        60 => "IPv6-Opts",
+        88 => "EIGRP",
+        89 => "OSPF",
+        94 => "IPIP",
+        103 => "PIM",
+        112 => "VRRP",
+        115 => "L2TP",
+        132 => "SCTP",
+        136 => "UDPLite",
+        137 => "MPLS-in-IP",
+        _ => return None,
+    })
+}
+
+fn etype_from_name(s: &str) -> Option<u16> {
+    match s {
+        "IPv4" => Some(0x0800),
+        "ARP" => Some(0x0806),
+        "IPv6" => Some(0x86dd),
+        _ => s.parse().ok(),
+    }
+}
+
+fn proto_from_name(s: &str) -> Option<u8> {
+    (0..=255u8)
+        .find(|p| proto_name(*p) == Some(s))
+        .or_else(|| s.parse().ok())
+}
+
+fn masked_net(addr: Option<IpAddr>, mask: u8) -> (IpAddr, u8) {
+    match addr {
+        Some(IpAddr::V4(a)) => {
+            let m = mask.min(32);
+            let bits = if m == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(m))
+            };
+            (IpAddr::V4(Ipv4Addr::from(u32::from(a) & bits)), m)
+        }
+        Some(IpAddr::V6(a)) => {
+            let m = mask.min(128);
+            let bits = if m == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(m))
+            };
+            (IpAddr::V6(Ipv6Addr::from(u128::from(a) & bits)), m)
+        }
+        None => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+    }
+}
+
+/// Writes `s` as a JSON string body (no escaping needed: every string we write is ASCII
+/// without quotes or backslashes).
+fn push_str(out: &mut Vec<u8>, key: &str, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+fn push_num(out: &mut Vec<u8>, key: &str, v: u64) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v;
+    loop {
+        i -= 1;
+        // `n % 10` is < 10, so the cast cannot truncate.
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn push_display(out: &mut Vec<u8>, key: &str, v: impl fmt::Display) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{v}");
+    out.push(b'"');
+}
+
+fn push_ip(out: &mut Vec<u8>, key: &str, v: Option<IpAddr>) {
+    match v {
+        Some(a) => push_display(out, key, a),
+        None => push_str(out, key, ""),
+    }
+}
+
+fn push_named(out: &mut Vec<u8>, key: &str, name: Option<&str>, v: u64) {
+    match name {
+        Some(n) => push_str(out, key, n),
+        None => push_display(out, key, v),
+    }
+}
+
+impl FlowRecord {
+    /// Appends this record as one JSON object (no trailing newline) to `out`; byte-for-byte what
+    /// `serde_json::to_vec(self)` produces, several times faster.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        push_str(out, "type", self.flow_type.as_str());
+        out.push(b',');
+        push_num(out, "time_received_ns", self.time_received_ns);
+        out.push(b',');
+        push_num(out, "sequence_num", u64::from(self.sequence_num));
+        out.push(b',');
+        push_num(out, "sampling_rate", self.sampling_rate);
+        out.push(b',');
+        push_ip(out, "sampler_address", self.sampler_address);
+        out.push(b',');
+        push_num(out, "time_flow_start_ns", self.time_flow_start_ns);
+        out.push(b',');
+        push_num(out, "time_flow_end_ns", self.time_flow_end_ns);
+        out.push(b',');
+        push_num(out, "bytes", self.bytes);
+        out.push(b',');
+        push_num(out, "packets", self.packets);
+        out.push(b',');
+        push_ip(out, "src_addr", self.src_addr);
+        out.push(b',');
+        push_ip(out, "dst_addr", self.dst_addr);
+        out.push(b',');
+        push_named(out, "etype", etype_name(self.etype), u64::from(self.etype));
+        out.push(b',');
+        push_named(out, "proto", proto_name(self.proto), u64::from(self.proto));
+        out.push(b',');
+        push_num(out, "src_port", u64::from(self.src_port));
+        out.push(b',');
+        push_num(out, "dst_port", u64::from(self.dst_port));
+        out.push(b',');
+        push_num(out, "in_if", u64::from(self.in_if));
+        out.push(b',');
+        push_num(out, "out_if", u64::from(self.out_if));
+        out.push(b',');
+        push_display(out, "src_mac", self.src_mac);
+        out.push(b',');
+        push_display(out, "dst_mac", self.dst_mac);
+        out.push(b',');
+        push_num(out, "src_vlan", u64::from(self.src_vlan));
+        out.push(b',');
+        push_num(out, "dst_vlan", u64::from(self.dst_vlan));
+        out.push(b',');
+        push_num(out, "vlan_id", u64::from(self.vlan_id));
+        out.push(b',');
+        push_num(out, "ip_tos", u64::from(self.ip_tos));
+        out.push(b',');
+        push_num(out, "forwarding_status", u64::from(self.forwarding_status));
+        out.push(b',');
+        push_num(out, "ip_ttl", u64::from(self.ip_ttl));
+        out.push(b',');
+        push_num(out, "ip_flags", u64::from(self.ip_flags));
+        out.push(b',');
+        push_num(out, "tcp_flags", u64::from(self.tcp_flags));
+        out.push(b',');
+        push_num(out, "icmp_type", u64::from(self.icmp_type));
+        out.push(b',');
+        push_num(out, "icmp_code", u64::from(self.icmp_code));
+        out.push(b',');
+        push_num(out, "ipv6_flow_label", u64::from(self.ipv6_flow_label));
+        out.push(b',');
+        push_num(out, "fragment_id", u64::from(self.fragment_id));
+        out.push(b',');
+        push_num(out, "fragment_offset", u64::from(self.fragment_offset));
+        out.push(b',');
+        push_num(out, "src_as", u64::from(self.src_as));
+        out.push(b',');
+        push_num(out, "dst_as", u64::from(self.dst_as));
+        out.push(b',');
+        push_ip(out, "next_hop", self.next_hop);
+        out.push(b',');
+        push_num(out, "next_hop_as", u64::from(self.next_hop_as));
+        out.push(b',');
+        let (net, len) = masked_net(self.src_addr, self.src_mask);
+        push_display(out, "src_net", format_args!("{net}/{len}"));
+        out.push(b',');
+        let (net, len) = masked_net(self.dst_addr, self.dst_mask);
+        push_display(out, "dst_net", format_args!("{net}/{len}"));
+        out.push(b',');
+        push_ip(out, "bgp_next_hop", self.bgp_next_hop);
+        out.push(b',');
+        push_num(
+            out,
+            "observation_domain_id",
+            u64::from(self.observation_domain_id),
+        );
+        out.push(b',');
+        push_num(
+            out,
+            "observation_point_id",
+            u64::from(self.observation_point_id),
+        );
+        out.push(b'}');
+    }
+}
+
+/// The serde shape of a record: GoFlow2's JSON object.
+mod wire {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct FlowJson {
+        #[serde(rename = "type")]
+        pub flow_type: Protocol,
+        pub time_received_ns: u64,
+        pub sequence_num: u32,
+        pub sampling_rate: u64,
+        pub sampler_address: String,
+        pub time_flow_start_ns: u64,
+        pub time_flow_end_ns: u64,
+        pub bytes: u64,
+        pub packets: u64,
+        pub src_addr: String,
+        pub dst_addr: String,
+        pub etype: String,
+        pub proto: String,
+        pub src_port: u16,
+        pub dst_port: u16,
+        pub in_if: u32,
+        pub out_if: u32,
+        pub src_mac: String,
+        pub dst_mac: String,
+        pub src_vlan: u16,
+        pub dst_vlan: u16,
+        pub vlan_id: u16,
+        pub ip_tos: u8,
+        pub forwarding_status: u8,
+        pub ip_ttl: u8,
+        pub ip_flags: u8,
+        pub tcp_flags: u16,
+        pub icmp_type: u8,
+        pub icmp_code: u8,
+        pub ipv6_flow_label: u32,
+        pub fragment_id: u32,
+        pub fragment_offset: u16,
+        pub src_as: u32,
+        pub dst_as: u32,
+        pub next_hop: String,
+        pub next_hop_as: u32,
+        pub src_net: String,
+        pub dst_net: String,
+        pub bgp_next_hop: String,
+        pub observation_domain_id: u32,
+        pub observation_point_id: u32,
+    }
+
+    fn ip_text(a: Option<IpAddr>) -> String {
+        a.map(|a| a.to_string()).unwrap_or_default()
+    }
+
+    fn net_text(a: Option<IpAddr>, mask: u8) -> String {
+        let (net, len) = masked_net(a, mask);
+        format!("{net}/{len}")
+    }
+
+    fn parse_ip(field: &str, s: &str) -> Result<Option<IpAddr>, String> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .map_err(|_| format!("{field}: bad address {s:?}"))
+    }
+
+    fn parse_mask(field: &str, s: &str) -> Result<u8, String> {
+        let (_, len) = s
+            .rsplit_once('/')
+            .ok_or_else(|| format!("{field}: expected prefix/len, got {s:?}"))?;
+        len.parse()
+            .map_err(|_| format!("{field}: bad prefix length in {s:?}"))
+    }
+
+    impl From<FlowRecord> for FlowJson {
+        fn from(r: FlowRecord) -> Self {
+            FlowJson {
+                flow_type: r.flow_type,
+                time_received_ns: r.time_received_ns,
+                sequence_num: r.sequence_num,
+                sampling_rate: r.sampling_rate,
+                sampler_address: ip_text(r.sampler_address),
+                time_flow_start_ns: r.time_flow_start_ns,
+                time_flow_end_ns: r.time_flow_end_ns,
+                bytes: r.bytes,
+                packets: r.packets,
+                src_addr: ip_text(r.src_addr),
+                dst_addr: ip_text(r.dst_addr),
+                etype: etype_name(r.etype)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| r.etype.to_string()),
+                proto: proto_name(r.proto)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| r.proto.to_string()),
+                src_port: r.src_port,
+                dst_port: r.dst_port,
+                in_if: r.in_if,
+                out_if: r.out_if,
+                src_mac: r.src_mac.to_string(),
+                dst_mac: r.dst_mac.to_string(),
+                src_vlan: r.src_vlan,
+                dst_vlan: r.dst_vlan,
+                vlan_id: r.vlan_id,
+                ip_tos: r.ip_tos,
+                forwarding_status: r.forwarding_status,
+                ip_ttl: r.ip_ttl,
+                ip_flags: r.ip_flags,
+                tcp_flags: r.tcp_flags,
+                icmp_type: r.icmp_type,
+                icmp_code: r.icmp_code,
+                ipv6_flow_label: r.ipv6_flow_label,
+                fragment_id: r.fragment_id,
+                fragment_offset: r.fragment_offset,
+                src_as: r.src_as,
+                dst_as: r.dst_as,
+                next_hop: ip_text(r.next_hop),
+                next_hop_as: r.next_hop_as,
+                src_net: net_text(r.src_addr, r.src_mask),
+                dst_net: net_text(r.dst_addr, r.dst_mask),
+                bgp_next_hop: ip_text(r.bgp_next_hop),
+                observation_domain_id: r.observation_domain_id,
+                observation_point_id: r.observation_point_id,
+            }
+        }
+    }
+
+    impl TryFrom<FlowJson> for FlowRecord {
+        type Error = String;
+        fn try_from(j: FlowJson) -> Result<Self, String> {
+            Ok(FlowRecord {
+                flow_type: j.flow_type,
+                time_received_ns: j.time_received_ns,
+                sequence_num: j.sequence_num,
+                sampling_rate: j.sampling_rate,
+                sampler_address: parse_ip("sampler_address", &j.sampler_address)?,
+                time_flow_start_ns: j.time_flow_start_ns,
+                time_flow_end_ns: j.time_flow_end_ns,
+                bytes: j.bytes,
+                packets: j.packets,
+                src_addr: parse_ip("src_addr", &j.src_addr)?,
+                dst_addr: parse_ip("dst_addr", &j.dst_addr)?,
+                etype: etype_from_name(&j.etype)
+                    .ok_or_else(|| format!("etype: unknown {:?}", j.etype))?,
+                proto: proto_from_name(&j.proto)
+                    .ok_or_else(|| format!("proto: unknown {:?}", j.proto))?,
+                src_port: j.src_port,
+                dst_port: j.dst_port,
+                in_if: j.in_if,
+                out_if: j.out_if,
+                src_mac: j.src_mac.parse()?,
+                dst_mac: j.dst_mac.parse()?,
+                src_vlan: j.src_vlan,
+                dst_vlan: j.dst_vlan,
+                vlan_id: j.vlan_id,
+                ip_tos: j.ip_tos,
+                forwarding_status: j.forwarding_status,
+                ip_ttl: j.ip_ttl,
+                ip_flags: j.ip_flags,
+                tcp_flags: j.tcp_flags,
+                icmp_type: j.icmp_type,
+                icmp_code: j.icmp_code,
+                ipv6_flow_label: j.ipv6_flow_label,
+                fragment_id: j.fragment_id,
+                fragment_offset: j.fragment_offset,
+                src_as: j.src_as,
+                dst_as: j.dst_as,
+                next_hop: parse_ip("next_hop", &j.next_hop)?,
+                next_hop_as: j.next_hop_as,
+                src_mask: parse_mask("src_net", &j.src_net)?,
+                dst_mask: parse_mask("dst_net", &j.dst_net)?,
+                bgp_next_hop: parse_ip("bgp_next_hop", &j.bgp_next_hop)?,
+                observation_domain_id: j.observation_domain_id,
+                observation_point_id: j.observation_point_id,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FlowRecord {
+        FlowRecord {
+            flow_type: Protocol::Ipfix,
+            time_received_ns: 1_700_000_000_123_456_789,
+            sequence_num: 42,
+            sampling_rate: 100,
+            sampler_address: Some("198.18.1.10".parse().unwrap()),
+            time_flow_start_ns: 1_700_000_000_000_000_000,
+            time_flow_end_ns: 1_700_000_000_100_000_000,
+            bytes: 1500,
+            packets: 3,
+            src_addr: Some("10.1.2.3".parse().unwrap()),
+            dst_addr: Some("10.9.8.7".parse().unwrap()),
+            etype: 0x0800,
+            proto: 6,
+            src_port: 443,
+            dst_port: 51000,
+            in_if: 1,
+            out_if: 2,
+            src_mac: Mac([0, 0x11, 0x22, 0x33, 0x44, 0xaa]),
+            dst_mac: Mac([0xff; 6]),
+            src_vlan: 10,
+            dst_vlan: 20,
+            vlan_id: 10,
+            ip_tos: 0x10,
+            forwarding_status: 64,
+            ip_ttl: 63,
+            ip_flags: 2,
+            tcp_flags: 0x1b,
+            icmp_type: 0,
+            icmp_code: 0,
+            ipv6_flow_label: 0,
+            fragment_id: 7,
+            fragment_offset: 0,
+            src_as: 65001,
+            dst_as: 65002,
+            next_hop: Some("10.0.0.1".parse().unwrap()),
+            next_hop_as: 0,
+            src_mask: 24,
+            dst_mask: 16,
+            bgp_next_hop: None,
+            observation_domain_id: 5,
+            observation_point_id: 0,
+        }
+    }
+
+    #[test]
+    fn write_json_equals_serde() {
+        let mut records = vec![sample(), FlowRecord::default()];
+        let mut v6 = sample();
+        v6.flow_type = Protocol::Sflow5;
+        v6.src_addr = Some("2001:db8::1".parse().unwrap());
+        v6.dst_addr = Some("2001:db8:1::ffff".parse().unwrap());
+        v6.etype = 0x86dd;
+        v6.proto = 253;
+        v6.src_mask = 33;
+        v6.dst_mask = 200;
+        v6.time_received_ns = u64::MAX;
+        records.push(v6);
+        for r in records {
+            let mut fast = Vec::new();
+            r.write_json(&mut fast);
+            let serde = serde_json::to_vec(&r).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn json_uses_goflow2_names_and_round_trips() {
+        let r = sample();
+        let v: serde_json::Value = serde_json::to_value(r).unwrap();
+        assert_eq!(v["type"], "IPFIX");
+        assert_eq!(v["etype"], "IPv4");
+        assert_eq!(v["proto"], "TCP");
+        assert_eq!(v["src_mac"], "00:11:22:33:44:aa");
+        assert_eq!(v["src_net"], "10.1.2.0/24");
+        assert_eq!(v["dst_net"], "10.9.0.0/16");
+        assert_eq!(v["bgp_next_hop"], "");
+        assert_eq!(v["sampler_address"], "198.18.1.10");
+        let back: FlowRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}
