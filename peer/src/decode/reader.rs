@@ -61,6 +61,12 @@ impl<'a> Reader<'a> {
         Some(s)
     }
 
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let v = array_at::<N>(self.buf, self.pos)?;
+        self.pos += N;
+        Some(v)
+    }
+
     pub(crate) fn u16(&mut self) -> Option<u16> {
         let v = u16_at(self.buf, self.pos)?;
         self.pos += 2;

@@ -585,7 +585,7 @@ mod tests {
         );
         assert_eq!((out[0].bytes, out[0].packets, out[0].proto), (256, 2, 17));
         // Non-zero trailing bytes are a short record.
-        let mut bad = body.to_vec();
+        let mut bad = body[..19].to_vec();
         bad.extend_from_slice(&[0, 0, 1, 0, 9, 9, 9, 9, 9, 0, 0, 0, 2, 200, 1, 2]);
         assert!(
             t.decode_data(&bad, &FlowRecord::default(), &tb, &mut out)
