@@ -4,5 +4,7 @@
 //! data plane only through [`DataPlane`], so tests drive it deterministically without BPF.
 
 pub mod dataplane;
+pub mod memory;
 
 pub use dataplane::{DataPlane, DataPlaneError};
+pub use memory::MemoryDataPlane;
