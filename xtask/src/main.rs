@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Sluice orchestration: setup, tests, demo, lab, benchmarks",
     long_about = "Sluice orchestration. Every subcommand first runs the setup check, which installs \
                   whatever is missing (Debian packages, rust-src, bpf-linker, cargo-fuzz, scapy, \
