@@ -5,15 +5,20 @@
 //! reason counters and the exporter hash. Changing a layout here changes the map ABI: pinned
 //! maps from an older build are rejected on load (see `central-user`'s loader).
 //!
-//! With the `std` feature the crate also carries the control-protocol messages.
+//! With the `std` feature the crate also carries the control-protocol messages ([`protocol`]);
+//! with `client`, the TLS client side of the control channel (`client`) that peers link.
 #![no_std]
 
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod counters;
 pub mod hash;
 pub mod maps;
+#[cfg(feature = "std")]
+pub mod protocol;
 
 pub use counters::Reason;
 pub use maps::*;

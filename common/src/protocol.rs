@@ -1,0 +1,797 @@
+//! Control protocol between Central, its peers and `sluicectl`: one definition of every message.
+//!
+//! One TLS 1.3 listener (default port 8443) carries two kinds of connection, told apart by ALPN:
+//! - [`ALPN_PEER`]: the long-lived peer channel. Each message is a frame: a 4-byte big-endian
+//!   payload length, then the payload in bincode. Peers send [`PeerMessage`]s, Central answers with
+//!   [`CentralMessage`]s. A frame longer than [`MAX_FRAME`] is an error and closes the connection.
+//! - `http/1.1` (or no ALPN): the admin API for `sluicectl` and `curl`. `POST /api/v1/<verb path>`
+//!   with `Authorization: Bearer <admin token>` and the [`AdminRequest`]'s fields as a JSON body;
+//!   the answer is an [`AdminReply`] or an [`ApiErrorBody`] in JSON. `GET /metrics` is Prometheus
+//!   text.
+//!
+//! The frame parser separates "is a whole frame here?" ([`check_frame`]) from decoding
+//! ([`decode_payload`]), so a reader can wait for more bytes without parsing twice.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::string::String;
+use std::vec::Vec;
+
+use bincode::Options;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// ALPN protocol id of the peer channel.
+pub const ALPN_PEER: &[u8] = b"sluice-peer/1";
+/// ALPN protocol id of the admin API and `/metrics`.
+pub const ALPN_HTTP: &[u8] = b"http/1.1";
+/// Largest accepted frame payload, in bytes. Template sets are the largest messages.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Bytes of the length prefix in front of every frame.
+pub const FRAME_HEADER: usize = 4;
+/// Peers send a heartbeat this often, in milliseconds (unless Central says otherwise).
+pub const HEARTBEAT_INTERVAL_MS: u32 = 1000;
+/// Path prefix of every admin API call.
+pub const API_PREFIX: &str = "/api/v1/";
+
+/// Errors of the frame codec.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Not a whole frame yet: read more bytes.
+    #[error("incomplete frame")]
+    Incomplete,
+    /// The length prefix announces more than [`MAX_FRAME`] bytes.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Announced payload length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The payload is not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] bincode::Error),
+}
+
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(MAX_FRAME as u64)
+}
+
+/// Is a whole frame at the start of `buf`? Returns the frame's total length (header included).
+pub fn check_frame(buf: &[u8]) -> Result<usize, FrameError> {
+    let Some(header) = buf.first_chunk::<FRAME_HEADER>() else {
+        return Err(FrameError::Incomplete);
+    };
+    let len = u32::from_be_bytes(*header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    if buf.len() < FRAME_HEADER + len {
+        return Err(FrameError::Incomplete);
+    }
+    Ok(FRAME_HEADER + len)
+}
+
+/// Decodes the payload of a frame that [`check_frame`] accepted (`frame[FRAME_HEADER..len]`).
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    Ok(codec().deserialize(payload)?)
+}
+
+/// Appends `msg` as one frame to `out`.
+pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    // Measured without the limit so an oversized message reports its size.
+    let len = bincode::DefaultOptions::new().serialized_size(msg)? as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    out.reserve(FRAME_HEADER + len);
+    // `len <= MAX_FRAME < u32::MAX`.
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    codec().serialize_into(&mut *out, msg)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer channel
+// ---------------------------------------------------------------------------------------------
+
+/// Peer → Central.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// First message of every session.
+    Register(Register),
+    /// Every [`Registered::heartbeat_interval_ms`].
+    Heartbeat(Heartbeat),
+    /// Templates and option data the peer learned for one exporter and observation domain.
+    Templates(Templates),
+    /// The templates of [`CentralMessage::InstallTemplates`] with this id are installed.
+    TemplatesInstalled {
+        /// [`CentralMessage::InstallTemplates::request_id`].
+        request_id: u64,
+    },
+}
+
+/// Central → peer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CentralMessage {
+    /// Answer to [`PeerMessage::Register`].
+    Registered(Registered),
+    /// Install these templates before Central moves their exporters to this peer; answer with
+    /// [`PeerMessage::TemplatesInstalled`].
+    InstallTemplates {
+        /// Echoed in the acknowledgement.
+        request_id: u64,
+        /// Template state, one entry per (exporter, observation domain).
+        templates: Vec<Templates>,
+    },
+    /// The session is about to be closed for this reason.
+    Error(ApiErrorBody),
+}
+
+/// A peer's registration.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// The access token (`sluice-central token generate`).
+    pub token: String,
+    /// Unique, human-chosen peer name.
+    pub name: String,
+    /// Stable identity of the peer installation.
+    pub uuid: Uuid,
+    /// Software version of the peer.
+    pub version: String,
+    /// Address Central forwards flow datagrams to.
+    pub data_addr: IpAddr,
+    /// Ingest ports the peer listens on.
+    pub ports: Vec<u16>,
+    /// Relative capacity within its pool.
+    pub weight: u32,
+    /// Pool to join; `None` lets Central choose (the default pool).
+    pub pool: Option<String>,
+}
+
+impl fmt::Debug for Register {
+    // The token never reaches a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Register")
+            .field("name", &self.name)
+            .field("uuid", &self.uuid)
+            .field("version", &self.version)
+            .field("data_addr", &self.data_addr)
+            .field("ports", &self.ports)
+            .field("weight", &self.weight)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Central's answer to a registration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    /// Slot in `PEERS`.
+    pub peer_id: u32,
+    /// Pool the peer is in.
+    pub pool: String,
+    /// How often to send heartbeats.
+    pub heartbeat_interval_ms: u32,
+    /// Central's software version.
+    pub central_version: String,
+}
+
+/// Periodic health report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The Connected Peers metrics.
+    pub metrics: PeerMetrics,
+}
+
+/// The "Connected Peers" metrics a peer reports every second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerMetrics {
+    /// Host CPU load, percent.
+    pub cpu_load_pct: f64,
+    /// Host memory used, percent.
+    pub mem_used_pct: f64,
+    /// CPU used by the peer process, percent of one core.
+    pub process_cpu_pct: f64,
+    /// Resident memory of the peer process, bytes.
+    pub process_mem_bytes: u64,
+    /// Datagrams received per second.
+    pub input_pps: f64,
+    /// Flow records processed per second.
+    pub flows_per_s: f64,
+    /// Datagrams and records dropped since start, all reasons.
+    pub total_drops: u64,
+    /// Process start, seconds since the Unix epoch.
+    pub start_time_unix_s: u64,
+}
+
+/// Template state for one (exporter, observation domain), opaque to Central.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Templates {
+    /// Exporter address.
+    pub exporter: IpAddr,
+    /// NetFlow v9 source id / IPFIX observation domain id.
+    pub observation_domain: u32,
+    /// The peer decoder's serialized template and option-data state.
+    pub bytes: Vec<u8>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin API
+// ---------------------------------------------------------------------------------------------
+
+/// An admin call. Its verb (`pools_create`) is the URL path (`/api/v1/pools/create`); the other
+/// fields are the JSON body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    /// Central's health summary.
+    Status,
+    /// The Connected Peers table.
+    PeersList,
+    /// Move a peer's exporters away and keep it out of the hash tables.
+    PeersDrain {
+        /// Peer name.
+        name: String,
+    },
+    /// Undo [`AdminRequest::PeersDrain`].
+    PeersUndrain {
+        /// Peer name.
+        name: String,
+    },
+    /// Every pool with its members.
+    PoolsList,
+    /// Create an empty pool.
+    PoolsCreate {
+        /// Pool name.
+        name: String,
+    },
+    /// Delete an empty pool.
+    PoolsDelete {
+        /// Pool name.
+        name: String,
+    },
+    /// Put a peer in a pool.
+    PoolsAssign {
+        /// Pool name.
+        pool: String,
+        /// Peer name.
+        peer: String,
+        /// New weight; `None` keeps the peer's weight.
+        #[serde(default)]
+        weight: Option<u32>,
+    },
+    /// Take a peer out of a pool.
+    PoolsUnassign {
+        /// Pool name.
+        pool: String,
+        /// Peer name.
+        peer: String,
+    },
+    /// Every known exporter.
+    ExportersList,
+    /// Move an exporter to a peer now (templates first) and pin it there.
+    ExportersMove {
+        /// Exporter address.
+        addr: IpAddr,
+        /// Peer name.
+        peer: String,
+    },
+    /// Keep an exporter where it is: the rebalancer never moves it.
+    ExportersPin {
+        /// Exporter address.
+        addr: IpAddr,
+    },
+    /// Undo [`AdminRequest::ExportersPin`].
+    ExportersUnpin {
+        /// Exporter address.
+        addr: IpAddr,
+    },
+    /// The rebalancer's settings.
+    BalancerShow,
+    /// Change some of the rebalancer's settings.
+    BalancerSet(BalancerPatch),
+    /// What a rebalance would do now, without doing it.
+    BalancerPlan,
+    /// Rebalance now.
+    BalancerRun,
+    /// Generate a new token (the old one of the same kind stops working, at once or after
+    /// `grace_s`). The answer carries the token: it is shown once, only its hash is stored.
+    TokenGenerate {
+        /// Admin token instead of peer access token.
+        #[serde(default)]
+        admin: bool,
+        /// Keep the previous token valid this long (rotation).
+        #[serde(default)]
+        grace_s: Option<u64>,
+    },
+}
+
+impl AdminRequest {
+    /// The URL path of this request (`/api/v1/pools/create`).
+    pub fn path(&self) -> Result<String, serde_json::Error> {
+        let (verb, _) = self.split()?;
+        Ok(std::format!("{API_PREFIX}{}", verb.replace('_', "/")))
+    }
+
+    /// The JSON body of this request (its fields without the verb).
+    pub fn body(&self) -> Result<serde_json::Value, serde_json::Error> {
+        Ok(self.split()?.1)
+    }
+
+    /// Rebuilds a request from its URL path and JSON body (an empty body means no fields).
+    pub fn from_http(path: &str, body: &[u8]) -> Result<Self, AdminParseError> {
+        let verb = path
+            .strip_prefix(API_PREFIX)
+            .filter(|v| !v.is_empty() && !v.contains('_'))
+            .ok_or_else(|| AdminParseError::UnknownPath(path.into()))?
+            .trim_end_matches('/')
+            .replace('/', "_");
+        let mut fields = if body.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Map::new()
+        } else {
+            match serde_json::from_slice(body)? {
+                serde_json::Value::Object(map) => map,
+                _ => return Err(AdminParseError::NotAnObject),
+            }
+        };
+        fields.insert("verb".into(), serde_json::Value::String(verb));
+        Ok(serde_json::from_value(serde_json::Value::Object(fields))?)
+    }
+
+    fn split(&self) -> Result<(String, serde_json::Value), serde_json::Error> {
+        let mut value = serde_json::to_value(self)?;
+        let verb = value
+            .as_object_mut()
+            .and_then(|map| map.remove("verb"))
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        Ok((verb, value))
+    }
+}
+
+/// Why an HTTP request is not an [`AdminRequest`].
+#[derive(Debug, thiserror::Error)]
+pub enum AdminParseError {
+    /// The path is not under [`API_PREFIX`].
+    #[error("no such API path: {0}")]
+    UnknownPath(String),
+    /// The body is JSON but not an object.
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+    /// Bad JSON, unknown verb, missing or unknown field.
+    #[error("bad request: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Fields of [`AdminRequest::BalancerSet`]; absent fields keep their value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerPatch {
+    /// Seconds between rebalances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance_interval_s: Option<u64>,
+    /// Allowed distance from a peer's share, percentage points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution_margin_pct: Option<f64>,
+    /// Heartbeat silence after which a peer is OFFLINE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_timeout_ms: Option<u64>,
+}
+
+/// Successful answer of an admin call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum AdminReply {
+    /// [`AdminRequest::Status`].
+    Status(StatusView),
+    /// [`AdminRequest::PeersList`].
+    Peers(Vec<PeerView>),
+    /// [`AdminRequest::PoolsList`].
+    Pools(Vec<PoolView>),
+    /// [`AdminRequest::ExportersList`].
+    Exporters(Vec<ExporterView>),
+    /// [`AdminRequest::BalancerShow`], [`AdminRequest::BalancerSet`].
+    Balancer(BalancerSettings),
+    /// [`AdminRequest::BalancerPlan`], [`AdminRequest::BalancerRun`].
+    Plan(PlanView),
+    /// [`AdminRequest::TokenGenerate`].
+    Token(TokenView),
+    /// Any change that has nothing to show.
+    Done(DoneView),
+}
+
+/// Error answer of the admin API (and the last message of a refused peer session).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// Machine-readable class.
+    pub code: ErrorCode,
+    /// One line for a human.
+    pub message: String,
+}
+
+/// Classes of API errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Missing or wrong token.
+    Unauthorized,
+    /// Too many failed authentications from this source.
+    RateLimited,
+    /// Malformed request.
+    BadRequest,
+    /// Frame or body over the limit.
+    TooLarge,
+    /// Unknown peer, pool or exporter.
+    NotFound,
+    /// The request conflicts with the current state (pool not empty, name taken, …).
+    Conflict,
+    /// Central failed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this error.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::BadRequest => 400,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Status Central derives for a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PeerStatus {
+    /// Heartbeats arrive.
+    Online,
+    /// Silent for the peer timeout.
+    Offline,
+    /// Being emptied by `peers drain`.
+    Draining,
+}
+
+impl PeerStatus {
+    /// Every status.
+    pub const ALL: [PeerStatus; 3] = [PeerStatus::Online, PeerStatus::Offline, PeerStatus::Draining];
+
+    /// `ONLINE`, `OFFLINE`, `DRAINING`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PeerStatus::Online => "ONLINE",
+            PeerStatus::Offline => "OFFLINE",
+            PeerStatus::Draining => "DRAINING",
+        }
+    }
+}
+
+impl fmt::Display for PeerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the Connected Peers table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Slot in `PEERS`.
+    pub id: u32,
+    /// Peer name.
+    pub name: String,
+    /// Installation id.
+    pub uuid: Uuid,
+    /// Software version.
+    pub version: String,
+    /// Forwarding target address.
+    pub data_addr: IpAddr,
+    /// Ingest ports.
+    pub ports: Vec<u16>,
+    /// Pool, if assigned.
+    pub pool: Option<String>,
+    /// Relative capacity.
+    pub weight: u32,
+    /// Derived status.
+    pub status: PeerStatus,
+    /// Last heartbeat, milliseconds since the Unix epoch.
+    pub last_seen_unix_ms: Option<u64>,
+    /// Exporters assigned to this peer.
+    pub exporters: u64,
+    /// The last heartbeat's metrics.
+    pub metrics: Option<PeerMetrics>,
+}
+
+/// A pool member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolMember {
+    /// Peer name.
+    pub peer: String,
+    /// Weight within the pool.
+    pub weight: u32,
+    /// The peer's status.
+    pub status: PeerStatus,
+}
+
+/// A pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolView {
+    /// Pool name.
+    pub name: String,
+    /// Pool id in the maps.
+    pub id: u32,
+    /// Members.
+    pub peers: Vec<PoolMember>,
+    /// Exporters in the pool.
+    pub exporters: u64,
+}
+
+impl PoolView {
+    /// Members that can take traffic.
+    pub fn healthy_peers(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|m| m.status == PeerStatus::Online)
+            .count()
+    }
+}
+
+/// One exporter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExporterView {
+    /// Exporter address.
+    pub address: IpAddr,
+    /// Pool.
+    pub pool: Option<String>,
+    /// Assigned peer.
+    pub peer: Option<String>,
+    /// Smoothed packets per second.
+    pub pps: f64,
+    /// Smoothed bits per second.
+    pub bps: f64,
+    /// Pinned by an operator.
+    pub pinned: bool,
+    /// Last datagram, milliseconds since the Unix epoch.
+    pub last_seen_unix_ms: Option<u64>,
+}
+
+/// Rebalancer settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalancerSettings {
+    /// Seconds between rebalances.
+    pub rebalance_interval_s: u64,
+    /// Allowed distance from a peer's share, percentage points.
+    pub distribution_margin_pct: f64,
+    /// Heartbeat silence after which a peer is OFFLINE.
+    pub peer_timeout_ms: u64,
+}
+
+/// One planned (or applied) exporter move.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoveView {
+    /// Exporter address.
+    pub exporter: IpAddr,
+    /// Pool.
+    pub pool: String,
+    /// Current peer.
+    pub from: String,
+    /// New peer.
+    pub to: String,
+    /// The exporter's packet rate.
+    pub pps: f64,
+}
+
+/// An exporter larger than any peer's share: reported, never moved back and forth.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OversizedView {
+    /// Exporter address.
+    pub exporter: IpAddr,
+    /// Pool.
+    pub pool: String,
+    /// The exporter's packet rate.
+    pub pps: f64,
+}
+
+/// A rebalance plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanView {
+    /// Moves, in order.
+    pub moves: Vec<MoveView>,
+    /// Exporters too large to place within the margin.
+    pub too_large: Vec<OversizedView>,
+    /// Whether the moves were carried out.
+    pub applied: bool,
+}
+
+/// A freshly generated token (shown once).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// The token itself.
+    pub token: String,
+    /// `sha256:<hex>` of the token: what Central stores and peers display.
+    pub hash: String,
+    /// `peer` or `admin`.
+    pub kind: String,
+    /// When the previous token stops working, seconds since the Unix epoch.
+    pub previous_expires_unix_s: Option<u64>,
+}
+
+/// Outcome of a change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoneView {
+    /// What happened, for a human.
+    pub message: String,
+}
+
+/// Health of one pool, for `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolHealth {
+    /// Pool name.
+    pub name: String,
+    /// Members that can take traffic.
+    pub healthy_peers: u64,
+    /// All members.
+    pub peers: u64,
+}
+
+/// Central's health summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Central's software version.
+    pub version: String,
+    /// `sha256:<hex>` of the control API certificate.
+    pub fingerprint: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Known peers.
+    pub peers: u64,
+    /// Peers ONLINE.
+    pub peers_online: u64,
+    /// Known exporters.
+    pub exporters: u64,
+    /// Every pool's health; a pool without healthy peer drops its traffic.
+    pub pools: Vec<PoolHealth>,
+    /// Rebalances that moved at least one exporter.
+    pub rebalances: u64,
+    /// Peers declared OFFLINE whose exporters were reassigned.
+    pub failovers: u64,
+    /// Failed authentications since start.
+    pub auth_failures: u64,
+    /// Rebalancer settings.
+    pub balancer: BalancerSettings,
+}
+
+impl StatusView {
+    /// Pools that have members but none healthy: their traffic is dropped.
+    pub fn pools_without_healthy_peer(&self) -> impl Iterator<Item = &PoolHealth> {
+        self.pools.iter().filter(|p| p.healthy_peers == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    fn register() -> PeerMessage {
+        PeerMessage::Register(Register {
+            token: "t".into(),
+            name: "peer-a".into(),
+            uuid: Uuid::nil(),
+            version: "0.1.0".into(),
+            data_addr: "198.18.2.2".parse().unwrap(),
+            ports: vec![2055, 4739],
+            weight: 1,
+            pool: Some("default".into()),
+        })
+    }
+
+    #[test]
+    fn frame_round_trip_and_incremental_check() {
+        let mut buf = Vec::new();
+        encode_frame(&register(), &mut buf).unwrap();
+        encode_frame(&PeerMessage::TemplatesInstalled { request_id: 7 }, &mut buf).unwrap();
+        let first = check_frame(&buf).unwrap();
+        for cut in 0..first {
+            assert!(matches!(check_frame(&buf[..cut]), Err(FrameError::Incomplete)));
+        }
+        let msg: PeerMessage = decode_payload(&buf[FRAME_HEADER..first]).unwrap();
+        assert_eq!(msg, register());
+        let rest = &buf[first..];
+        let second = check_frame(rest).unwrap();
+        assert_eq!(second, rest.len());
+        let msg: PeerMessage = decode_payload(&rest[FRAME_HEADER..]).unwrap();
+        assert_eq!(msg, PeerMessage::TemplatesInstalled { request_id: 7 });
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_from_its_header() {
+        let header = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            check_frame(&header),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let big = PeerMessage::Templates(Templates {
+            exporter: "198.18.0.9".parse().unwrap(),
+            observation_domain: 0,
+            bytes: vec![0; MAX_FRAME],
+        });
+        assert!(matches!(
+            encode_frame(&big, &mut Vec::new()),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_payload_is_malformed() {
+        let res: Result<PeerMessage, _> = decode_payload(&[0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert!(matches!(res, Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn token_is_not_in_debug_output() {
+        assert!(!std::format!("{:?}", register()).contains("token"));
+    }
+
+    #[test]
+    fn admin_request_http_round_trip() {
+        let requests = [
+            AdminRequest::Status,
+            AdminRequest::PoolsAssign {
+                pool: "p".into(),
+                peer: "a".into(),
+                weight: Some(3),
+            },
+            AdminRequest::ExportersMove {
+                addr: "198.18.0.5".parse().unwrap(),
+                peer: "b".into(),
+            },
+            AdminRequest::BalancerSet(BalancerPatch {
+                distribution_margin_pct: Some(2.5),
+                ..BalancerPatch::default()
+            }),
+            AdminRequest::TokenGenerate {
+                admin: true,
+                grace_s: Some(3600),
+            },
+        ];
+        for req in requests {
+            let path = req.path().unwrap();
+            let body = serde_json::to_vec(&req.body().unwrap()).unwrap();
+            assert_eq!(AdminRequest::from_http(&path, &body).unwrap(), req, "{path}");
+        }
+        assert_eq!(
+            AdminRequest::PoolsCreate { name: "x".into() }.path().unwrap(),
+            "/api/v1/pools/create"
+        );
+        assert_eq!(
+            AdminRequest::from_http("/api/v1/peers/list", b"").unwrap(),
+            AdminRequest::PeersList
+        );
+    }
+
+    #[test]
+    fn admin_request_rejects_unknown_paths_and_fields() {
+        assert!(AdminRequest::from_http("/api/v1/nope", b"").is_err());
+        assert!(AdminRequest::from_http("/api/v1/pools_create", b"{\"name\":\"x\"}").is_err());
+        assert!(AdminRequest::from_http("/other", b"").is_err());
+        assert!(AdminRequest::from_http("/api/v1/pools/create", b"{\"nam\":\"x\"}").is_err());
+        assert!(AdminRequest::from_http("/api/v1/pools/create", b"[1]").is_err());
+        assert!(
+            AdminRequest::from_http("/api/v1/status", b"{\"verb\":\"pools_create\"}").is_ok_and(
+                |r| r == AdminRequest::Status
+            )
+        );
+    }
+}
