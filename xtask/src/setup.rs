@@ -231,8 +231,9 @@ fn ensure_debian_packages(llvm_major: u32) -> Result<()> {
         }
         bail!(
             "Debian packages [{}] are not available from the configured apt sources \
-             (rustc uses LLVM {llvm_major}; its -dev packages must match); fix: add an apt source \
-             that has them, e.g. bookworm-security for llvm-{llvm_major}, then rerun `cargo xtask setup`",
+             (the eBPF toolchain's rustc uses LLVM {llvm_major} and bpf-linker must be built \
+             against the same LLVM major); fix: add an apt source that provides them, then rerun \
+             `cargo xtask setup`",
             unavailable.join(" ")
         );
     }
