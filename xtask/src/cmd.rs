@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -108,31 +111,50 @@ pub fn parse_test_result(line: &str) -> Option<TestCounts> {
 
 /// Runs a `cargo test`-like command, echoing its stdout line by line and summing the test counts
 /// it reports. Returns the counts seen even when the command fails.
+///
+/// A process that a test leaked may keep the pipe open after cargo exits, so the output is read
+/// on its own thread and abandoned shortly after the command itself has finished.
 pub fn run_counting_tests(cmd: &mut Command) -> (TestCounts, Result<()>) {
-    let mut counts = TestCounts::default();
+    run_counting_tests_within(cmd, Duration::from_secs(5))
+}
+
+fn run_counting_tests_within(cmd: &mut Command, grace: Duration) -> (TestCounts, Result<()>) {
+    let counts = Arc::new(Mutex::new(TestCounts::default()));
+    let snapshot = |c: &Mutex<TestCounts>| c.lock().map(|g| *g).unwrap_or_default();
     let mut child = match cmd.stdout(Stdio::piped()).spawn() {
         Ok(child) => child,
         Err(e) => {
             return (
-                counts,
+                TestCounts::default(),
                 Err(e).with_context(|| format!("cannot start `{}`", display(cmd))),
             );
         }
     };
+    let (done_tx, done_rx) = mpsc::channel();
     if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            println!("{line}");
-            if let Some(c) = parse_test_result(&line) {
-                counts.add(c);
+        let counts = Arc::clone(&counts);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                println!("{line}");
+                if let (Some(c), Ok(mut total)) = (parse_test_result(&line), counts.lock()) {
+                    total.add(c);
+                }
             }
-        }
+            let _ = done_tx.send(());
+        });
     }
     let result = child
         .wait()
         .with_context(|| format!("waiting for `{}`", display(cmd)))
         .and_then(|status| check_status(cmd, status));
-    (counts, result)
+    if done_rx.recv_timeout(grace) == Err(RecvTimeoutError::Timeout) {
+        println!(
+            "xtask: warning: a process left behind by `{}` still holds its output open",
+            display(cmd)
+        );
+    }
+    (snapshot(&counts), result)
 }
 
 /// Effective uid from the text of `/proc/self/status`.
@@ -228,6 +250,40 @@ mod tests {
             })
         );
         assert_eq!(parse_test_result("test foo ... ok"), None);
+    }
+
+    #[test]
+    fn counts_tests_from_a_command() {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            "echo 'test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured'; \
+             echo 'test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured'; exit 101",
+        ]);
+        let (counts, result) = run_counting_tests(&mut c);
+        assert_eq!(
+            counts,
+            TestCounts {
+                passed: 5,
+                failed: 1,
+                ignored: 1
+            }
+        );
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn leaked_process_holding_stdout_does_not_hang() {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            "sleep 3 & echo 'test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured'",
+        ]);
+        let t0 = std::time::Instant::now();
+        let (counts, result) = run_counting_tests_within(&mut c, Duration::from_millis(200));
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(result.is_ok());
+        assert_eq!(counts.passed, 1);
     }
 
     #[test]
