@@ -15,10 +15,11 @@ extern crate std;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod counters;
+pub mod csum;
 pub mod hash;
 pub mod maps;
 #[cfg(feature = "std")]
 pub mod protocol;
 
-pub use counters::Reason;
+pub use counters::{REASON_COUNT, Reason};
 pub use maps::*;

@@ -466,7 +466,11 @@ pub enum PeerStatus {
 
 impl PeerStatus {
     /// Every status.
-    pub const ALL: [PeerStatus; 3] = [PeerStatus::Online, PeerStatus::Offline, PeerStatus::Draining];
+    pub const ALL: [PeerStatus; 3] = [
+        PeerStatus::Online,
+        PeerStatus::Offline,
+        PeerStatus::Draining,
+    ];
 
     /// `ONLINE`, `OFFLINE`, `DRAINING`.
     pub const fn as_str(self) -> &'static str {
@@ -704,7 +708,10 @@ mod tests {
         encode_frame(&PeerMessage::TemplatesInstalled { request_id: 7 }, &mut buf).unwrap();
         let first = check_frame(&buf).unwrap();
         for cut in 0..first {
-            assert!(matches!(check_frame(&buf[..cut]), Err(FrameError::Incomplete)));
+            assert!(matches!(
+                check_frame(&buf[..cut]),
+                Err(FrameError::Incomplete)
+            ));
         }
         let msg: PeerMessage = decode_payload(&buf[FRAME_HEADER..first]).unwrap();
         assert_eq!(msg, register());
@@ -769,10 +776,16 @@ mod tests {
         for req in requests {
             let path = req.path().unwrap();
             let body = serde_json::to_vec(&req.body().unwrap()).unwrap();
-            assert_eq!(AdminRequest::from_http(&path, &body).unwrap(), req, "{path}");
+            assert_eq!(
+                AdminRequest::from_http(&path, &body).unwrap(),
+                req,
+                "{path}"
+            );
         }
         assert_eq!(
-            AdminRequest::PoolsCreate { name: "x".into() }.path().unwrap(),
+            AdminRequest::PoolsCreate { name: "x".into() }
+                .path()
+                .unwrap(),
             "/api/v1/pools/create"
         );
         assert_eq!(
@@ -789,9 +802,8 @@ mod tests {
         assert!(AdminRequest::from_http("/api/v1/pools/create", b"{\"nam\":\"x\"}").is_err());
         assert!(AdminRequest::from_http("/api/v1/pools/create", b"[1]").is_err());
         assert!(
-            AdminRequest::from_http("/api/v1/status", b"{\"verb\":\"pools_create\"}").is_ok_and(
-                |r| r == AdminRequest::Status
-            )
+            AdminRequest::from_http("/api/v1/status", b"{\"verb\":\"pools_create\"}")
+                .is_ok_and(|r| r == AdminRequest::Status)
         );
     }
 }

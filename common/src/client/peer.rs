@@ -184,7 +184,9 @@ impl PeerHandle {
     pub fn report_templates(&self, templates: Templates) -> bool {
         let sent = self.templates.try_send(templates).is_ok();
         if !sent {
-            self.shared.dropped_templates.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .dropped_templates
+                .fetch_add(1, Ordering::Relaxed);
         }
         sent
     }

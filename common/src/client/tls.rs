@@ -31,7 +31,10 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// `sha256:<hex>` of an access token: what Central stores, and what a peer shows so an operator
 /// can check it has the right token without revealing it.
 pub fn token_hash(token: &str) -> String {
-    std::format!("sha256:{}", hex::encode(Sha256::digest(token.trim().as_bytes())))
+    std::format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(token.trim().as_bytes()))
+    )
 }
 
 /// The crypto provider of every control-channel endpoint (ring).
