@@ -249,11 +249,6 @@ impl Walk {
                     enterprise,
                 });
             }
-            if !ipfix && options {
-                // v9: skip the padding to a 4-byte boundary inside the record, if any.
-                let pad = (6 + usize::from(total_fields) * 4) % 4;
-                let _ = r.take(pad);
-            }
             let template = Template::compile(key, fields, scope_fields, options)?;
             ctx.stats.templates_received += 1;
             state.templates.insert(key, template);
