@@ -1,3 +1,21 @@
+//! Sluice peer: UDP flow ingest, sharded decoding and outputs.
+//!
+//! # Layout
+//! - [`config`]: `peer.toml` and command-line overrides, validated at start.
+//! - [`ingest`]: `SO_REUSEPORT` UDP sockets, batched `recvmmsg`, kernel drop counters.
+//! - [`pipeline`]: routing datagrams to decoder shards by exporter, shard threads, shutdown,
+//!   and [`pipeline::replay`] (the pipeline on an in-memory corpus, for benchmarks).
+//! - [`decode`]: pure decoders (NetFlow v5/v9, IPFIX, sFlow v5) into [`record::FlowRecord`].
+//! - [`record`]: the normalized flow record and its GoFlow2-compatible JSON.
+//! - [`output`]: sinks (`stdout`, `file`, `syslog`), each on its own thread behind a buffer.
+//! - [`metrics`]: counters, Prometheus `/metrics`, the heartbeat's [`metrics::PeerMetrics`].
+//! - [`flowgen`]: flow generator encoders for tests, the lab and benchmarks.
+
+pub mod config;
 pub mod decode;
 pub mod flowgen;
+pub mod ingest;
+pub mod metrics;
+pub mod output;
+pub mod pipeline;
 pub mod record;

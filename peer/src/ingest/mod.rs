@@ -1,0 +1,144 @@
+//! UDP ingest: `SO_REUSEPORT` socket groups, one receive thread per socket, batched
+//! `recvmmsg`, handing datagrams to the pipeline's [`Router`] without ever blocking on decoding.
+
+mod recv;
+mod socket;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+
+pub use recv::{Received, RecvBatch};
+pub use socket::bind_group;
+
+use crate::config::IngestConfig;
+use crate::metrics::{DropReason, LogLimiter, Metrics, SocketStats};
+use crate::pipeline::{Router, Shutdown, now_ns};
+
+/// Binding failed; names the address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Bound sockets, not yet receiving.
+pub struct Ingest {
+    sockets: Vec<(UdpSocket, Arc<SocketStats>)>,
+    local: Vec<SocketAddr>,
+    batch_size: usize,
+    slot: usize,
+}
+
+impl Ingest {
+    /// Binds every configured address (`sockets_per_port` sockets each).
+    pub fn bind(config: &IngestConfig, metrics: &Metrics) -> Result<Self, BindError> {
+        let mut sockets = Vec::new();
+        let mut local = Vec::new();
+        for addr in config.listen_addresses() {
+            let group = bind_group(addr, config.sockets_per_port, config.rcvbuf_bytes)
+                .map_err(|source| BindError { addr, source })?;
+            for (index, socket) in group.into_iter().enumerate() {
+                let bound = socket
+                    .local_addr()
+                    .map_err(|source| BindError { addr, source })?;
+                if index == 0 {
+                    local.push(bound);
+                }
+                sockets.push((socket, metrics.register_socket(bound, index)));
+            }
+        }
+        Ok(Ingest {
+            sockets,
+            local,
+            batch_size: config.batch_size,
+            slot: config.max_datagram_bytes,
+        })
+    }
+
+    /// The bound addresses (ports resolved), one per configured address.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Starts one receive thread per socket; `router` makes each thread's router.
+    pub fn start(
+        self,
+        mut router: impl FnMut() -> Router,
+        metrics: &Arc<Metrics>,
+        shutdown: &Shutdown,
+    ) -> std::io::Result<Vec<JoinHandle<()>>> {
+        let mut threads = Vec::with_capacity(self.sockets.len());
+        for (socket, stats) in self.sockets {
+            let receiver = Receiver {
+                socket,
+                stats,
+                router: router(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let (batch_size, slot) = (self.batch_size, self.slot);
+            let name = format!(
+                "recv-{}-{}",
+                receiver.stats.local.port(),
+                receiver.stats.index
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || receiver.run(RecvBatch::new(batch_size, slot)))?,
+            );
+        }
+        Ok(threads)
+    }
+}
+
+struct Receiver {
+    socket: UdpSocket,
+    stats: Arc<SocketStats>,
+    router: Router,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+}
+
+impl Receiver {
+    fn run(mut self, mut batch: RecvBatch) {
+        let fd = self.socket.as_raw_fd();
+        let errors = LogLimiter::default();
+        while !self.shutdown.is_triggered() {
+            if let Err(error) = batch.recv(fd) {
+                use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+                if !matches!(error.kind(), WouldBlock | TimedOut | Interrupted) {
+                    self.metrics.receive_errors.fetch_add(1, Relaxed);
+                    if errors.allow() {
+                        tracing::warn!(socket = %self.stats.local, %error, "receive failed");
+                    }
+                    self.shutdown.sleep(std::time::Duration::from_millis(10));
+                }
+                continue;
+            }
+            let now = now_ns();
+            let (mut datagrams, mut bytes) = (0u64, 0u64);
+            for r in batch.iter() {
+                if let Some(drops) = r.kernel_drops {
+                    self.stats.kernel_drops.fetch_max(u64::from(drops), Relaxed);
+                }
+                // recvmmsg on an AF_INET/AF_INET6 socket always fills in the source.
+                let Some(source) = r.source else { continue };
+                datagrams += 1;
+                bytes += r.data.len() as u64;
+                if r.truncated {
+                    self.metrics.dropped(DropReason::Truncated, source, 1);
+                    continue;
+                }
+                self.router.push(source, now, r.data);
+            }
+            self.router.flush();
+            self.metrics.datagrams.fetch_add(datagrams, Relaxed);
+            self.metrics.bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+}

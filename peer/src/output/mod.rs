@@ -1,0 +1,163 @@
+//! Outputs: where decoded records go.
+//!
+//! One folder per sink (`stdout/`, `file/`, `syslog/`), each with its `config.rs` (the
+//! `[[outputs]]` table, `deny_unknown_fields`) and `sink.rs` (the [`Sink`]). Every output runs
+//! in its own thread behind a bounded buffer ([`runner`]): shards never wait for an output, a
+//! failing output retries with backoff from its buffer, and records that do not fit are counted
+//! as overflow.
+
+pub mod batch;
+pub mod file;
+pub mod runner;
+pub mod stdout;
+pub mod syslog;
+
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+pub use batch::EncodedBatch;
+pub use runner::{Fanout, OutputSet};
+
+use crate::config::{ConfigError, positive};
+
+/// Records an output buffers by default while its destination is slow or down.
+pub const DEFAULT_BUFFER_RECORDS: usize = 100_000;
+
+/// A sink failed after writing `written` lines of the batch; the runner retries the rest.
+#[derive(Debug)]
+pub struct SinkFailure {
+    pub written: usize,
+    pub error: std::io::Error,
+}
+
+/// The destination side of an output; runs on the output's own thread.
+pub trait Sink: Send {
+    /// Checked once at start; a failure is logged and records are buffered until it recovers.
+    fn healthcheck(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// Writes the lines of `batch` from index `from` on.
+    fn write(&mut self, batch: &EncodedBatch, from: usize) -> Result<(), SinkFailure>;
+    /// Called when the output has been idle for a while (time-based rotation, keep-alives).
+    fn tick(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// Called once at shutdown after the last batch.
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// One `[[outputs]]` entry, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum OutputConfig {
+    Stdout(stdout::StdoutConfig),
+    File(file::FileConfig),
+    Syslog(syslog::SyslogConfig),
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig::Stdout(stdout::StdoutConfig::default())
+    }
+}
+
+impl OutputConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutputConfig::Stdout(_) => "stdout",
+            OutputConfig::File(_) => "file",
+            OutputConfig::Syslog(_) => "syslog",
+        }
+    }
+
+    /// Records buffered while the destination is slow or down.
+    pub fn buffer_records(&self) -> usize {
+        match self {
+            OutputConfig::Stdout(c) => c.buffer_records,
+            OutputConfig::File(c) => c.buffer_records,
+            OutputConfig::Syslog(c) => c.buffer_records,
+        }
+    }
+
+    /// Checks the values; `key` is this output's position, e.g. `outputs[2]`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        positive(
+            &format!("{key}.buffer_records"),
+            self.buffer_records(),
+            1 << 26,
+        )?;
+        match self {
+            OutputConfig::Stdout(_) => Ok(()),
+            OutputConfig::File(c) => c.validate(key),
+            OutputConfig::Syslog(c) => c.validate(key),
+        }
+    }
+
+    /// Builds the sink (opening files, resolving addresses); errors here stop the start.
+    pub fn build(&self) -> std::io::Result<Box<dyn Sink>> {
+        Ok(match self {
+            OutputConfig::Stdout(_) => Box::new(stdout::StdoutSink::new()),
+            OutputConfig::File(c) => Box::new(file::FileSink::open(c.clone())?),
+            OutputConfig::Syslog(c) => Box::new(syslog::SyslogSink::new(c)?),
+        })
+    }
+}
+
+/// Parses `--output` values: `stdout`, `file:PATH`, `syslog+udp://HOST:PORT`,
+/// `syslog+tcp://HOST:PORT`.
+impl FromStr for OutputConfig {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "stdout" {
+            return Ok(OutputConfig::default());
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("`file:` needs a path, e.g. file:/var/log/flows.jsonl".into());
+            }
+            return Ok(OutputConfig::File(file::FileConfig::at(path.into())));
+        }
+        let syslog = |protocol, address: &str| {
+            Ok(OutputConfig::Syslog(syslog::SyslogConfig::to(
+                protocol,
+                address.to_owned(),
+            )))
+        };
+        if let Some(address) = s.strip_prefix("syslog+udp://") {
+            return syslog(syslog::Protocol::Udp, address);
+        }
+        if let Some(address) = s.strip_prefix("syslog+tcp://") {
+            return syslog(syslog::Protocol::Tcp, address);
+        }
+        Err(format!(
+            "unknown output `{s}`: expected stdout, file:PATH, syslog+udp://HOST:PORT or \
+             syslog+tcp://HOST:PORT"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_flags_parse() {
+        assert_eq!(
+            "stdout".parse::<OutputConfig>().unwrap(),
+            OutputConfig::default()
+        );
+        let OutputConfig::File(f) = "file:/var/log/flows.jsonl".parse().unwrap() else {
+            panic!("not a file output")
+        };
+        assert_eq!(f.path.to_str(), Some("/var/log/flows.jsonl"));
+        let OutputConfig::Syslog(s) = "syslog+tcp://127.0.0.1:514".parse().unwrap() else {
+            panic!("not a syslog output")
+        };
+        assert_eq!(s.protocol, syslog::Protocol::Tcp);
+        assert_eq!(s.address, "127.0.0.1:514");
+        assert!("kafka://x".parse::<OutputConfig>().is_err());
+        assert!("file:".parse::<OutputConfig>().is_err());
+    }
+}

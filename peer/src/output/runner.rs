@@ -1,0 +1,307 @@
+//! One thread per output behind a bounded buffer.
+//!
+//! Shards call [`Fanout::send`], which never blocks: it reserves room for the batch's records in
+//! each output's buffer (counting overflow when there is none) and queues a shared `Arc`. The
+//! output thread writes batches in order; a failed write is retried with exponential backoff
+//! while new batches wait in the buffer. At shutdown (all shards gone) the thread drains its
+//! buffer; a destination still failing after `drain_timeout` has its remaining records counted
+//! and logged as dropped.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::{EncodedBatch, OutputConfig, Sink};
+use crate::metrics::{Metrics, OutputStats};
+use crate::pipeline::Shutdown;
+
+/// First retry delay after a failed write; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Idle outputs get a `tick` this often (time-based rotation).
+const TICK: Duration = Duration::from_millis(500);
+
+/// Why outputs could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("output {name}: {source}")]
+pub struct OutputError {
+    pub name: String,
+    pub source: std::io::Error,
+}
+
+struct Route {
+    tx: Sender<Arc<EncodedBatch>>,
+    stats: Arc<OutputStats>,
+}
+
+/// The shards' side of all outputs; cheap to clone, one per shard.
+#[derive(Clone)]
+pub struct Fanout {
+    routes: Arc<[Route]>,
+}
+
+impl Fanout {
+    /// True when there are no outputs (records need not be encoded).
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Hands `batch` to every output without blocking.
+    pub fn send(&self, batch: EncodedBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        let batch = Arc::new(batch);
+        for route in self.routes.iter() {
+            if !route.stats.reserve(n) {
+                continue;
+            }
+            // The channel holds `capacity` batches and every batch reserved at least one
+            // record, so it is never full here; it is disconnected only if the output thread
+            // died, and then the records are counted as overflow.
+            if let Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) =
+                route.tx.try_send(batch.clone())
+            {
+                route.stats.release(b.len());
+                route.stats.overflowed(b.len());
+            }
+        }
+    }
+}
+
+/// Running outputs: the [`Fanout`] for the shards and the threads to join.
+pub struct OutputSet {
+    pub fanout: Fanout,
+    pub threads: Vec<JoinHandle<()>>,
+}
+
+impl OutputSet {
+    /// Builds every sink (a build error stops the start), runs its health check (a failure is
+    /// logged; records are buffered until it recovers) and starts its thread.
+    pub fn start(
+        configs: &[OutputConfig],
+        metrics: &Metrics,
+        shutdown: &Shutdown,
+        drain_timeout: Duration,
+    ) -> Result<Self, OutputError> {
+        let mut routes = Vec::with_capacity(configs.len());
+        let mut threads = Vec::with_capacity(configs.len());
+        for (i, config) in configs.iter().enumerate() {
+            let name = format!("{i}-{}", config.kind());
+            let err = |source| OutputError {
+                name: name.clone(),
+                source,
+            };
+            let sink = config.build().map_err(err)?;
+            let capacity = config.buffer_records();
+            let stats = metrics.register_output(name.clone(), capacity);
+            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            let worker = Worker {
+                sink,
+                rx,
+                stats: stats.clone(),
+                shutdown: shutdown.clone(),
+                drain_timeout,
+                give_up_at: None,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("output-{name}"))
+                .spawn(move || worker.run())
+                .map_err(err)?;
+            threads.push(thread);
+            routes.push(Route { tx, stats });
+        }
+        Ok(OutputSet {
+            fanout: Fanout {
+                routes: routes.into(),
+            },
+            threads,
+        })
+    }
+}
+
+struct Worker {
+    sink: Box<dyn Sink>,
+    rx: Receiver<Arc<EncodedBatch>>,
+    stats: Arc<OutputStats>,
+    shutdown: Shutdown,
+    drain_timeout: Duration,
+    /// Set once shutdown is seen: failing writes stop being retried after this.
+    give_up_at: Option<Instant>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        if let Err(error) = self.sink.healthcheck() {
+            tracing::warn!(
+                output = %self.stats.name,
+                %error,
+                "output health check failed; records are buffered and retried"
+            );
+        }
+        loop {
+            match self.rx.recv_timeout(TICK) {
+                Ok(batch) => {
+                    self.deliver(&batch);
+                    self.stats.release(batch.len());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(error) = self.sink.tick() {
+                        self.stats.failed(&error, TICK);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if let Err(error) = self.sink.flush() {
+            tracing::error!(output = %self.stats.name, %error, "output flush at shutdown failed");
+        }
+    }
+
+    /// Writes `batch`, retrying failures with backoff, until written or given up at shutdown.
+    fn deliver(&mut self, batch: &EncodedBatch) {
+        let mut done = 0;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.sink.write(batch, done) {
+                Ok(()) => {
+                    self.stats.written(batch.len() - done);
+                    self.stats.succeeded();
+                    return;
+                }
+                Err(failure) => {
+                    done += failure.written;
+                    self.stats.written(failure.written);
+                    let Some(wait) = self.retry_wait(backoff) else {
+                        self.stats.abandoned(batch.len() - done);
+                        return;
+                    };
+                    self.stats.failed(&failure.error, wait);
+                    std::thread::sleep(wait);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// How long to wait before the next attempt; `None` once shutdown's drain time is over.
+    fn retry_wait(&mut self, backoff: Duration) -> Option<Duration> {
+        if !self.shutdown.is_triggered() {
+            return Some(backoff);
+        }
+        let give_up_at = *self
+            .give_up_at
+            .get_or_insert_with(|| Instant::now() + self.drain_timeout);
+        let left = give_up_at.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| backoff.min(left))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Fails its first `failures` writes after writing one line each time, then succeeds.
+    struct Flaky {
+        failures: usize,
+        lines: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Sink for Flaky {
+        fn write(
+            &mut self,
+            batch: &EncodedBatch,
+            from: usize,
+        ) -> Result<(), super::super::SinkFailure> {
+            let mut lines = self.lines.lock().unwrap();
+            if self.failures > 0 {
+                self.failures -= 1;
+                if let Some(line) = batch.lines_from(from).next() {
+                    lines.push(line.to_vec());
+                    return Err(super::super::SinkFailure {
+                        written: 1,
+                        error: std::io::Error::other("down"),
+                    });
+                }
+            }
+            lines.extend(batch.lines_from(from).map(<[u8]>::to_vec));
+            Ok(())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn batch(range: std::ops::Range<usize>) -> EncodedBatch {
+        let mut b = EncodedBatch::new();
+        for i in range {
+            b.push_line(i.to_string().as_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn partial_failures_resume_without_loss_or_duplicates() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Metrics::new();
+        let stats = metrics.register_output("t".into(), 100);
+        let (tx, rx) = crossbeam_channel::bounded(100);
+        let worker = Worker {
+            sink: Box::new(Flaky {
+                failures: 3,
+                lines: lines.clone(),
+            }),
+            rx,
+            stats: stats.clone(),
+            shutdown: Shutdown::new(),
+            drain_timeout: Duration::from_secs(1),
+            give_up_at: None,
+        };
+        let fanout = Fanout {
+            routes: vec![Route {
+                tx,
+                stats: stats.clone(),
+            }]
+            .into(),
+        };
+        fanout.send(batch(0..5));
+        fanout.send(batch(5..8));
+        drop(fanout);
+        worker.run();
+        let got: Vec<String> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| String::from_utf8(l.clone()).unwrap())
+            .collect();
+        let want: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+        assert_eq!(got, want);
+        assert_eq!(stats.sent(), 8);
+        assert_eq!(stats.buffered(), 0);
+    }
+
+    #[test]
+    fn overflow_is_counted_not_blocking() {
+        let metrics = Metrics::new();
+        let stats = metrics.register_output("t".into(), 4);
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let fanout = Fanout {
+            routes: vec![Route {
+                tx,
+                stats: stats.clone(),
+            }]
+            .into(),
+        };
+        fanout.send(batch(0..3));
+        fanout.send(batch(3..6));
+        fanout.send(batch(6..7));
+        assert_eq!(stats.buffered(), 4);
+        assert_eq!(stats.overflow(), 3);
+        assert_eq!(rx.len(), 2);
+    }
+}

@@ -1,0 +1,94 @@
+//! A decoder shard: one thread owning one [`ShardDecoder`] (the template state of its
+//! exporters), so decoding takes no locks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::batch::DatagramBatch;
+use crate::decode::{FlowRecord, ShardDecoder};
+use crate::metrics::{LogLimiter, Metrics};
+use crate::output::{EncodedBatch, Fanout};
+
+pub struct Shard {
+    pub index: usize,
+    pub decoder: ShardDecoder,
+    pub rx: Receiver<DatagramBatch>,
+    /// Where emptied batches go back to the receive threads.
+    pub recycle: Sender<DatagramBatch>,
+    pub fanout: Fanout,
+    pub metrics: Arc<Metrics>,
+    pub expire_every: Duration,
+}
+
+impl Shard {
+    /// Runs until every receive thread has dropped its sender and the queue is drained.
+    pub fn run(mut self) {
+        let mut records = Vec::new();
+        let errors = LogLimiter::default();
+        let mut next_expire = Instant::now() + self.expire_every;
+        loop {
+            match self
+                .rx
+                .recv_timeout(next_expire.saturating_duration_since(Instant::now()))
+            {
+                Ok(mut batch) => {
+                    self.decode(&batch, &mut records, &errors);
+                    batch.clear();
+                    // The pool being full only means enough batches are in circulation.
+                    let _ = self.recycle.try_send(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_expire {
+                self.decoder.expire(super::now_ns());
+                self.metrics
+                    .publish_decoder(self.index, self.decoder.stats());
+                next_expire = Instant::now() + self.expire_every;
+            }
+        }
+        self.metrics
+            .publish_decoder(self.index, self.decoder.stats());
+    }
+
+    fn decode(
+        &mut self,
+        batch: &DatagramBatch,
+        records: &mut Vec<FlowRecord>,
+        errors: &LogLimiter,
+    ) {
+        for d in batch.iter() {
+            // Errors are counted by the decoder (sluice_peer_decode_errors_total); records
+            // decoded before the error stay in `records`.
+            if let Err(error) = self
+                .decoder
+                .decode(d.exporter, d.received_ns, d.data, records)
+                && errors.allow()
+            {
+                tracing::warn!(
+                    shard = self.index,
+                    exporter = %d.exporter,
+                    %error,
+                    "malformed datagram (counted in sluice_peer_decode_errors_total)"
+                );
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        self.metrics
+            .records
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.fanout.is_empty() {
+            records.clear();
+            return;
+        }
+        let mut encoded = EncodedBatch::new();
+        for record in records.drain(..) {
+            encoded.push_with(|buf| record.write_json(buf));
+        }
+        self.fanout.send(encoded);
+    }
+}
