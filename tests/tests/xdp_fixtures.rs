@@ -1,0 +1,665 @@
+//! BPF_PROG_TEST_RUN fixture table (katran style): input frame → expected action, expected
+//! output bytes and counter deltas, with maps provisioned through the real map writer
+//! (`sluice_central::maps::Maps` via the controller's `DataPlane` trait) and the real Maglev
+//! table builder. Runs in a private network namespace so `bpf_fib_lookup` sees a known
+//! routing table and neighbour cache.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use aya::programs::{TestRun, TestRunOptions};
+use sluice_central::{
+    controller::dataplane::DataPlane,
+    loader::{self, AttachMode, LoadOptions, Loaded},
+    maglev::{Member, build_table},
+};
+use sluice_common::{
+    ExporterEvent, ExporterValue, NO_PEER, POOL_TABLE_SIZE, PeerEntry, Reason, event_kind, family,
+    hash::table_slot, peer_state, to_key_bytes,
+};
+use sluice_tests::{
+    PinDir,
+    netns::{ifindex, mac, unshare_thread},
+    packet::Frame,
+    packet::arp_request,
+    privileged, run,
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_DROP: u32 = 1;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const LISTENER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const LISTENER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+const PINNED4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const PINNED6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x10);
+const PEER_A: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
+const PEER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 3);
+const PEER_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
+const PEER_C6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 2);
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x02];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x03];
+const MAC_C6: [u8; 6] = [0x02, 0, 0, 0, 0x06, 0x02];
+const PEER_PORT: u16 = 9995;
+
+/// Peer ids: 0 = a, 1 = b (pool 0, IPv4), 2 = c6 (pool 1, IPv6), 3 = unresolved neighbour
+/// (pool 2), 4 = down (pool 0).
+struct Lab {
+    loaded: Loaded,
+    egress_mac: [u8; 6],
+    _pins: PinDir,
+}
+
+fn peer(addr: IpAddr, state: u8, pool_id: u32) -> PeerEntry {
+    let family = if addr.is_ipv4() {
+        family::V4
+    } else {
+        family::V6
+    };
+    PeerEntry {
+        addr: to_key_bytes(addr),
+        port: PEER_PORT,
+        family,
+        state,
+        pool_id,
+    }
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        unshare_thread();
+        run("ip link add fx0 type veth peer name fx1 && ip link set fx0 up && ip link set fx1 up");
+        run("ip addr add 198.18.2.1/24 dev fx0 && ip -6 addr add 2001:2:0:2::1/64 dev fx0 nodad");
+        run("ip neigh add 198.18.2.2 lladdr 02:00:00:00:02:02 dev fx0 nud permanent");
+        run("ip neigh add 198.18.2.3 lladdr 02:00:00:00:02:03 dev fx0 nud permanent");
+        run("ip -6 neigh add 2001:2:0:2::2 lladdr 02:00:00:00:06:02 dev fx0 nud permanent");
+        // bpf_fib_lookup refuses to forward unless the ingress device forwards.
+        run(
+            "sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv4.conf.lo.forwarding=1 net.ipv6.conf.all.forwarding=1",
+        );
+        let pins = PinDir::new(tag);
+        let mut loaded = loader::load(&LoadOptions {
+            pin_dir: pins.path().to_owned(),
+            interfaces: Vec::new(),
+            mode: AttachMode::Auto,
+            decrement_ttl: true,
+        })
+        .expect("load XDP program");
+        let ifindex = ifindex("fx0");
+        let egress_mac = mac("fx0");
+        let m = &mut loaded.maps;
+        m.add_egress(ifindex).unwrap();
+        m.set_listener(SocketAddr::new(LISTENER4.into(), 2055), 0)
+            .unwrap();
+        m.set_listener(SocketAddr::new(LISTENER6.into(), 2055), 1)
+            .unwrap();
+        m.set_listener(SocketAddr::new(LISTENER4.into(), 4739), 2)
+            .unwrap();
+        m.set_listener(SocketAddr::new(LISTENER4.into(), 6343), 3)
+            .unwrap();
+        m.set_peer(0, peer(PEER_A.into(), peer_state::UP, 0))
+            .unwrap();
+        m.set_peer(1, peer(PEER_B.into(), peer_state::UP, 0))
+            .unwrap();
+        m.set_peer(2, peer(PEER_C6.into(), peer_state::UP, 1))
+            .unwrap();
+        m.set_peer(3, peer(PEER_UNRESOLVED.into(), peer_state::UP, 2))
+            .unwrap();
+        m.set_peer(4, peer(PEER_A.into(), peer_state::DOWN, 0))
+            .unwrap();
+        m.set_pool_table(0, &pool0()).unwrap();
+        m.set_pool_table(
+            1,
+            &build_table(
+                &[Member {
+                    id: 2,
+                    name: "c6",
+                    weight: 1,
+                }],
+                POOL_TABLE_SIZE,
+            ),
+        )
+        .unwrap();
+        m.set_pool_table(
+            2,
+            &build_table(
+                &[Member {
+                    id: 3,
+                    name: "far",
+                    weight: 1,
+                }],
+                POOL_TABLE_SIZE,
+            ),
+        )
+        .unwrap();
+        // Pool 3: no healthy peer.
+        m.set_pool_table(3, &build_table(&[], POOL_TABLE_SIZE))
+            .unwrap();
+        m.set_exporter(
+            PINNED4.into(),
+            ExporterValue {
+                peer_id: 0,
+                pool_id: 0,
+            },
+        )
+        .unwrap();
+        m.set_exporter(
+            PINNED6.into(),
+            ExporterValue {
+                peer_id: 2,
+                pool_id: 1,
+            },
+        )
+        .unwrap();
+        Self {
+            loaded,
+            egress_mac,
+            _pins: pins,
+        }
+    }
+
+    fn counters(&self) -> Vec<u64> {
+        self.loaded
+            .maps
+            .counters()
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Runs one frame; returns (action, output bytes, counter deltas as (reason, delta)).
+    fn run(&mut self, input: &[u8]) -> (u32, Vec<u8>, Vec<(Reason, u64)>) {
+        let before = self.counters();
+        let mut out = vec![0u8; input.len() + 256];
+        let prog = self.loaded.program().unwrap();
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        let after = self.counters();
+        let deltas = Reason::ALL
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (b, a))| a != b)
+            .map(|(&r, (b, a))| (r, a - b))
+            .collect();
+        (r.return_value, out, deltas)
+    }
+
+    fn events(&mut self) -> Vec<ExporterEvent> {
+        let mut v = Vec::new();
+        while let Some(item) = self.loaded.events.next() {
+            assert_eq!(item.len(), size_of::<ExporterEvent>());
+            // SAFETY: the kernel wrote exactly one ExporterEvent (checked length; Pod layout).
+            v.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExporterEvent>()) });
+        }
+        v
+    }
+}
+
+fn pool0() -> Vec<u32> {
+    build_table(
+        &[
+            Member {
+                id: 0,
+                name: "a",
+                weight: 1,
+            },
+            Member {
+                id: 1,
+                name: "b",
+                weight: 1,
+            },
+        ],
+        POOL_TABLE_SIZE,
+    )
+}
+
+/// What the program should emit for `input` forwarded to `to` (a peer with MAC `mac`).
+fn forwarded(
+    input: &Frame,
+    to: IpAddr,
+    mac: [u8; 6],
+    egress_mac: [u8; 6],
+    keep_vlans: bool,
+) -> Vec<u8> {
+    let mut f = input.clone();
+    f.dst = to;
+    f.dport = PEER_PORT;
+    f.ttl -= 1;
+    f.dst_mac = mac;
+    f.src_mac = egress_mac;
+    if !keep_vlans {
+        f.vlans.clear();
+    }
+    f.build()
+}
+
+fn v4(src: Ipv4Addr, dport: u16) -> Frame {
+    Frame::udp(src.into(), LISTENER4.into(), dport, 1400 - 42)
+}
+
+struct Fixture {
+    description: &'static str,
+    input: Frame,
+    action: u32,
+    /// None: output must equal the input.
+    output: Option<Vec<u8>>,
+    counters: Vec<(Reason, u64)>,
+}
+
+#[test]
+fn fixture_table() {
+    if !privileged("fixture_table") {
+        return;
+    }
+    let mut lab = Lab::new("table");
+    let e = lab.egress_mac;
+    let mut fixtures = Vec::new();
+
+    let f = v4(PINNED4, 2055);
+    fixtures.push(Fixture {
+        description: "pinned IPv4 exporter → its peer, rewritten, redirected",
+        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
+        input: f,
+        action: XDP_REDIRECT,
+        counters: vec![(Reason::Redirect, 1)],
+    });
+
+    let f = Frame::udp(PINNED6.into(), LISTENER6.into(), 2055, 1400 - 62);
+    fixtures.push(Fixture {
+        description: "pinned IPv6 exporter → its peer, hop limit and UDP checksum updated",
+        output: Some(forwarded(&f, PEER_C6.into(), MAC_C6, e, false)),
+        input: f,
+        action: XDP_REDIRECT,
+        counters: vec![(Reason::Redirect, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.vlans = vec![(0x8100, 100)];
+    fixtures.push(Fixture {
+        description: "802.1Q tag: parsed, stripped on the way to another interface",
+        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
+        input: f,
+        action: XDP_REDIRECT,
+        counters: vec![(Reason::Redirect, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.vlans = vec![(0x88a8, 10), (0x8100, 200)];
+    fixtures.push(Fixture {
+        description: "QinQ (802.1ad + 802.1Q): both tags parsed and stripped",
+        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
+        input: f,
+        action: XDP_REDIRECT,
+        counters: vec![(Reason::Redirect, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.ip_options = vec![0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00]; // router alert + NOPs (IHL 7)
+    fixtures.push(Fixture {
+        description: "IPv4 with options (IHL 7): UDP found after the options",
+        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
+        input: f,
+        action: XDP_REDIRECT,
+        counters: vec![(Reason::Redirect, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.zero_udp_csum = true;
+    fixtures.push(Fixture {
+        description: "IPv4 UDP checksum 0 (none) stays 0",
+        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
+        input: f,
+        action: XDP_REDIRECT,
+        counters: vec![(Reason::Redirect, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.proto = 6;
+    fixtures.push(Fixture {
+        description: "TCP to the listener address → PASS",
+        input: f,
+        action: XDP_PASS,
+        output: None,
+        counters: vec![(Reason::PassNotUdp, 1)],
+    });
+
+    fixtures.push(Fixture {
+        description: "UDP to a port that is not a listener → PASS",
+        input: v4(PINNED4, 22),
+        action: XDP_PASS,
+        output: None,
+        counters: vec![(Reason::PassNotListener, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.frag = 0x2000; // MF
+    fixtures.push(Fixture {
+        description: "first IPv4 fragment → PASS (kernel reassembles, slow path forwards)",
+        input: f,
+        action: XDP_PASS,
+        output: None,
+        counters: vec![(Reason::PassFragment, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.frag = 185; // offset only
+    fixtures.push(Fixture {
+        description: "last IPv4 fragment → PASS",
+        input: f,
+        action: XDP_PASS,
+        output: None,
+        counters: vec![(Reason::PassFragment, 1)],
+    });
+
+    let mut f = Frame::udp(PINNED6.into(), LISTENER6.into(), 2055, 100);
+    f.proto = 0; // hop-by-hop options header
+    fixtures.push(Fixture {
+        description: "IPv6 with an extension header → PASS",
+        input: f,
+        action: XDP_PASS,
+        output: None,
+        counters: vec![(Reason::PassIpv6ExtHeader, 1)],
+    });
+
+    let mut f = v4(PINNED4, 2055);
+    f.ttl = 1;
+    fixtures.push(Fixture {
+        description: "TTL 1: forwarding would expire it → PASS to the local stack",
+        input: f,
+        action: XDP_PASS,
+        output: None,
+        counters: vec![(Reason::PassTtlExpired, 1)],
+    });
+
+    let mut f = Frame::udp(PINNED6.into(), LISTENER6.into(), 2055, 100);
+    f.zero_udp_csum = true;
+    fixtures.push(Fixture {
+        description: "IPv6 UDP checksum 0 (invalid on IPv6) → PASS",
+        input: f,
+        action: XDP_PASS,
+        output: None,
+        counters: vec![(Reason::PassBadChecksum, 1)],
+    });
+
+    fixtures.push(Fixture {
+        description: "exporter in a pool whose peer's neighbour is unresolved → PASS",
+        input: v4(Ipv4Addr::new(198, 18, 1, 50), 4739),
+        action: XDP_PASS,
+        output: None,
+        counters: vec![
+            (Reason::PassNoNeigh, 1),
+            (Reason::HashPlaced, 1),
+            (Reason::EventSent, 1),
+        ],
+    });
+
+    fixtures.push(Fixture {
+        description: "pool with no healthy peer → DROP, counted",
+        input: v4(Ipv4Addr::new(198, 18, 1, 51), 6343),
+        action: XDP_DROP,
+        output: None,
+        counters: vec![
+            (Reason::DropNoHealthyPeer, 1),
+            (Reason::HashPlaced, 1),
+            (Reason::EventSent, 1),
+        ],
+    });
+
+    let mut failures = Vec::new();
+    for fx in &fixtures {
+        let input = fx.input.build();
+        let (action, out, counters) = lab.run(&input);
+        let want_out = fx.output.clone().unwrap_or_else(|| input.clone());
+        if action != fx.action || out != want_out || counters != fx.counters {
+            failures.push(format!(
+                "{}: action {action} (want {}), output {} (len {} vs {}), counters {counters:?} (want {:?})",
+                fx.description,
+                fx.action,
+                if out == want_out { "ok" } else { "DIFFERS" },
+                out.len(),
+                want_out.len(),
+                fx.counters
+            ));
+        }
+    }
+    // Every exporter seen on a listener is counted per exporter.
+    let stats = lab.loaded.maps.exporter_stats().unwrap();
+    let pinned = stats
+        .iter()
+        .find(|(a, _)| *a == IpAddr::from(PINNED4))
+        .expect("stats for pinned exporter");
+    // Six of the fixtures come from PINNED4 to a listener (fragments and non-listener traffic are
+    // not exporter traffic); five of them were forwarded to peer a.
+    assert!(
+        pinned.1.packets == 6 && pinned.1.last_seen_ns > 0,
+        "{pinned:?}"
+    );
+    assert_eq!(lab.loaded.maps.peer_stats(0).unwrap().packets, 5);
+    assert!(
+        failures.is_empty(),
+        "fixtures failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn unknown_exporter_follows_the_pool_table_and_is_reported_once() {
+    if !privileged("unknown_exporter") {
+        return;
+    }
+    let mut lab = Lab::new("unknown");
+    let src = Ipv4Addr::new(198, 18, 1, 77);
+    let table = pool0();
+    let chosen = table[table_slot(&to_key_bytes(src.into()), POOL_TABLE_SIZE) as usize];
+    let (addr, mac) = if chosen == 0 {
+        (PEER_A, MAC_A)
+    } else {
+        (PEER_B, MAC_B)
+    };
+    let f = v4(src, 2055);
+    let (action, out, counters) = lab.run(&f.build());
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(out, forwarded(&f, addr.into(), mac, lab.egress_mac, false));
+    assert_eq!(
+        counters,
+        vec![
+            (Reason::Redirect, 1),
+            (Reason::HashPlaced, 1),
+            (Reason::EventSent, 1)
+        ]
+    );
+    let events = lab.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].addr, to_key_bytes(src.into()));
+    assert_eq!(
+        (events[0].kind, events[0].pool_id, events[0].peer_id),
+        (event_kind::NEW_EXPORTER, 0, chosen)
+    );
+
+    // The same exporter again within the event interval: forwarded, not reported again.
+    let (action, _, counters) = lab.run(&f.build());
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(
+        counters,
+        vec![(Reason::Redirect, 1), (Reason::HashPlaced, 1)]
+    );
+    assert!(lab.events().is_empty());
+}
+
+#[test]
+fn pinned_exporter_of_a_down_peer_falls_back_to_the_table() {
+    if !privileged("peer_down") {
+        return;
+    }
+    let mut lab = Lab::new("down");
+    let src = Ipv4Addr::new(198, 18, 1, 20);
+    lab.loaded
+        .maps
+        .set_exporter(
+            src.into(),
+            ExporterValue {
+                peer_id: 4,
+                pool_id: 0,
+            },
+        )
+        .unwrap();
+    let chosen = pool0()[table_slot(&to_key_bytes(src.into()), POOL_TABLE_SIZE) as usize];
+    let (addr, mac) = if chosen == 0 {
+        (PEER_A, MAC_A)
+    } else {
+        (PEER_B, MAC_B)
+    };
+    let f = v4(src, 2055);
+    let (action, out, counters) = lab.run(&f.build());
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(out, forwarded(&f, addr.into(), mac, lab.egress_mac, false));
+    assert_eq!(
+        counters,
+        vec![
+            (Reason::Redirect, 1),
+            (Reason::PeerDownFallback, 1),
+            (Reason::EventSent, 1)
+        ]
+    );
+    let events = lab.events();
+    assert_eq!(
+        (events[0].kind, events[0].peer_id),
+        (event_kind::PEER_DOWN, chosen)
+    );
+
+    // Rewriting the EXPORTERS entry moves the exporter at once.
+    let other = 1 - chosen;
+    lab.loaded
+        .maps
+        .set_exporter(
+            src.into(),
+            ExporterValue {
+                peer_id: other,
+                pool_id: 0,
+            },
+        )
+        .unwrap();
+    let (addr, mac) = if other == 0 {
+        (PEER_A, MAC_A)
+    } else {
+        (PEER_B, MAC_B)
+    };
+    let (action, out, _) = lab.run(&f.build());
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(out, forwarded(&f, addr.into(), mac, lab.egress_mac, false));
+    assert_ne!(chosen, NO_PEER);
+}
+
+#[test]
+fn truncated_frames_pass_at_every_header_boundary() {
+    if !privileged("truncated") {
+        return;
+    }
+    let mut lab = Lab::new("trunc");
+    let mut tagged = v4(PINNED4, 2055);
+    tagged.vlans = vec![(0x88a8, 10), (0x8100, 200)];
+    let frames = [
+        v4(PINNED4, 2055).build(),
+        tagged.build(),
+        Frame::udp(PINNED6.into(), LISTENER6.into(), 2055, 64).build(),
+    ];
+    for full in &frames {
+        // The kernel's test-run needs at least an Ethernet header; cut everywhere after it,
+        // through every VLAN, IP and UDP boundary.
+        let headers_end = full.len() - if full[12] == 0x86 { 64 } else { 1400 - 42 };
+        for len in 14..headers_end {
+            let (action, out, counters) = lab.run(&full[..len]);
+            assert_eq!(action, XDP_PASS, "cut at {len}");
+            assert_eq!(out, &full[..len], "cut at {len}: modified");
+            assert_eq!(counters, vec![(Reason::PassTruncated, 1)], "cut at {len}");
+        }
+    }
+}
+
+#[test]
+fn non_ip_traffic_passes_untouched() {
+    if !privileged("non_ip") {
+        return;
+    }
+    let mut lab = Lab::new("arp");
+    let arp = arp_request();
+    let (action, out, counters) = lab.run(&arp);
+    assert_eq!((action, out), (XDP_PASS, arp));
+    assert_eq!(counters, vec![(Reason::PassNotIp, 1)]);
+}
+
+#[test]
+fn same_interface_egress_uses_xdp_tx() {
+    if !privileged("xdp_tx") {
+        return;
+    }
+    let mut lab = Lab::new("tx");
+    // Arrive on fx0 itself (the ctx's ingress ifindex) so the route leaves where it came in.
+    let ifindex = ifindex("fx0");
+    let mut f = v4(PINNED4, 2055);
+    f.vlans = vec![(0x8100, 100)];
+    let input = f.build();
+    let mut ctx = [0u8; 24]; // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    ctx[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes()); // data_end
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; input.len() + 64];
+    let before = lab.counters();
+    let prog = lab.loaded.program().unwrap();
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(&input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        })
+        .expect("test run with ingress ifindex");
+    out.truncate(r.data_size_out as usize);
+    let after = lab.counters();
+    let moved: Vec<_> = Reason::ALL
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| a != b)
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(r.return_value, XDP_TX, "{moved:?}");
+    assert_eq!(
+        out,
+        forwarded(&f, PEER_A.into(), MAC_A, lab.egress_mac, true),
+        "VLAN tag kept for XDP_TX"
+    );
+}
+
+#[test]
+fn bpftool_prints_field_names_of_pinned_maps() {
+    if !privileged("bpftool") {
+        return;
+    }
+    let mut lab = Lab::new("bpftool");
+    lab.run(&v4(PINNED4, 2055).build());
+    let dir = lab._pins.path().display().to_string();
+    for (map, fields) in [
+        ("EXPORTERS", &["addr", "peer_id", "pool_id"][..]),
+        ("PEERS", &["addr", "port", "family", "state", "pool_id"][..]),
+        ("LISTENERS", &["addr", "port", "pool_id"][..]),
+        (
+            "EXPORTER_STATS",
+            &["packets", "bytes", "last_seen_ns", "cpu"][..],
+        ),
+        ("SOURCE_GROUPS", &[][..]),
+    ] {
+        let out = run(&format!("bpftool map dump pinned {dir}/{map}"));
+        for f in fields {
+            assert!(
+                out.contains(&format!("\"{f}\"")),
+                "{map}: no field {f} in:\n{out}"
+            );
+        }
+    }
+}
