@@ -278,7 +278,14 @@ pub fn run_steps(what: &str, steps: Vec<Step>) -> Result<()> {
     let total = started.elapsed().as_secs_f64();
     match &failure {
         Some(f) => println!("xtask {what}: FAILED after {total:.1}s at {f}"),
-        None => println!("xtask {what}: all steps passed in {total:.1}s"),
+        None => {
+            let skipped = results
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::Skipped(_)))
+                .count();
+            let passed = results.len() - skipped;
+            println!("xtask {what}: ok in {total:.1}s ({passed} steps passed, {skipped} skipped)");
+        }
     }
     if counted {
         println!(
