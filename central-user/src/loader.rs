@@ -372,13 +372,13 @@ fn check_pins(pin_dir: &Path) -> Result<(), LoadError> {
             .and_then(|m| m.info())
             .map_err(aya_err(format!("inspect {}", path.display())))?;
         let got = (info.key_size(), info.value_size(), info.max_entries());
-        if let Some(want) = expected_layout(name) {
-            if got != want {
-                return Err(LoadError::IncompatiblePin {
-                    path,
-                    what: format!("(key, value, entries) = {got:?}, this build needs {want:?}"),
-                });
-            }
+        if let Some(want) = expected_layout(name)
+            && got != want
+        {
+            return Err(LoadError::IncompatiblePin {
+                path,
+                what: format!("(key, value, entries) = {got:?}, this build needs {want:?}"),
+            });
         }
     }
     Ok(())

@@ -83,7 +83,7 @@ pub fn is_prime(n: u32) -> bool {
     n >= 2
         && (2..)
             .take_while(|d: &u32| u64::from(*d) * u64::from(*d) <= u64::from(n))
-            .all(|d| n % d != 0)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]
@@ -91,6 +91,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use sluice_common::{MAX_PEERS, POOL_TABLE_SIZE};
+
+    const _: () = assert!(POOL_TABLE_SIZE >= 100 * MAX_PEERS);
 
     fn members(names: &[String], weights: &[u32]) -> Vec<Member<'static>> {
         names
@@ -116,7 +118,6 @@ mod tests {
     #[test]
     fn table_size_is_prime_and_large_enough() {
         assert!(is_prime(POOL_TABLE_SIZE));
-        assert!(POOL_TABLE_SIZE >= 100 * MAX_PEERS);
         assert!(!is_prime(25_600));
     }
 
