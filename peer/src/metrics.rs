@@ -430,7 +430,7 @@ impl Metrics {
         p.counter(
             "sluice_peer_total_drops",
             "Everything dropped: kernel, queues, outputs.",
-            peer.total_drops,
+            self.total_drops(),
         );
 
         self.render_decoders(&mut p);

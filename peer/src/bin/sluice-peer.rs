@@ -1,5 +1,6 @@
 //! `sluice-peer`: the flow collector (standalone, or a Peer of Central).
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -121,6 +122,7 @@ fn serve(config: PeerConfig) -> anyhow::Result<()> {
     let signals = signals::block().context("blocking SIGINT/SIGTERM")?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

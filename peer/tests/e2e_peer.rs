@@ -1,0 +1,439 @@
+//! End to end: the real `sluice-peer` binary on loopback, fed by the flowgen encoders.
+// Helpers outside `#[test]` functions are test code too: a panic is the failure report.
+#![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_peer::flowgen::{Encoder, EncoderConfig, FlowRecord, FlowSynth, Protocol};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `sluice-peer`; killed on drop if the test did not stop it.
+struct Peer {
+    child: Child,
+    listen: Vec<SocketAddr>,
+    metrics: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Peer {
+    /// Starts `sluice-peer run ARGS --metrics 127.0.0.1:0` and waits for its ready line.
+    fn start(args: &[&str]) -> Peer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
+            .arg("run")
+            .args(args)
+            .args(["--metrics", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice-peer");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(" ready ") {
+                    let _ = ready_tx.send(line.clone());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let Ok(ready) = ready_rx.recv_timeout(TIMEOUT) else {
+            let _ = child.kill();
+            panic!("no ready line; log:\n{}", log.lock().unwrap().join("\n"));
+        };
+        let field = |name: &str| -> String {
+            let start = ready.find(&format!("{name}=")).expect(name) + name.len() + 1;
+            ready[start..].split(' ').next().unwrap().to_owned()
+        };
+        Peer {
+            listen: field("listen")
+                .split(',')
+                .map(|a| a.parse().unwrap())
+                .collect(),
+            metrics: field("metrics").parse().unwrap(),
+            child,
+            log,
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut stream = TcpStream::connect(self.metrics).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        text
+    }
+
+    /// The value of one sample, e.g. `sluice_peer_flows_total` or `name{label="x"}`.
+    fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
+    }
+
+    /// Polls until `sample` reaches `want`.
+    fn wait_metric(&self, sample: &str, want: f64) {
+        self.wait_for(&format!("{sample} >= {want}"), |p| p.metric(sample) >= want);
+    }
+
+    /// Polls `cond` until it holds.
+    fn wait_for(&self, what: &str, cond: impl Fn(&Peer) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; metrics:\n{}\nlog:\n{}",
+                self.metrics_text(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    fn stop(mut self) -> (ExitStatus, String) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One exporter: a socket bound to its own loopback address and an encoder.
+struct Exporter {
+    socket: UdpSocket,
+    encoder: Encoder,
+    synth: FlowSynth,
+    sent: Vec<FlowRecord>,
+}
+
+impl Exporter {
+    fn new(addr: IpAddr, protocol: Protocol, seed: u64) -> Self {
+        let cfg = EncoderConfig {
+            agent_address: addr,
+            template_every: 10,
+            boot_time_ns: 1_700_000_000_000_000_000,
+            ..EncoderConfig::default()
+        };
+        Exporter {
+            socket: UdpSocket::bind(SocketAddr::new(addr, 0)).unwrap(),
+            encoder: Encoder::new(protocol, cfg),
+            synth: FlowSynth::new(seed, protocol),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Sends `datagrams` datagrams of `flows` flows each to `to`.
+    fn send(&mut self, to: SocketAddr, datagrams: usize, flows: usize) {
+        let mut buf = Vec::new();
+        let now = 1_800_000_000_000_000_000;
+        for _ in 0..datagrams {
+            let batch: Vec<FlowRecord> = (0..flows).map(|_| self.synth.flow(now)).collect();
+            self.encoder.encode(&batch, now, &mut buf);
+            self.socket.send_to(&buf, to).unwrap();
+            self.sent.extend(batch);
+            // Stay far below the receive buffer even on a loaded machine.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// The fields every protocol carries unchanged, as they appear in the JSON.
+fn key_of_json(v: &Value) -> String {
+    format!(
+        "{} {} {} {} {} {}",
+        v["src_addr"], v["dst_addr"], v["src_port"], v["dst_port"], v["proto"], v["packets"]
+    )
+}
+
+fn key_of_record(r: &FlowRecord) -> String {
+    let v = serde_json::to_value(r).unwrap();
+    key_of_json(&v)
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn multiset<'a>(keys: impl Iterator<Item = String> + 'a) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for k in keys {
+        *m.entry(k).or_default() += 1;
+    }
+    m
+}
+
+fn free_tcp_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn every_protocol_from_many_exporters_reaches_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.jsonl");
+    let output = format!("file:{}", path.display());
+    let peer = Peer::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "[::1]:0",
+        "--shards",
+        "2",
+        "--output",
+        &output,
+    ]);
+    let (v4, v6) = (peer.listen[0], peer.listen[1]);
+    let mut exporters = vec![
+        Exporter::new("127.0.0.2".parse().unwrap(), Protocol::NetflowV5, 1),
+        Exporter::new("127.0.0.3".parse().unwrap(), Protocol::NetflowV9, 2),
+        Exporter::new("127.0.0.4".parse().unwrap(), Protocol::Ipfix, 3),
+        Exporter::new("127.0.0.5".parse().unwrap(), Protocol::Sflow5, 4),
+        Exporter::new("::1".parse().unwrap(), Protocol::Ipfix, 5),
+    ];
+    for e in &mut exporters {
+        let to = if e.socket.local_addr().unwrap().is_ipv6() {
+            v6
+        } else {
+            v4
+        };
+        let flows = if e.encoder.protocol() == Protocol::Sflow5 {
+            5
+        } else {
+            30
+        };
+        e.send(to, 40, flows);
+    }
+    let expected: usize = exporters.iter().map(|e| e.sent.len()).sum();
+    peer.wait_metric("sluice_peer_flows_total", expected as f64);
+    peer.wait_metric("sluice_peer_input_datagrams_total", 200.0);
+    assert_eq!(
+        peer.metric("sluice_peer_drops_total{reason=\"queue_full\"}"),
+        0.0
+    );
+    // Decoder counters are published by the shards about once a second.
+    peer.wait_metric(
+        "sluice_peer_decoded_datagrams_total{protocol=\"NETFLOW_V5\"}",
+        40.0,
+    );
+    assert_eq!(
+        peer.metric("sluice_peer_decode_errors_total{kind=\"truncated\"}"),
+        0.0
+    );
+    peer.wait_metric(
+        "sluice_peer_output_sent_records_total{output=\"0-file\"}",
+        expected as f64,
+    );
+
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("stopped"), "{log}");
+
+    let lines = read_jsonl(&path);
+    assert_eq!(lines.len(), expected);
+    for e in &exporters {
+        let exporter = e.socket.local_addr().unwrap().ip().to_string();
+        let from_exporter: Vec<&Value> = lines
+            .iter()
+            .filter(|v| v["sampler_address"] == exporter.as_str())
+            .collect();
+        assert_eq!(from_exporter.len(), e.sent.len(), "records from {exporter}");
+        assert!(
+            from_exporter
+                .iter()
+                .all(|v| v["type"] == e.encoder.protocol().as_str())
+        );
+        if e.encoder.protocol() != Protocol::Sflow5 {
+            // sFlow reports sampled packets, not flows; the rest must match field for field.
+            assert_eq!(
+                multiset(from_exporter.iter().map(|v| key_of_json(v))),
+                multiset(e.sent.iter().map(key_of_record)),
+                "contents from {exporter}"
+            );
+        }
+    }
+}
+
+/// Reads octet-counted RFC 5424 messages until `n` arrived.
+fn read_syslog_tcp(listener: &TcpListener, n: usize) -> Vec<String> {
+    listener.set_nonblocking(false).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut messages = Vec::new();
+    while messages.len() < n {
+        let mut len = Vec::new();
+        reader.read_until(b' ', &mut len).unwrap();
+        let len: usize = std::str::from_utf8(&len).unwrap().trim().parse().unwrap();
+        let mut msg = vec![0; len];
+        reader.read_exact(&mut msg).unwrap();
+        messages.push(String::from_utf8(msg).unwrap());
+    }
+    messages
+}
+
+#[test]
+fn syslog_down_then_up_loses_nothing_that_fits_the_buffer() {
+    let server = free_tcp_port();
+    let output = format!("syslog+tcp://{server}");
+    let peer = Peer::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--output",
+        &output,
+    ]);
+    let mut exporter = Exporter::new("127.0.0.6".parse().unwrap(), Protocol::NetflowV5, 7);
+    exporter.send(peer.listen[0], 50, 30);
+    peer.wait_metric("sluice_peer_flows_total", 1500.0);
+    peer.wait_metric("sluice_peer_output_errors_total{output=\"0-syslog\"}", 1.0);
+    assert_eq!(
+        peer.metric("sluice_peer_output_up{output=\"0-syslog\"}"),
+        0.0
+    );
+    peer.wait_metric(
+        "sluice_peer_output_buffered_records{output=\"0-syslog\"}",
+        1500.0,
+    );
+
+    let listener = TcpListener::bind(server).unwrap();
+    let messages = read_syslog_tcp(&listener, 1500);
+    peer.wait_metric(
+        "sluice_peer_output_sent_records_total{output=\"0-syslog\"}",
+        1500.0,
+    );
+    assert_eq!(
+        peer.metric("sluice_peer_output_overflow_records_total{output=\"0-syslog\"}"),
+        0.0
+    );
+    assert_eq!(
+        peer.metric("sluice_peer_output_up{output=\"0-syslog\"}"),
+        1.0
+    );
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("output recovered"), "{log}");
+
+    let mut got = Vec::new();
+    for m in &messages {
+        assert!(m.starts_with("<134>1 "), "{m}");
+        let json = &m[m.find(" flow - ").unwrap() + 8..];
+        got.push(key_of_json(&serde_json::from_str(json).unwrap()));
+    }
+    assert_eq!(
+        multiset(got.into_iter()),
+        multiset(exporter.sent.iter().map(key_of_record))
+    );
+}
+
+#[test]
+fn overflow_beyond_the_buffer_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("peer.toml");
+    let server = free_tcp_port();
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"overflow\"\n[ingest]\nlisten = [\"127.0.0.1:0\"]\nsockets_per_port = 1\n\
+             [pipeline]\nshards = 1\n\
+             [[outputs]]\ntype = \"syslog\"\nprotocol = \"tcp\"\naddress = \"{server}\"\n\
+             buffer_records = 100\n"
+        ),
+    )
+    .unwrap();
+    let peer = Peer::start(&["--config", config.to_str().unwrap()]);
+    let mut exporter = Exporter::new("127.0.0.7".parse().unwrap(), Protocol::NetflowV5, 9);
+    exporter.send(peer.listen[0], 10, 30);
+    let buffered_sample = "sluice_peer_output_buffered_records{output=\"0-syslog\"}";
+    let overflow_sample = "sluice_peer_output_overflow_records_total{output=\"0-syslog\"}";
+    peer.wait_for("every record buffered or counted", |p| {
+        p.metric(buffered_sample) + p.metric(overflow_sample) >= 300.0
+    });
+    let buffered = peer.metric(buffered_sample);
+    let overflow = peer.metric(overflow_sample);
+    assert!(
+        buffered <= 100.0 && overflow >= 200.0,
+        "{buffered} {overflow}"
+    );
+    assert_eq!(buffered + overflow, 300.0);
+    assert!(peer.metric("sluice_peer_total_drops") >= overflow);
+
+    // What fitted is delivered once the server is up.
+    let listener = TcpListener::bind(server).unwrap();
+    let messages = read_syslog_tcp(&listener, buffered as usize);
+    assert_eq!(messages.len(), buffered as usize);
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("output buffer full"), "{log}");
+}
+
+#[test]
+fn bad_config_names_the_key_and_help_has_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("peer.toml");
+    std::fs::write(&config, "[pipeline]\nshards = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`pipeline.shards`"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("sluice-peer run --listen 0.0.0.0:2055"),
+        "{help}"
+    );
+}
