@@ -456,8 +456,8 @@ impl Template {
     }
 
     /// Decode the data records of a data set body, appending to `out` copies of `base` with the
-    /// record's fields filled in. Padding at the end of the set is ignored; a record cut short
-    /// by the set's end is an error (records before it are kept).
+    /// record's fields filled in. Zero padding at the end of the set is ignored; any other
+    /// leftover (a record cut short by the set's end) is an error, records before it are kept.
     pub(crate) fn decode_data(
         &self,
         body: &[u8],
@@ -480,10 +480,10 @@ impl Template {
                     n += 1;
                     off = next;
                 }
-                None => return padding_or_short(body, off).map(|()| n),
+                None => break,
             }
         }
-        Ok(n)
+        padding_or_short(body, off).map(|()| n)
     }
 
     /// Decode the options data records of a set body; returns how many records were read and
@@ -501,14 +501,15 @@ impl Template {
                     n += 1;
                     off = next;
                 }
-                None => return padding_or_short(body, off).map(|()| (n, rate)),
+                None => break,
             }
         }
-        Ok((n, rate))
+        padding_or_short(body, off).map(|()| (n, rate))
     }
 }
 
-/// Trailing bytes that are all zero are padding; anything else is a cut-off record.
+/// Leftover bytes that are all zero are padding (RFC 7011 §3.3.1); anything else is a cut-off
+/// record.
 fn padding_or_short(body: &[u8], off: usize) -> Result<(), ShortRecord> {
     match body.get(off..) {
         Some(rest) if rest.iter().all(|&b| b == 0) => Ok(()),
