@@ -60,17 +60,21 @@ pub fn parse_rustc_vv(text: &str) -> Result<RustcInfo> {
     Ok(RustcInfo { host, llvm_major })
 }
 
-/// Every Debian package setup makes sure of, for a rustc built on LLVM `llvm_major`.
-pub fn debian_packages(llvm_major: u32) -> Vec<String> {
-    let llvm = [
+/// The LLVM/clang development packages bpf-linker is built against.
+fn llvm_packages(llvm_major: u32) -> [String; 4] {
+    [
         format!("llvm-{llvm_major}-dev"),
         format!("libpolly-{llvm_major}-dev"),
         format!("libclang-{llvm_major}-dev"),
         format!("clang-{llvm_major}"),
-        "libzstd-dev".to_owned(),
-        "zlib1g-dev".to_owned(),
-    ];
-    llvm.into_iter()
+    ]
+}
+
+/// Every Debian package setup makes sure of, for a rustc built on LLVM `llvm_major`.
+pub fn debian_packages(llvm_major: u32) -> Vec<String> {
+    llvm_packages(llvm_major)
+        .into_iter()
+        .chain(["libzstd-dev", "zlib1g-dev"].map(str::to_owned))
         .chain(TOOL_PACKAGES.iter().map(|p| (*p).to_owned()))
         .collect()
 }
@@ -229,11 +233,18 @@ fn ensure_debian_packages(llvm_major: u32) -> Result<()> {
         if unavailable.is_empty() {
             return Err(e.context(format!("apt-get could not install [{list}]")));
         }
+        let llvm = llvm_packages(llvm_major);
+        let llvm_note = if unavailable.iter().any(|p| llvm.iter().any(|l| l == p)) {
+            format!(
+                " (the LLVM ones must match LLVM {llvm_major} of `rustc +{EBPF_TOOLCHAIN}`: \
+                 bpf-linker is built against them)"
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "Debian packages [{}] are not available from the configured apt sources \
-             (the eBPF toolchain's rustc uses LLVM {llvm_major} and bpf-linker must be built \
-             against the same LLVM major); fix: add an apt source that provides them, then rerun \
-             `cargo xtask setup`",
+            "Debian packages [{}] are not available from the configured apt sources{llvm_note}; \
+             fix: add an apt source that provides them, then rerun `cargo xtask setup`",
             unavailable.join(" ")
         );
     }
