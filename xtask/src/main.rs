@@ -109,7 +109,10 @@ fn ci_from_env() -> bool {
 fn run(cli: Cli) -> Result<()> {
     setup::ensure()?;
     match cli.cmd {
-        Cmd::Setup => Ok(()),
+        Cmd::Setup => {
+            println!("xtask setup: everything is in place");
+            Ok(())
+        }
         Cmd::Test { tier } => test::run(tier, ci_from_env()),
         Cmd::Ci => test::run(None, true),
         Cmd::Fuzz { minutes } => {
