@@ -179,6 +179,10 @@ impl Walk {
             // Set ids 2..=255 (v9) / 0, 1, 4..=255 (IPFIX) are reserved: skipped.
             off += set_len;
         }
+        // IPFIX messages end exactly with their last set (v9 packets may be padded).
+        if protocol == Protocol::Ipfix && off < end {
+            return Err(truncated(protocol, "set header", off));
+        }
         Ok(())
     }
 
