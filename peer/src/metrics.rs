@@ -55,6 +55,8 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    pub const ALL: [DropReason; 2] = [DropReason::QueueFull, DropReason::Truncated];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
@@ -172,12 +174,18 @@ impl OutputStats {
     /// Shutdown gave up on `n` records of a failing output.
     pub fn abandoned(&self, n: usize) {
         let total = self.dropped_at_shutdown.fetch_add(n as u64, Relaxed) + n as u64;
-        tracing::error!(
-            output = %self.name,
-            records = n,
-            total,
-            "output still failing at shutdown; records dropped"
-        );
+        if self.error_log.allow() {
+            tracing::error!(
+                output = %self.name,
+                total,
+                "output still failing at shutdown; records dropped"
+            );
+        }
+    }
+
+    /// Records given up on at shutdown.
+    pub fn abandoned_total(&self) -> u64 {
+        self.dropped_at_shutdown.load(Relaxed)
     }
 }
 
@@ -193,6 +201,7 @@ pub struct Metrics {
     pub receive_errors: AtomicU64,
     /// Flow records produced by the decoders.
     pub records: AtomicU64,
+    drop_totals: [AtomicU64; DropReason::ALL.len()],
     drops: Mutex<HashMap<(DropReason, Option<IpAddr>), u64>>,
     drop_log: LogLimiter,
     sockets: Mutex<Vec<Arc<SocketStats>>>,
@@ -209,6 +218,7 @@ impl Default for Metrics {
             bytes: AtomicU64::new(0),
             receive_errors: AtomicU64::new(0),
             records: AtomicU64::new(0),
+            drop_totals: Default::default(),
             drops: Mutex::default(),
             drop_log: LogLimiter::default(),
             sockets: Mutex::default(),
@@ -257,7 +267,8 @@ impl Metrics {
 
     /// `n` datagrams from `exporter` were dropped before decoding.
     pub fn dropped(&self, reason: DropReason, exporter: IpAddr, n: u64) {
-        let total = {
+        let total = self.drop_totals[reason as usize].fetch_add(n, Relaxed) + n;
+        {
             let mut drops = lock(&self.drops);
             let key = if drops.len() < MAX_EXPORTER_LABELS
                 || drops.contains_key(&(reason, Some(exporter)))
@@ -267,12 +278,7 @@ impl Metrics {
                 (reason, None)
             };
             *drops.entry(key).or_default() += n;
-            drops
-                .iter()
-                .filter(|((r, _), _)| *r == reason)
-                .map(|(_, v)| v)
-                .sum::<u64>()
-        };
+        }
         if self.drop_log.allow() {
             tracing::warn!(
                 reason = reason.as_str(),
@@ -293,21 +299,17 @@ impl Metrics {
 
     /// Everything dropped anywhere: kernel, queues, output overflow and shutdown.
     pub fn total_drops(&self) -> u64 {
-        let pipeline: u64 = lock(&self.drops).values().sum();
+        let pipeline: u64 = DropReason::ALL.iter().map(|r| self.drops(*r)).sum();
         let outputs: u64 = lock(&self.outputs)
             .iter()
-            .map(|o| o.overflow() + o.dropped_at_shutdown.load(Relaxed))
+            .map(|o| o.overflow() + o.abandoned_total())
             .sum();
         self.kernel_drops() + pipeline + outputs
     }
 
     /// Drops before decoding for one reason.
     pub fn drops(&self, reason: DropReason) -> u64 {
-        lock(&self.drops)
-            .iter()
-            .filter(|((r, _), _)| *r == reason)
-            .map(|(_, v)| v)
-            .sum()
+        self.drop_totals[reason as usize].load(Relaxed)
     }
 
     /// The latest heartbeat snapshot.
@@ -390,7 +392,7 @@ impl Metrics {
             "counter",
             "Datagrams dropped before decoding, by reason.",
         );
-        for reason in [DropReason::QueueFull, DropReason::Truncated] {
+        for reason in DropReason::ALL {
             p.sample(
                 "sluice_peer_drops_total",
                 &[("reason", reason.as_str())],
@@ -594,7 +596,7 @@ impl Metrics {
                 "sluice_peer_output_shutdown_dropped_records_total",
                 "counter",
                 "Records given up on at shutdown.",
-                |o| o.dropped_at_shutdown.load(Relaxed),
+                OutputStats::abandoned_total,
             ),
         ];
         for (name, kind, help, field) in families {

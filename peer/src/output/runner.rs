@@ -159,6 +159,14 @@ impl Worker {
         if let Err(error) = self.sink.flush() {
             tracing::error!(output = %self.stats.name, %error, "output flush at shutdown failed");
         }
+        let abandoned = self.stats.abandoned_total();
+        if abandoned > 0 {
+            tracing::error!(
+                output = %self.stats.name,
+                records = abandoned,
+                "output stopped with records it could not deliver"
+            );
+        }
     }
 
     /// Writes `batch`, retrying failures with backoff, until written or given up at shutdown.

@@ -13,6 +13,7 @@
 //! [`ShardDecoder`]: crate::decode::ShardDecoder
 
 mod batch;
+mod control;
 mod replay;
 mod router;
 mod shard;
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 
 pub use batch::{Datagram, DatagramBatch};
+pub use control::{ControlError, ShardRequest, TemplateControl};
 pub use replay::{ReplayReport, replay};
 pub use router::{Backpressure, Router, shard_for};
 pub use shutdown::Shutdown;
@@ -60,12 +62,16 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Template requests waiting per shard before callers get [`ControlError::Busy`].
+const CONTROL_QUEUE: usize = 16;
+
 /// Shard threads and the channels that feed them.
 struct Shards {
     senders: Vec<Sender<DatagramBatch>>,
     /// Emptied batches on their way back to the routers.
     pool: Receiver<DatagramBatch>,
     threads: Vec<JoinHandle<()>>,
+    control: TemplateControl,
 }
 
 impl Shards {
@@ -82,12 +88,16 @@ impl Shards {
         };
         let mut senders = Vec::with_capacity(config.shards);
         let mut threads = Vec::with_capacity(config.shards);
+        let mut control = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
+            let (request_tx, requests) = crossbeam_channel::bounded(CONTROL_QUEUE);
+            control.push(request_tx);
             let shard = shard::Shard {
                 index,
                 decoder: ShardDecoder::new(decoder_config.clone()),
                 rx,
+                requests,
                 recycle: recycle.clone(),
                 fanout: fanout.clone(),
                 metrics: metrics.clone(),
@@ -104,6 +114,7 @@ impl Shards {
             senders,
             pool,
             threads,
+            control: TemplateControl::new(control),
         })
     }
 
@@ -122,6 +133,7 @@ pub struct Running {
     listen: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
+    templates: TemplateControl,
     shutdown: Shutdown,
     receivers: Vec<JoinHandle<()>>,
     shards: Vec<JoinHandle<()>>,
@@ -167,6 +179,7 @@ impl Running {
             listen,
             metrics_addr,
             metrics,
+            templates: shards.control,
             shutdown,
             receivers,
             shards: shards.threads,
@@ -187,6 +200,11 @@ impl Running {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Template export/import for Central's zero-loss exporter moves.
+    pub fn templates(&self) -> &TemplateControl {
+        &self.templates
     }
 
     /// Blocks until shutdown is triggered, then stops ingest, drains the shards and flushes the

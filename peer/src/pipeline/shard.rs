@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::batch::DatagramBatch;
+use super::control::ShardRequest;
 use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
 use crate::output::{EncodedBatch, Fanout};
@@ -15,6 +16,8 @@ pub struct Shard {
     pub index: usize,
     pub decoder: ShardDecoder,
     pub rx: Receiver<DatagramBatch>,
+    /// Template export/import requests (see [`super::TemplateControl`]).
+    pub requests: Receiver<ShardRequest>,
     /// Where emptied batches go back to the receive threads.
     pub recycle: Sender<DatagramBatch>,
     pub fanout: Fanout,
@@ -27,20 +30,25 @@ impl Shard {
     pub fn run(mut self) {
         let mut records = Vec::new();
         let errors = LogLimiter::default();
+        let mut requests = self.requests.clone();
         let mut next_expire = Instant::now() + self.expire_every;
         loop {
-            match self
-                .rx
-                .recv_timeout(next_expire.saturating_duration_since(Instant::now()))
-            {
-                Ok(mut batch) => {
-                    self.decode(&batch, &mut records, &errors);
-                    batch.clear();
-                    // The pool being full only means enough batches are in circulation.
-                    let _ = self.recycle.try_send(batch);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            let idle = next_expire.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(self.rx) -> batch => match batch {
+                    Ok(mut batch) => {
+                        self.decode(&batch, &mut records, &errors);
+                        batch.clear();
+                        // The pool being full only means enough batches are in circulation.
+                        let _ = self.recycle.try_send(batch);
+                    }
+                    Err(_) => break,
+                },
+                recv(requests) -> request => match request {
+                    Ok(request) => self.serve(request),
+                    Err(_) => requests = crossbeam_channel::never(),
+                },
+                default(idle) => {}
             }
             if Instant::now() >= next_expire {
                 self.decoder.expire(super::now_ns());
@@ -51,6 +59,22 @@ impl Shard {
         }
         self.metrics
             .publish_decoder(self.index, self.decoder.stats());
+    }
+
+    fn serve(&mut self, request: ShardRequest) {
+        // A caller that timed out has dropped its receiver; the answer is then moot.
+        match request {
+            ShardRequest::Export { exporter, reply } => {
+                let _ = reply.send(self.decoder.export_templates(exporter));
+            }
+            ShardRequest::Import {
+                exporter,
+                templates,
+                reply,
+            } => {
+                let _ = reply.send(self.decoder.import_templates(exporter, &templates));
+            }
+        }
     }
 
     fn decode(
