@@ -1,0 +1,49 @@
+//! Errors of controller operations, each mapped to an API error class.
+
+use std::net::IpAddr;
+
+use sluice_common::protocol::ErrorCode;
+
+use super::dataplane::DataPlaneError;
+
+/// A controller operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No pool of that name.
+    #[error("unknown pool {0:?}")]
+    UnknownPool(String),
+    /// No peer of that name.
+    #[error("unknown peer {0:?}")]
+    UnknownPeer(String),
+    /// No exporter with that address.
+    #[error("unknown exporter {0}")]
+    UnknownExporter(IpAddr),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A field out of range or malformed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Field name.
+        field: &'static str,
+        /// The problem.
+        reason: String,
+    },
+    /// Writing the maps failed.
+    #[error("data plane: {0}")]
+    DataPlane(#[from] DataPlaneError),
+}
+
+impl ControllerError {
+    /// The API error class for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownPool(_) | Self::UnknownPeer(_) | Self::UnknownExporter(_) => {
+                ErrorCode::NotFound
+            }
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Invalid { .. } => ErrorCode::BadRequest,
+            Self::DataPlane(_) => ErrorCode::Internal,
+        }
+    }
+}

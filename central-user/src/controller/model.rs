@@ -1,0 +1,269 @@
+//! The controller's persistent model: what `state.json` holds, and the settings it runs with.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Rebalancer and failover settings (`[balancer]` in central.toml, `sluicectl balancer set`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// Seconds between rebalances; rates are smoothed over the same time constant.
+    pub rebalance_interval_s: u64,
+    /// Allowed excess of a peer's load over its weighted share, percentage points.
+    pub distribution_margin_pct: f64,
+    /// Heartbeat silence after which a peer is OFFLINE and its exporters move.
+    pub peer_timeout_ms: u64,
+    /// How long a move waits for the new peer to confirm the exporter's templates before the
+    /// map entry flips anyway.
+    pub template_install_timeout_ms: u64,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        Self {
+            rebalance_interval_s: 90,
+            distribution_margin_pct: 5.0,
+            peer_timeout_ms: 3000,
+            template_install_timeout_ms: 2000,
+        }
+    }
+}
+
+impl BalancerConfig {
+    /// Checks every field; the error names the key and the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rebalance_interval_s == 0 {
+            return Err("rebalance_interval_s: must be at least 1".into());
+        }
+        if !(0.0..=100.0).contains(&self.distribution_margin_pct) {
+            return Err(format!(
+                "distribution_margin_pct: {} is not within 0..=100",
+                self.distribution_margin_pct
+            ));
+        }
+        if self.peer_timeout_ms < 100 {
+            return Err(format!(
+                "peer_timeout_ms: {} is below 100 ms (heartbeats come every second)",
+                self.peer_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An IP network: address with host bits cleared, and prefix length in its own family.
+/// Written `198.18.0.0/15` or `2001:db8::/32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix_len: u8,
+}
+
+impl Cidr {
+    /// `addr/prefix_len` with host bits cleared; `None` if the length exceeds the family's.
+    pub fn new(addr: IpAddr, prefix_len: u8) -> Option<Self> {
+        let addr = match addr {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(prefix_len))
+                    .unwrap_or(0);
+                (prefix_len <= 32).then(|| IpAddr::from((u32::from(v4) & mask).to_be_bytes()))?
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(prefix_len))
+                    .unwrap_or(0);
+                (prefix_len <= 128).then(|| IpAddr::from((u128::from(v6) & mask).to_be_bytes()))?
+            }
+        };
+        Some(Self { addr, prefix_len })
+    }
+
+    /// Network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// Prefix length, in bits of the address's family.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|e| format!("{s:?}: bad address: {e}"))?;
+        let len: u8 = len
+            .parse()
+            .map_err(|e| format!("{s:?}: bad prefix length: {e}"))?;
+        Self::new(addr, len).ok_or_else(|| format!("{s:?}: prefix length too long"))
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolState {
+    /// Id in the maps, `0..MAX_POOLS`.
+    pub id: u32,
+    /// Unique name.
+    pub name: String,
+}
+
+/// A peer as registered and configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerState {
+    /// Slot in `PEERS`, stable for the name.
+    pub id: u32,
+    /// Unique name.
+    pub name: String,
+    /// Installation id.
+    pub uuid: Uuid,
+    /// Software version at the last registration.
+    pub version: String,
+    /// Forwarding target address.
+    pub data_addr: IpAddr,
+    /// Ingest ports.
+    pub ports: Vec<u16>,
+    /// Relative capacity in its pool.
+    pub weight: u32,
+    /// Pool id, if assigned.
+    pub pool: Option<u32>,
+    /// Kept out of the hash tables, exporters moved away.
+    pub draining: bool,
+    /// Was heartbeating when the state was written (restored peers get a fresh timeout).
+    pub online: bool,
+}
+
+impl PeerState {
+    /// Port written into `PEERS`: the single ingest port, or 0 (keep the datagram's
+    /// destination port) when the peer listens on several.
+    pub fn forward_port(&self) -> u16 {
+        match self.ports.as_slice() {
+            [port] => *port,
+            _ => 0,
+        }
+    }
+}
+
+/// A listener address and port and its pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerState {
+    /// Address and UDP port flow datagrams are sent to.
+    pub addr: SocketAddr,
+    /// Pool id.
+    pub pool: u32,
+}
+
+/// A source group: exporters inside the network belong to the pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceGroupState {
+    /// Exporter network.
+    pub net: Cidr,
+    /// Pool id.
+    pub pool: u32,
+}
+
+/// An exporter's assignment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterState {
+    /// Exporter address.
+    pub addr: IpAddr,
+    /// Pool id.
+    pub pool: u32,
+    /// Assigned peer id.
+    pub peer: u32,
+    /// Pinned by an operator: the rebalancer leaves it alone.
+    pub pinned: bool,
+}
+
+/// Everything the controller persists, ordered (pools, peers by id; the rest by address) so
+/// the same state always serialises to the same bytes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerState {
+    /// Rebalancer settings.
+    pub balancer: BalancerConfig,
+    /// Pools.
+    pub pools: Vec<PoolState>,
+    /// Peers.
+    pub peers: Vec<PeerState>,
+    /// Listeners.
+    pub listeners: Vec<ListenerState>,
+    /// Source groups.
+    pub source_groups: Vec<SourceGroupState>,
+    /// Exporter assignments.
+    pub exporters: Vec<ExporterState>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parses_normalises_and_round_trips() {
+        let c: Cidr = "198.18.1.77/15".parse().unwrap();
+        assert_eq!(c.to_string(), "198.18.0.0/15");
+        let c6: Cidr = "2001:db8::1/32".parse().unwrap();
+        assert_eq!(c6.to_string(), "2001:db8::/32");
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix_len(), 0);
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("10.0.0.0".parse::<Cidr>().is_err());
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, "\"198.18.0.0/15\"");
+        assert_eq!(serde_json::from_str::<Cidr>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn balancer_defaults_and_validation() {
+        let b = BalancerConfig::default();
+        assert!(b.validate().is_ok());
+        let bad = BalancerConfig {
+            distribution_margin_pct: 150.0,
+            ..b
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("distribution_margin_pct")
+        );
+        let parsed: BalancerConfig = toml::from_str("rebalance_interval_s = 10").unwrap();
+        assert_eq!(parsed.rebalance_interval_s, 10);
+        assert_eq!(parsed.peer_timeout_ms, 3000);
+        assert!(toml::from_str::<BalancerConfig>("typo = 1").is_err());
+    }
+}
