@@ -66,19 +66,17 @@ pub struct Cidr {
 impl Cidr {
     /// `addr/prefix_len` with host bits cleared; `None` if the length exceeds the family's.
     pub fn new(addr: IpAddr, prefix_len: u8) -> Option<Self> {
+        let bits = u32::from(prefix_len);
         let addr = match addr {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(prefix_len))
-                    .unwrap_or(0);
-                (prefix_len <= 32).then(|| IpAddr::from((u32::from(v4) & mask).to_be_bytes()))?
+            IpAddr::V4(v4) if bits <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                IpAddr::from((u32::from(v4) & mask).to_be_bytes())
             }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(prefix_len))
-                    .unwrap_or(0);
-                (prefix_len <= 128).then(|| IpAddr::from((u128::from(v6) & mask).to_be_bytes()))?
+            IpAddr::V6(v6) if bits <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::from((u128::from(v6) & mask).to_be_bytes())
             }
+            _ => return None,
         };
         Some(Self { addr, prefix_len })
     }
