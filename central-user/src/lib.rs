@@ -2,8 +2,15 @@
 //!
 //! # Layout
 //! - [`maglev`]: pure weighted consistent-hash tables, one per pool.
+//! - [`api`]: the TLS control API (peer sessions, admin API, `/metrics`); [`auth`]: tokens.
+pub mod api;
+pub mod atomic_file;
+pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod controller;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
 pub mod rebalancer;
+pub mod relay;

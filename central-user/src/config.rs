@@ -1,0 +1,434 @@
+//! `central.toml`: validated at start, errors name the key and the problem. Command-line flags
+//! override the file (see `sluice-central run --help`).
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use sluice_common::{MAX_LISTENERS, MAX_PEERS, MAX_POOLS, PIN_DIR};
+
+use crate::{
+    controller::{BalancerConfig, Cidr},
+    loader::AttachMode,
+};
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralConfig {
+    /// `[data_plane]`.
+    #[serde(default)]
+    pub data_plane: DataPlaneConfig,
+    /// `[[listeners]]`.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// `[[pools]]` (pools named by listeners, peers and source groups are created anyway).
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// `[[peers]]`: static peers, forwarded to without a control session.
+    #[serde(default)]
+    pub peers: Vec<StaticPeer>,
+    /// `[[source_groups]]`.
+    #[serde(default)]
+    pub source_groups: Vec<SourceGroupConfig>,
+    /// `[[pins]]`: exporters fixed to a peer.
+    #[serde(default)]
+    pub pins: Vec<PinConfig>,
+    /// `[control]`.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// `[balancer]`.
+    #[serde(default)]
+    pub balancer: BalancerConfig,
+    /// `[state]`.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `[data_plane]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataPlaneConfig {
+    /// Ingress interfaces the XDP program attaches to. Empty: no XDP, the slow-path relay
+    /// forwards everything.
+    pub interfaces: Vec<String>,
+    /// `native`, `skb` or `auto` (native, else generic).
+    pub xdp_mode: AttachMode,
+    /// Decrement TTL / hop limit when forwarding (loop protection).
+    pub decrement_ttl: bool,
+    /// Run the slow-path relay for traffic XDP passes up.
+    pub slow_path: bool,
+    /// Where maps and links are pinned.
+    pub pin_dir: PathBuf,
+    /// Turn on IP forwarding on the ingress interfaces (`bpf_fib_lookup` requires it).
+    pub enable_forwarding: bool,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            xdp_mode: AttachMode::Auto,
+            decrement_ttl: true,
+            slow_path: true,
+            pin_dir: PathBuf::from(PIN_DIR),
+            enable_forwarding: true,
+        }
+    }
+}
+
+/// `[[listeners]]`: an address and its ports.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address exporters send to (usually the Central's virtual IP).
+    pub address: IpAddr,
+    /// UDP ports.
+    pub ports: Vec<u16>,
+    /// Pool receiving these exporters (unless a source group says otherwise).
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+/// `[[pools]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Name.
+    pub name: String,
+}
+
+/// `[[peers]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticPeer {
+    /// Unique name.
+    pub name: String,
+    /// Target `address` or `address:port` (no port: keep the datagram's port).
+    pub address: String,
+    /// Pool.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// Relative capacity.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl StaticPeer {
+    /// Parses `address` into an IP and optional port.
+    pub fn target(&self) -> Result<(IpAddr, Option<u16>), String> {
+        if let Ok(sa) = self.address.parse::<SocketAddr>() {
+            return Ok((sa.ip(), Some(sa.port())));
+        }
+        self.address
+            .parse::<IpAddr>()
+            .map(|ip| (ip, None))
+            .map_err(|_| format!("{:?} is not ADDRESS or ADDRESS:PORT", self.address))
+    }
+}
+
+/// `[[source_groups]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceGroupConfig {
+    /// Exporter network.
+    pub cidr: Cidr,
+    /// Pool.
+    pub pool: String,
+}
+
+/// `[[pins]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinConfig {
+    /// Exporter address.
+    pub exporter: IpAddr,
+    /// Peer name.
+    pub peer: String,
+}
+
+/// `[control]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// TLS control API address.
+    pub listen: SocketAddr,
+    /// Certificate (PEM); generated into the state dir when absent.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+/// `[state]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// State directory (state, tokens, certificate).
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/sluice"),
+        }
+    }
+}
+
+fn default_pool() -> String {
+    "default".into()
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("{path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key or wrong type (the message names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `peers[1].address`.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl CentralConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every pool name the configuration mentions, in first-mention order, deduplicated.
+    pub fn pool_names(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        self.pools
+            .iter()
+            .map(|p| &p.name)
+            .chain(self.listeners.iter().map(|l| &l.pool))
+            .chain(self.peers.iter().map(|p| &p.pool))
+            .chain(self.source_groups.iter().map(|g| &g.pool))
+            .filter(|n| seen.insert(n.to_string()))
+            .cloned()
+            .collect()
+    }
+
+    /// Every listener socket address.
+    pub fn listener_addrs(&self) -> Vec<(SocketAddr, String)> {
+        self.listeners
+            .iter()
+            .flat_map(|l| {
+                l.ports
+                    .iter()
+                    .map(move |&p| (SocketAddr::new(l.address, p), l.pool.clone()))
+            })
+            .collect()
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.balancer
+            .validate()
+            .map_err(|p| invalid("balancer", p))?;
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.ports.is_empty() {
+                return Err(invalid(
+                    format!("listeners[{i}].ports"),
+                    "at least one port is required",
+                ));
+            }
+            if let Some(p) = l.ports.iter().find(|&&p| p == 0) {
+                return Err(invalid(
+                    format!("listeners[{i}].ports"),
+                    format!("port {p} is not a valid UDP port"),
+                ));
+            }
+        }
+        let listeners = self.listener_addrs();
+        if listeners.len() > MAX_LISTENERS as usize {
+            return Err(invalid(
+                "listeners",
+                format!(
+                    "{} listener sockets, at most {MAX_LISTENERS}",
+                    listeners.len()
+                ),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    format!("peers[{i}].name"),
+                    format!("{:?} is empty or used twice", p.name),
+                ));
+            }
+            p.target()
+                .map_err(|e| invalid(format!("peers[{i}].address"), e))?;
+            if p.weight == 0 {
+                return Err(invalid(format!("peers[{i}].weight"), "must be at least 1"));
+            }
+        }
+        if self.peers.len() > MAX_PEERS as usize {
+            return Err(invalid("peers", format!("at most {MAX_PEERS} peers")));
+        }
+        if self.pool_names().len() > MAX_POOLS as usize {
+            return Err(invalid("pools", format!("at most {MAX_POOLS} pools")));
+        }
+        for (i, pin) in self.pins.iter().enumerate() {
+            if !names.contains(pin.peer.as_str()) {
+                return Err(invalid(
+                    format!("pins[{i}].peer"),
+                    format!("no peer named {:?} in [[peers]]", pin.peer),
+                ));
+            }
+        }
+        for (i, name) in self.data_plane.interfaces.iter().enumerate() {
+            if name.is_empty() || name.len() > 15 || name.contains('/') {
+                return Err(invalid(
+                    format!("data_plane.interfaces[{i}]"),
+                    format!("{name:?} is not an interface name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [data_plane]
+        interfaces = ["eth0"]
+        xdp_mode = "auto"
+        [[listeners]]
+        address = "198.18.0.1"
+        ports = [2055, 4739]
+        [[peers]]
+        name = "a"
+        address = "198.18.2.2:2055"
+        [[peers]]
+        name = "b"
+        address = "198.18.2.3"
+        weight = 2
+        pool = "edge"
+        [[source_groups]]
+        cidr = "198.18.64.0/18"
+        pool = "edge"
+        [[pins]]
+        exporter = "198.18.1.10"
+        peer = "b"
+        [balancer]
+        rebalance_interval_s = 30
+    "#;
+
+    #[test]
+    fn a_complete_file_parses() {
+        let c = CentralConfig::parse(GOOD).unwrap();
+        assert_eq!(c.listener_addrs().len(), 2);
+        assert_eq!(
+            c.pool_names(),
+            vec!["default".to_string(), "edge".to_string()]
+        );
+        assert_eq!(
+            c.peers[1].target().unwrap(),
+            ("198.18.2.3".parse().unwrap(), None)
+        );
+        assert_eq!(c.balancer.rebalance_interval_s, 30);
+        assert_eq!(
+            c.balancer.distribution_margin_pct, 5.0,
+            "defaults fill the rest"
+        );
+    }
+
+    fn err(text: &str) -> String {
+        CentralConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        assert!(err("[data_plane]\ninterfacez = []").contains("unknown field `interfacez`"));
+        assert!(err("[data_plane]\nxdp_mode = \"turbo\"").contains("xdp_mode"));
+        assert!(
+            err("[[listeners]]\naddress = \"198.18.0.1\"\nports = []")
+                .starts_with("listeners[0].ports")
+        );
+        assert!(
+            err("[[peers]]\nname = \"a\"\naddress = \"nowhere\"").starts_with("peers[0].address")
+        );
+        assert!(err("[[peers]]\nname = \"a\"\naddress = \"198.18.2.2\"\n[[peers]]\nname = \"a\"\naddress = \"198.18.2.3\"").starts_with("peers[1].name"));
+        assert!(
+            err("[[pins]]\nexporter = \"198.18.1.1\"\npeer = \"ghost\"")
+                .starts_with("pins[0].peer")
+        );
+        assert!(
+            err("[[source_groups]]\ncidr = \"198.18.0.0/40\"\npool = \"x\"")
+                .contains("prefix length")
+        );
+        assert!(err("[balancer]\nrebalance_interval_s = 0").contains("rebalance_interval_s"));
+        assert!(
+            err("[[peers]]\nname = \"a\"\naddress = \"198.18.2.2\"\nweight = 0")
+                .starts_with("peers[0].weight")
+        );
+    }
+}
