@@ -188,13 +188,22 @@ impl Pool {
             .sum()
     }
 
-    /// Eligible peer minimising the weighted load after adding `rate` (open peers first).
-    fn least_loaded(&self, load: &[f64], rate: f64) -> Option<usize> {
-        let key = |p: usize| (load[p] + rate) / f64::from(self.weights[p]);
+    /// Eligible peer minimising the weighted load after adding `rate`, then the weighted
+    /// exporter count (so exporters without traffic yet still spread); open peers first.
+    fn least_loaded(&self, load: &[f64], count: &[usize], rate: f64) -> Option<usize> {
+        let key = |p: usize| {
+            let w = f64::from(self.weights[p]);
+            ((load[p] + rate) / w, (count[p] + 1) as f64 / w)
+        };
         let best = |open: bool| {
             (0..load.len())
                 .filter(|&p| self.eligible[p] && (!open || !self.exempt[p]))
-                .min_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)))
+                .min_by(|&a, &b| {
+                    let (ka, kb) = (key(a), key(b));
+                    ka.0.total_cmp(&kb.0)
+                        .then(ka.1.total_cmp(&kb.1))
+                        .then(a.cmp(&b))
+                })
         };
         best(true).or_else(|| best(false))
     }
@@ -342,9 +351,11 @@ pub fn plan(input: &Input<'_>, mode: Mode) -> Plan {
         .filter(|&i| items[i].kind == Kind::Forced && is_elephant(items[i].rate))
         .collect();
     forced_elephants.sort_by(|&a, &b| items[b].rate.total_cmp(&items[a].rate).then(a.cmp(&b)));
+    let mut count = counts(peers.len(), &dest);
     for &i in &forced_elephants {
-        if let Some(p) = pool.least_loaded(&load, items[i].rate) {
+        if let Some(p) = pool.least_loaded(&load, &count, items[i].rate) {
             load[p] += items[i].rate;
+            count[p] += 1;
             dest[i] = Some(p);
             pool.exempt[p] = true;
         }
@@ -418,6 +429,16 @@ pub fn plan(input: &Input<'_>, mode: Mode) -> Plan {
     }
 }
 
+/// Exporters per peer index (those still to be placed sit on ineligible peers, which the
+/// placement never looks at).
+fn counts(peers: usize, dest: &[Option<usize>]) -> Vec<usize> {
+    let mut count = vec![0; peers];
+    for p in dest.iter().flatten() {
+        count[*p] += 1;
+    }
+    count
+}
+
 fn count_moves(items: &[Item], dest: &[Option<usize>]) -> usize {
     items
         .iter()
@@ -440,12 +461,14 @@ fn greedy(
 ) -> (Vec<Option<usize>>, Vec<f64>) {
     let mut dest = dest.to_vec();
     let mut load = load.to_vec();
+    let mut count = counts(load.len(), &dest);
     let mut order = forced.to_vec();
     order.sort_by(|&a, &b| items[b].rate.total_cmp(&items[a].rate).then(a.cmp(&b)));
     for i in order {
-        dest[i] = pool.least_loaded(&load, items[i].rate);
+        dest[i] = pool.least_loaded(&load, &count, items[i].rate);
         if let Some(p) = dest[i] {
             load[p] += items[i].rate;
+            count[p] += 1;
         }
     }
     if mode == Mode::Evacuate {
