@@ -1,0 +1,128 @@
+//! What the API server needs from the controller.
+//!
+//! The server never holds controller state: every call goes through [`ControlPlane`], which the
+//! controller implements (each method reads the clock itself and returns quickly). Errors are
+//! [`ControlError`]s, which map onto [`ErrorCode`]s for the admin API and the peer channel.
+
+use std::net::{IpAddr, SocketAddr};
+
+use sluice_common::protocol::{
+    ApiErrorBody, BalancerPatch, BalancerSettings, ErrorCode, ExporterView, PeerMetrics, PeerView,
+    PlanView, PoolView, Register, Registered, StatusView, Templates,
+};
+use uuid::Uuid;
+
+/// A controller operation that failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// Unknown peer, pool or exporter (the message names it).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The controller failed (a map write, the state store, …).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    /// The API error class.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            ControlError::NotFound(_) => ErrorCode::NotFound,
+            ControlError::Conflict(_) => ErrorCode::Conflict,
+            ControlError::Invalid(_) => ErrorCode::BadRequest,
+            ControlError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<ControlError> for ApiErrorBody {
+    fn from(e: ControlError) -> Self {
+        ApiErrorBody {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// An authenticated peer's registration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerRegistration {
+    /// Unique peer name.
+    pub name: String,
+    /// Installation id.
+    pub uuid: Uuid,
+    /// Software version.
+    pub version: String,
+    /// Forwarding target address.
+    pub data_addr: IpAddr,
+    /// Ingest ports.
+    pub ports: Vec<u16>,
+    /// Relative capacity.
+    pub weight: u32,
+    /// Requested pool.
+    pub pool: Option<String>,
+    /// Where the control connection comes from.
+    pub source: SocketAddr,
+}
+
+impl PeerRegistration {
+    /// The registration of `msg` (its token already checked) from `source`.
+    pub fn new(msg: Register, source: SocketAddr) -> Self {
+        PeerRegistration {
+            name: msg.name,
+            uuid: msg.uuid,
+            version: msg.version,
+            data_addr: msg.data_addr,
+            ports: msg.ports,
+            weight: msg.weight,
+            pool: msg.pool,
+            source,
+        }
+    }
+}
+
+/// The controller as the API server sees it.
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Adds or refreshes a peer (its `PEERS` entry included) and returns its id and pool.
+    /// A registration counts as the first heartbeat.
+    fn register_peer(&self, peer: PeerRegistration) -> Result<Registered, ControlError>;
+    /// Records a heartbeat.
+    fn heartbeat(&self, peer_id: u32, metrics: PeerMetrics) -> Result<(), ControlError>;
+    /// Keeps the latest templates of an exporter and observation domain.
+    fn templates_learned(&self, peer_id: u32, templates: Templates) -> Result<(), ControlError>;
+
+    /// Health summary. The API fills in `fingerprint` and `auth_failures`.
+    fn status(&self) -> Result<StatusView, ControlError>;
+    /// The Connected Peers table.
+    fn peers(&self) -> Result<Vec<PeerView>, ControlError>;
+    /// Drains (`true`) or undrains a peer.
+    fn set_draining(&self, peer: &str, draining: bool) -> Result<(), ControlError>;
+    /// Every pool.
+    fn pools(&self) -> Result<Vec<PoolView>, ControlError>;
+    /// Creates an empty pool.
+    fn create_pool(&self, name: &str) -> Result<(), ControlError>;
+    /// Deletes an empty pool.
+    fn delete_pool(&self, name: &str) -> Result<(), ControlError>;
+    /// Puts a peer in a pool, optionally with a new weight.
+    fn assign(&self, pool: &str, peer: &str, weight: Option<u32>) -> Result<(), ControlError>;
+    /// Takes a peer out of a pool.
+    fn unassign(&self, pool: &str, peer: &str) -> Result<(), ControlError>;
+    /// Every exporter.
+    fn exporters(&self) -> Result<Vec<ExporterView>, ControlError>;
+    /// Moves an exporter to a peer and pins it there.
+    fn move_exporter(&self, addr: IpAddr, peer: &str) -> Result<(), ControlError>;
+    /// Pins or unpins an exporter.
+    fn set_pinned(&self, addr: IpAddr, pinned: bool) -> Result<(), ControlError>;
+    /// Rebalancer settings.
+    fn balancer(&self) -> Result<BalancerSettings, ControlError>;
+    /// Changes rebalancer settings; returns the new ones.
+    fn set_balancer(&self, patch: BalancerPatch) -> Result<BalancerSettings, ControlError>;
+    /// Computes a rebalance plan, and carries it out if `apply`.
+    fn rebalance(&self, apply: bool) -> Result<PlanView, ControlError>;
+}

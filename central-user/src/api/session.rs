@@ -1,0 +1,178 @@
+//! One peer session: `Register` (token checked) → `Registered`, then heartbeats and template
+//! reports in, template installations out. Any protocol error sends an `Error` and closes the
+//! connection. When a session ends nothing else happens: the controller's heartbeat timeout
+//! decides when the peer is OFFLINE.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use sluice_common::client::{ConnError, Connection};
+use sluice_common::protocol::{
+    ApiErrorBody, CentralMessage, ErrorCode, FrameError, PeerMessage, Register,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+
+use super::ApiContext;
+use super::control::PeerRegistration;
+use super::sessions::Attached;
+use crate::auth::{AuthFailure, TokenKind};
+
+/// Why a session ended early; sent to the peer as its last message when possible.
+struct Refusal(ApiErrorBody);
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal(ApiErrorBody {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+impl From<AuthFailure> for Refusal {
+    fn from(f: AuthFailure) -> Self {
+        let code = match f {
+            AuthFailure::RateLimited { .. } => ErrorCode::RateLimited,
+            AuthFailure::Missing | AuthFailure::Invalid => ErrorCode::Unauthorized,
+        };
+        Refusal::new(code, f.to_string())
+    }
+}
+
+impl From<ConnError> for Refusal {
+    fn from(e: ConnError) -> Self {
+        let code = match &e {
+            ConnError::Frame(FrameError::TooLarge { .. }) => ErrorCode::TooLarge,
+            _ => ErrorCode::BadRequest,
+        };
+        Refusal::new(code, e.to_string())
+    }
+}
+
+enum Event {
+    Peer(Result<Option<PeerMessage>, ConnError>),
+    Idle,
+    Outbound(Option<CentralMessage>),
+    Stop,
+}
+
+pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &ApiContext,
+    stream: S,
+    source: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conn = Connection::new(stream);
+    let result = match register(ctx, &mut conn, source).await {
+        Ok((attached, outbound)) => serve(ctx, &mut conn, &attached, outbound, &mut stop).await,
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(Refusal(body)) = result {
+        ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        debug!(%source, code = ?body.code, message = %body.message, "peer session refused");
+        // Best effort: the connection may already be gone.
+        let _ = conn.write(&CentralMessage::Error(body)).await;
+    }
+    // Best effort: a clean TLS close for a peer that is still there.
+    let _ = conn.shutdown().await;
+}
+
+async fn register<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &ApiContext,
+    conn: &mut Connection<S>,
+    source: SocketAddr,
+) -> Result<(Attached, mpsc::Receiver<CentralMessage>), Refusal> {
+    let first = timeout(ctx.limits.request_timeout, conn.read::<PeerMessage>())
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::BadRequest, "no registration in time"))??;
+    let register: Register = match first {
+        Some(PeerMessage::Register(r)) => r,
+        Some(_) => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the first message must be Register",
+            ));
+        }
+        None => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "closed before Register",
+            ));
+        }
+    };
+    ctx.auth
+        .check(TokenKind::Peer, Some(&register.token), source.ip())?;
+    let name = register.name.clone();
+    let registered = ctx
+        .control
+        .register_peer(PeerRegistration::new(register, source))
+        .map_err(|e| Refusal(e.into()))?;
+    let (attached, outbound) = ctx.sessions.attach(registered.peer_id, source);
+    conn.write(&CentralMessage::Registered(registered.clone()))
+        .await?;
+    ctx.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
+    info!(%source, peer = %name, peer_id = registered.peer_id, pool = %registered.pool, "peer registered");
+    Ok((attached, outbound))
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &ApiContext,
+    conn: &mut Connection<S>,
+    attached: &Attached,
+    mut outbound: mpsc::Receiver<CentralMessage>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Refusal> {
+    let peer_id = attached.peer_id();
+    loop {
+        let event = tokio::select! {
+            msg = timeout(ctx.limits.idle_timeout, conn.read::<PeerMessage>()) => {
+                msg.map_or(Event::Idle, Event::Peer)
+            }
+            msg = outbound.recv() => Event::Outbound(msg),
+            _ = stop.wait_for(|s| *s) => Event::Stop,
+        };
+        match event {
+            Event::Peer(msg) => match msg? {
+                Some(PeerMessage::Heartbeat(hb)) => ctx
+                    .control
+                    .heartbeat(peer_id, hb.metrics)
+                    .map_err(|e| Refusal(e.into()))?,
+                Some(PeerMessage::Templates(t)) => ctx
+                    .control
+                    .templates_learned(peer_id, t)
+                    .map_err(|e| Refusal(e.into()))?,
+                Some(PeerMessage::TemplatesInstalled { request_id }) => {
+                    ctx.sessions.acknowledge(request_id);
+                }
+                Some(PeerMessage::Register(_)) => {
+                    return Err(Refusal::new(ErrorCode::BadRequest, "already registered"));
+                }
+                None => {
+                    debug!(peer_id, "peer closed its session");
+                    return Ok(());
+                }
+            },
+            Event::Outbound(Some(msg)) => conn.write(&msg).await?,
+            Event::Outbound(None) => {
+                info!(peer_id, "peer session replaced by a newer one");
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    "a newer session of this peer took over",
+                ));
+            }
+            Event::Idle => {
+                warn!(peer_id, "peer session idle, closing");
+                return Err(Refusal::new(ErrorCode::BadRequest, "idle timeout"));
+            }
+            Event::Stop => {
+                return Err(Refusal::new(
+                    ErrorCode::Internal,
+                    "Central is shutting down",
+                ));
+            }
+        }
+    }
+}
