@@ -14,3 +14,4 @@ pub mod maglev;
 pub mod maps;
 pub mod rebalancer;
 pub mod relay;
+pub mod state;
