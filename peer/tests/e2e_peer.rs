@@ -437,3 +437,16 @@ fn bad_config_names_the_key_and_help_has_an_example() {
         "{help}"
     );
 }
+
+#[test]
+fn sigterm_right_after_sending_still_writes_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.jsonl");
+    let output = format!("file:{}", path.display());
+    let peer = Peer::start(&["--listen", "127.0.0.1:0", "--output", &output]);
+    let mut exporter = Exporter::new("127.0.0.8".parse().unwrap(), Protocol::NetflowV9, 11);
+    exporter.send(peer.listen[0], 100, 30);
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(read_jsonl(&path).len(), 3000, "{log}");
+}

@@ -109,36 +109,48 @@ impl Receiver {
         let fd = self.socket.as_raw_fd();
         let errors = LogLimiter::default();
         while !self.shutdown.is_triggered() {
-            if let Err(error) = batch.recv(fd) {
-                use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
-                if !matches!(error.kind(), WouldBlock | TimedOut | Interrupted) {
-                    self.metrics.receive_errors.fetch_add(1, Relaxed);
-                    if errors.allow() {
-                        tracing::warn!(socket = %self.stats.local, %error, "receive failed");
+            match batch.recv(fd, true) {
+                Ok(_) => self.handle(&batch),
+                Err(error) => {
+                    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+                    // Batches held for a busy shard go out even when no traffic arrives.
+                    self.router.flush();
+                    if !matches!(error.kind(), WouldBlock | TimedOut | Interrupted) {
+                        self.metrics.receive_errors.fetch_add(1, Relaxed);
+                        if errors.allow() {
+                            tracing::warn!(socket = %self.stats.local, %error, "receive failed");
+                        }
+                        self.shutdown.sleep(std::time::Duration::from_millis(10));
                     }
-                    self.shutdown.sleep(std::time::Duration::from_millis(10));
                 }
+            }
+        }
+        // What the kernel already queued is decoded too: read until the socket is empty.
+        while batch.recv(fd, false).is_ok_and(|n| n > 0) {
+            self.handle(&batch);
+        }
+        self.router.finish();
+    }
+
+    fn handle(&mut self, batch: &RecvBatch) {
+        let now = now_ns();
+        let (mut datagrams, mut bytes) = (0u64, 0u64);
+        for r in batch.iter() {
+            if let Some(drops) = r.kernel_drops {
+                self.stats.kernel_drops.fetch_max(u64::from(drops), Relaxed);
+            }
+            // recvmmsg on an AF_INET/AF_INET6 socket always fills in the source.
+            let Some(source) = r.source else { continue };
+            datagrams += 1;
+            bytes += r.data.len() as u64;
+            if r.truncated {
+                self.metrics.dropped(DropReason::Truncated, source, 1);
                 continue;
             }
-            let now = now_ns();
-            let (mut datagrams, mut bytes) = (0u64, 0u64);
-            for r in batch.iter() {
-                if let Some(drops) = r.kernel_drops {
-                    self.stats.kernel_drops.fetch_max(u64::from(drops), Relaxed);
-                }
-                // recvmmsg on an AF_INET/AF_INET6 socket always fills in the source.
-                let Some(source) = r.source else { continue };
-                datagrams += 1;
-                bytes += r.data.len() as u64;
-                if r.truncated {
-                    self.metrics.dropped(DropReason::Truncated, source, 1);
-                    continue;
-                }
-                self.router.push(source, now, r.data);
-            }
-            self.router.flush();
-            self.metrics.datagrams.fetch_add(datagrams, Relaxed);
-            self.metrics.bytes.fetch_add(bytes, Relaxed);
+            self.router.push(source, now, r.data);
         }
+        self.router.flush();
+        self.metrics.datagrams.fetch_add(datagrams, Relaxed);
+        self.metrics.bytes.fetch_add(bytes, Relaxed);
     }
 }

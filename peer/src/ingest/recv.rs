@@ -51,9 +51,9 @@ impl RecvBatch {
         }
     }
 
-    /// Waits (up to the socket's receive timeout) for one datagram, then takes whatever else is
-    /// queued, up to the batch size. Returns how many arrived; a timeout is `WouldBlock`.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Takes the queued datagrams, up to the batch size; with `wait`, first waits (up to the
+    /// socket's receive timeout) for one. Returns how many arrived; nothing is `WouldBlock`.
+    pub fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
         self.received = 0;
         let n = self.headers.len();
         for i in 0..n {
@@ -79,7 +79,11 @@ impl RecvBatch {
                 fd,
                 self.headers.as_mut_ptr(),
                 n as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                if wait {
+                    libc::MSG_WAITFORONE
+                } else {
+                    libc::MSG_DONTWAIT
+                },
                 std::ptr::null_mut(),
             )
         };
@@ -156,7 +160,7 @@ mod tests {
         let mut batch = RecvBatch::new(8, 512);
         let mut got = Vec::new();
         while got.len() < 2 {
-            batch.recv(rx.as_raw_fd()).unwrap();
+            batch.recv(rx.as_raw_fd(), true).unwrap();
             got.extend(batch.iter().map(|r| (r.source, r.data.len(), r.truncated)));
         }
         let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));

@@ -62,6 +62,10 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// While a shard's queue is full, a receive thread keeps up to this many `recvmmsg` batches
+/// worth of its datagrams pending before dropping them.
+const HOLD_BATCHES: usize = 4;
+
 /// Template requests waiting per shard before callers get [`ControlError::Busy`].
 const CONTROL_QUEUE: usize = 16;
 
@@ -166,7 +170,10 @@ impl Running {
         drop(outputs.fanout);
         let listen = ingest.local_addrs().to_vec();
         let receivers = ingest.start(
-            || shards.router(Backpressure::Drop, &metrics),
+            || {
+                let hold = HOLD_BATCHES * config.ingest.batch_size;
+                shards.router(Backpressure::Drop { hold }, &metrics)
+            },
             &metrics,
             &shutdown,
         )?;

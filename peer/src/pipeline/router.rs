@@ -27,8 +27,10 @@ pub fn shard_for(exporter: IpAddr, shards: usize) -> usize {
 /// What to do when a shard's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backpressure {
-    /// Drop the batch and count it (receive threads: never block on decoding).
-    Drop,
+    /// Never block (receive threads): the batch stays pending, collecting more datagrams, until
+    /// it holds `hold` datagrams; then it is dropped and counted. Holding lets a shard that is
+    /// briefly behind catch up with fewer, larger batches instead of losing many small ones.
+    Drop { hold: usize },
     /// Wait for room (replaying a corpus, where nothing may be lost).
     Block,
 }
@@ -66,28 +68,43 @@ impl Router {
         self.pending[shard].push(exporter, received_ns, data);
     }
 
-    /// Sends every non-empty pending batch; a full queue drops (and counts) the batch.
+    /// Hands what is still pending to the shards, waiting for room: the last step of a
+    /// receive thread at shutdown (the shards run until every router is gone).
+    pub fn finish(mut self) {
+        self.backpressure = Backpressure::Block;
+        self.flush();
+    }
+
+    /// Sends every non-empty pending batch (see [`Backpressure`] for a full queue).
     pub fn flush(&mut self) {
         for (tx, pending) in self.shards.iter().zip(self.pending.iter_mut()) {
             if pending.is_empty() {
                 continue;
             }
-            let fresh = self.pool.try_recv().unwrap_or_default();
-            let batch = std::mem::replace(pending, fresh);
+            let batch = std::mem::take(pending);
             let rejected = match self.backpressure {
-                Backpressure::Drop => match tx.try_send(batch) {
+                Backpressure::Drop { hold } => match tx.try_send(batch) {
                     Ok(()) => None,
-                    Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Some(b),
+                    Err(TrySendError::Full(batch)) if batch.len() < hold => {
+                        *pending = batch;
+                        continue;
+                    }
+                    Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+                        Some(batch)
+                    }
                 },
                 Backpressure::Block => tx.send(batch).err().map(|e| e.0),
             };
-            if let Some(mut batch) = rejected {
-                for (exporter, n) in batch.per_exporter() {
-                    self.metrics.dropped(DropReason::QueueFull, exporter, n);
+            *pending = match rejected {
+                None => self.pool.try_recv().unwrap_or_default(),
+                Some(mut batch) => {
+                    for (exporter, n) in batch.per_exporter() {
+                        self.metrics.dropped(DropReason::QueueFull, exporter, n);
+                    }
+                    batch.clear();
+                    batch
                 }
-                batch.clear();
-                *pending = batch;
-            }
+            };
         }
     }
 }
@@ -138,23 +155,38 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_drops_and_counts_per_exporter() {
+    fn full_queue_holds_then_drops_and_counts_per_exporter() {
         let metrics = Metrics::new();
         let (tx, rx) = crossbeam_channel::bounded(1);
         let (_pool_tx, pool_rx) = crossbeam_channel::bounded(1);
-        let mut router = Router::new(vec![tx], pool_rx, Backpressure::Drop, metrics.clone());
+        let hold = Backpressure::Drop { hold: 3 };
+        let mut router = Router::new(vec![tx], pool_rx, hold, metrics.clone());
         let a: IpAddr = "198.18.0.9".parse().unwrap();
         router.push(a, 0, b"x");
         router.flush();
+        // The queue is full: held while smaller than 3 datagrams.
         router.push(a, 0, b"y");
+        router.flush();
         router.push(a, 0, b"z");
         router.flush();
+        assert_eq!(metrics.drops(DropReason::QueueFull), 0);
+        // Room again: the held batch goes out whole.
+        assert_eq!(rx.recv().unwrap().len(), 1);
+        router.flush();
+        assert_eq!(rx.recv().unwrap().len(), 2);
+        // Full again and the pending batch reaches `hold`: dropped and counted.
+        router.push(a, 0, b"1");
+        router.flush();
+        for d in [b"2", b"3", b"4"] {
+            router.push(a, 0, d);
+        }
+        router.flush();
         assert_eq!(rx.len(), 1);
-        assert_eq!(metrics.drops(DropReason::QueueFull), 2);
+        assert_eq!(metrics.drops(DropReason::QueueFull), 3);
         assert!(
             metrics
                 .render()
-                .contains("exporter=\"198.18.0.9\",reason=\"queue_full\"} 2")
+                .contains("exporter=\"198.18.0.9\",reason=\"queue_full\"} 3")
         );
     }
 }
