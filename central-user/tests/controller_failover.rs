@@ -19,7 +19,7 @@ fn status_of(lab: &Lab, name: &str) -> PeerStatus {
         .peer_views(lab.at(), SystemTime::now())
         .into_iter()
         .find(|p| p.name == name)
-        .unwrap()
+        .expect("known peer")
         .status
 }
 

@@ -19,16 +19,16 @@ fn busy_lab() -> Lab {
         },
         &["a", "b", "c"],
     );
-    lab.c.create_pool("edge").unwrap();
+    lab.c.create_pool("edge").expect("pool");
     lab.c
-        .set_source_group("198.18.200.0/24".parse().unwrap(), "edge")
-        .unwrap();
+        .set_source_group("198.18.200.0/24".parse().expect("cidr"), "edge")
+        .expect("source group");
     let rates: Vec<_> = (0..40).map(|i| (exporter(i), 1 + i as u64 % 7)).collect();
     lab.run(3, &rates);
-    lab.c.pin(exporter(3)).unwrap();
+    lab.c.pin(exporter(3)).expect("pin");
     lab.kill("c");
     lab.run(12, &rates);
-    lab.c.drain("b", lab.at()).unwrap();
+    lab.c.drain("b", lab.at()).expect("drain");
     lab
 }
 

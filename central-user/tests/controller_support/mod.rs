@@ -3,6 +3,10 @@
     dead_code,
     reason = "each test binary uses a different part of the harness"
 )]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test harness: a failed call is a failed test"
+)]
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
