@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+pub use sluice_common::protocol::PeerMetrics;
 
 use crate::decode::DecodeStats;
 use crate::pipeline::Shutdown;
@@ -312,7 +312,7 @@ impl Metrics {
         self.drop_totals[reason as usize].load(Relaxed)
     }
 
-    /// The latest heartbeat snapshot.
+    /// The latest heartbeat snapshot (the Connected Peers metrics), recomputed every second.
     pub fn peer_metrics(&self) -> PeerMetrics {
         *lock(&self.peer)
     }
@@ -384,7 +384,7 @@ impl Metrics {
         p.gauge(
             "sluice_peer_flows_per_second",
             "Flow records produced per second.",
-            peer.flows_per_second,
+            peer.flows_per_s,
         );
 
         p.family(
@@ -446,7 +446,7 @@ impl Metrics {
         p.gauge(
             "sluice_peer_host_memory_used_percent",
             "Host memory in use.",
-            peer.memory_used_pct,
+            peer.mem_used_pct,
         );
         p.gauge(
             "sluice_peer_process_cpu_percent",
@@ -456,7 +456,7 @@ impl Metrics {
         p.gauge(
             "sluice_peer_process_resident_memory_bytes",
             "This process's resident memory.",
-            peer.process_rss_bytes,
+            peer.process_mem_bytes,
         );
         p.out
     }
@@ -686,27 +686,6 @@ impl Prom {
     }
 }
 
-/// What a peer reports in each heartbeat (the "Connected Peers" columns).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct PeerMetrics {
-    /// Host CPU busy over the last second, 0–100.
-    pub cpu_load_pct: f64,
-    /// Host memory in use (MemTotal − MemAvailable), 0–100.
-    pub memory_used_pct: f64,
-    /// This process's CPU over the last second; 100 is one full core.
-    pub process_cpu_pct: f64,
-    /// Resident set size of this process, bytes.
-    pub process_rss_bytes: u64,
-    /// Datagrams received per second.
-    pub input_pps: f64,
-    /// Flow records produced per second.
-    pub flows_per_second: f64,
-    /// Everything dropped since start (kernel, queues, outputs).
-    pub total_drops: u64,
-    /// Process start, Unix seconds.
-    pub start_time_unix_s: u64,
-}
-
 /// Deltas between two samples of the counters and of `/proc`.
 struct Sampler {
     at: Instant,
@@ -756,7 +735,7 @@ impl Sampler {
                 (Some(a), Some(b)) => b.busy_pct_since(a),
                 _ => 0.0,
             },
-            memory_used_pct: read_proc("/proc/meminfo")
+            mem_used_pct: read_proc("/proc/meminfo")
                 .as_deref()
                 .and_then(parse_memory_used_pct)
                 .unwrap_or(0.0),
@@ -764,12 +743,12 @@ impl Sampler {
                 (Some(a), Some(b)) => b.saturating_sub(a) as f64 / self.ticks_per_s / dt * 100.0,
                 _ => 0.0,
             },
-            process_rss_bytes: read_proc("/proc/self/statm")
+            process_mem_bytes: read_proc("/proc/self/statm")
                 .as_deref()
                 .and_then(parse_statm_rss_pages)
                 .map_or(0, |pages| pages * self.page_size),
             input_pps: rate(datagrams, self.datagrams),
-            flows_per_second: rate(records, self.records),
+            flows_per_s: rate(records, self.records),
             total_drops: m.total_drops(),
             start_time_unix_s: m
                 .started
@@ -939,9 +918,9 @@ mod tests {
         let mut s = Sampler::new(&m);
         m.datagrams.fetch_add(10, Relaxed);
         let p = s.sample(&m);
-        assert!(p.process_rss_bytes > 0);
+        assert!(p.process_mem_bytes > 0);
         assert!(p.input_pps > 0.0);
-        assert!((0.0..=100.0).contains(&p.memory_used_pct));
+        assert!((0.0..=100.0).contains(&p.mem_used_pct));
         assert!(p.start_time_unix_s > 1_600_000_000);
     }
 
