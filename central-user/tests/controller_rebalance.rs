@@ -137,17 +137,41 @@ fn moves_install_templates_before_flipping() {
     lab.c.report_templates("a", t(7)).unwrap();
     lab.c.report_templates("a", t(3)).unwrap();
     assert_eq!(lab.c.templates_for(exporter(0)), vec![t(3), t(7)]);
+    // Templates of an exporter not pinned yet are kept; the domain limit holds.
+    let early = "198.18.99.1".parse().unwrap();
+    lab.c
+        .report_templates(
+            "b",
+            Templates {
+                exporter: early,
+                ..t(1)
+            },
+        )
+        .unwrap();
+    assert_eq!(lab.c.templates_for(early).len(), 1);
+    for domain in 2..=64 {
+        lab.c
+            .report_templates(
+                "b",
+                Templates {
+                    exporter: early,
+                    ..t(domain)
+                },
+            )
+            .unwrap();
+    }
     assert!(
         lab.c
             .report_templates(
-                "a",
+                "b",
                 Templates {
-                    exporter: "203.0.113.9".parse().unwrap(),
-                    ..t(1)
+                    exporter: early,
+                    ..t(99)
                 }
             )
             .is_err()
     );
+    assert!(lab.c.report_templates("nobody", t(1)).is_err());
 
     // Manual move: the templates go first, the map entry waits for the acknowledgement.
     lab.c.move_exporter(exporter(0), "b", lab.at()).unwrap();

@@ -14,8 +14,10 @@ use tracing::{debug, info, warn};
 use super::{Controller, ControllerError, DataPlane, Exporter, ExporterState, Result, elapsed};
 use crate::rebalancer::{self, ExporterInput, Mode, PeerInput, Plan, UnplaceableReason};
 
-/// Observation domains kept per exporter (a peer cannot grow Central's memory without bound).
+/// Observation domains kept per exporter, and (exporter, domain) entries kept in all: a peer
+/// cannot grow Central's memory without bound.
 const MAX_DOMAINS_PER_EXPORTER: usize = 64;
+const MAX_TEMPLATE_ENTRIES: usize = 4 * sluice_common::MAX_EXPORTERS as usize;
 
 /// Templates Central asks a peer to install before an exporter moves to it.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,8 +123,10 @@ impl<D: DataPlane> Controller<D> {
             .filter(|dt| *dt > 0.0);
         self.traffic.last_sample = Some(now);
         let mut rates: BTreeMap<IpAddr, (f64, f64, bool)> = BTreeMap::new();
+        let mut counts = BTreeMap::new();
         for (addr, s) in stats {
-            let prev = self.traffic.counts.insert(addr, (s.packets, s.bytes));
+            counts.insert(addr, (s.packets, s.bytes));
+            let prev = self.traffic.counts.get(&addr).copied();
             let Some(dt) = dt else { continue };
             let (packets, bytes) = match prev {
                 Some((p, b)) if s.packets >= p && s.bytes >= b => (s.packets - p, s.bytes - b),
@@ -133,6 +137,8 @@ impl<D: DataPlane> Controller<D> {
                 (packets as f64 / dt, 8.0 * bytes as f64 / dt, packets > 0),
             );
         }
+        // Entries that left the stats map are forgotten.
+        self.traffic.counts = counts;
         let Some(dt) = dt else { return Ok(()) };
         let tau = self.balancer.rebalance_interval_s as f64;
         let alpha = 1.0 - (-dt / tau).exp();
@@ -210,23 +216,29 @@ impl<D: DataPlane> Controller<D> {
     // --- templates ---------------------------------------------------------------------------
 
     /// Stores the latest template state a peer reported for (exporter, observation domain).
-    /// Only known exporters are accepted, and at most 64 domains each.
+    /// Exporters not pinned yet are accepted too (a peer may decode an exporter's first
+    /// template before its ring-buffer event reaches the controller), within the limits of 64
+    /// domains per exporter and 262 144 entries in all.
     pub fn report_templates(&mut self, peer: &str, t: Templates) -> Result<()> {
         self.peer_by_name(peer)?;
-        if !self.exporters.contains_key(&t.exporter) {
-            return Err(ControllerError::UnknownExporter(t.exporter));
-        }
         let key = (t.exporter, t.observation_domain);
-        let domains = self
-            .traffic
-            .templates
-            .range((t.exporter, 0)..=(t.exporter, u32::MAX))
-            .count();
-        if !self.traffic.templates.contains_key(&key) && domains >= MAX_DOMAINS_PER_EXPORTER {
-            return Err(ControllerError::Invalid {
-                field: "templates",
-                reason: format!("{} already has {domains} observation domains", t.exporter),
-            });
+        if !self.traffic.templates.contains_key(&key) {
+            let domains = self
+                .traffic
+                .templates
+                .range((t.exporter, 0)..=(t.exporter, u32::MAX))
+                .count();
+            if domains >= MAX_DOMAINS_PER_EXPORTER
+                || self.traffic.templates.len() >= MAX_TEMPLATE_ENTRIES
+            {
+                return Err(ControllerError::Invalid {
+                    field: "templates",
+                    reason: format!(
+                        "no room for {} domain {} ({domains} domains kept for it)",
+                        t.exporter, t.observation_domain
+                    ),
+                });
+            }
         }
         self.traffic.templates.insert(key, t.bytes);
         Ok(())
@@ -385,8 +397,9 @@ impl<D: DataPlane> Controller<D> {
         Ok(())
     }
 
-    /// Points the exporter's `EXPORTERS` entry at `to`.
+    /// Points the exporter's `EXPORTERS` entry at `to` (superseding any move still waiting).
     fn flip(&mut self, addr: IpAddr, to: u32, now: Instant, reason: &str) -> Result<()> {
+        self.traffic.pending.remove(&addr);
         let e = self
             .exporters
             .get(&addr)
