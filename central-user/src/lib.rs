@@ -14,4 +14,5 @@ pub mod maglev;
 pub mod maps;
 pub mod rebalancer;
 pub mod relay;
+pub mod run;
 pub mod state;

@@ -149,6 +149,16 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Splits into parts; the program object is dropped, which is fine once attached: the
+    /// pinned links keep it running.
+    pub fn into_parts(self) -> LoadedParts {
+        LoadedParts {
+            maps: self.maps,
+            events: self.events,
+            attachments: self.attachments,
+        }
+    }
+
     /// The XDP program (for `BPF_PROG_TEST_RUN`).
     pub fn program(&mut self) -> Result<&mut Xdp, LoadError> {
         self.ebpf
@@ -160,6 +170,16 @@ impl Loaded {
             .try_into()
             .map_err(aya_err("program type"))
     }
+}
+
+/// [`Loaded`] without the program object.
+pub struct LoadedParts {
+    /// Typed maps.
+    pub maps: Maps,
+    /// Event ring.
+    pub events: RingBuf<MapData>,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
 }
 
 /// Loads the object with every map pinned under `opts.pin_dir` (adopting existing pins), and

@@ -13,8 +13,9 @@ use aya::maps::{
     xdp::DevMapHash,
 };
 use sluice_common::{
-    AddrKey, ExporterStats, ExporterValue, ListenerKey, ListenerValue, MAX_POOLS, POOL_TABLE_SIZE,
-    PeerEntry, PeerStats, Reason, Settings, SourceGroupValue, names, to_key_bytes,
+    AddrKey, ExporterStats, ExporterValue, ListenerKey, ListenerValue, MAX_POOLS, NO_PEER,
+    POOL_TABLE_SIZE, PeerEntry, PeerStats, Reason, Settings, SourceGroupValue, hash::table_slot,
+    names, peer_state, to_key_bytes,
 };
 
 use crate::controller::dataplane::{DataPlane, DataPlaneError};
@@ -145,6 +146,54 @@ impl Maps {
             packets: a.packets + s.packets,
             bytes: a.bytes + s.bytes,
         }))
+    }
+}
+
+impl Maps {
+    /// The peer the XDP program would pick for `exporter` arriving on `listener`, by the same
+    /// rules (pin if its peer is up, else source group or listener pool, then the pool table).
+    /// The slow-path relay forwards by this; `None` when no healthy peer exists.
+    pub fn resolve(
+        &self,
+        exporter: IpAddr,
+        listener: SocketAddr,
+    ) -> Result<Option<(u32, PeerEntry)>, DataPlaneError> {
+        let key = AddrKey::from(exporter);
+        let pool = match self.exporters.get(&key, 0) {
+            Ok(v) => {
+                let peer = self.peer(v.peer_id)?;
+                if peer.state != peer_state::DOWN {
+                    return Ok(Some((v.peer_id, peer)));
+                }
+                v.pool_id
+            }
+            Err(aya::maps::MapError::KeyNotFound) => {
+                match self.source_groups.get(&Key::new(128, key.addr), 0) {
+                    Ok(g) => g.pool_id,
+                    Err(aya::maps::MapError::KeyNotFound) => {
+                        match self
+                            .listeners
+                            .get(&ListenerKey::new(listener.ip(), listener.port()), 0)
+                        {
+                            Ok(l) => l.pool_id,
+                            Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+                            Err(e) => return Err(map_err(names::LISTENERS, "get")(e)),
+                        }
+                    }
+                    Err(e) => return Err(map_err(names::SOURCE_GROUPS, "get")(e)),
+                }
+            }
+            Err(e) => return Err(map_err(names::EXPORTERS, "get")(e)),
+        };
+        if pool >= MAX_POOLS {
+            return Ok(None);
+        }
+        let peer_id = self.pool_slot(pool, table_slot(&key.addr, POOL_TABLE_SIZE))?;
+        if peer_id == NO_PEER {
+            return Ok(None);
+        }
+        let peer = self.peer(peer_id)?;
+        Ok((peer.state == peer_state::UP).then_some((peer_id, peer)))
     }
 }
 

@@ -473,7 +473,7 @@ pub fn serve(
             Err(e) => {
                 let total = stats.send_errors.fetch_add(1, Ordering::Relaxed);
                 // Log the first few and then every 1000th: never per packet.
-                if total < 5 || total % 1000 == 0 {
+                if total < 5 || total.is_multiple_of(1000) {
                     logged_errors += 1;
                     tracing::warn!(%listener, exporter = %from, %peer, error = %e, total = total + 1, logged = logged_errors, "relay send failed");
                 }

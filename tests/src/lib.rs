@@ -2,6 +2,7 @@
 //! guards, a pin-directory guard, and an independent packet builder used to state expected
 //! bytes (it shares no code with the XDP program).
 
+pub mod lab;
 pub mod netns;
 pub mod packet;
 
@@ -65,4 +66,33 @@ pub fn run(cmd: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Path of a workspace binary next to the test executable (`cargo xtask test` builds them
+/// first; a plain `cargo test` needs `cargo build --bins` before).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --bins` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// `SO_RCVBUFFORCE` (root): bursts in tests must not be lost to a default-sized buffer.
+pub fn force_rcvbuf(sock: &impl std::os::fd::AsRawFd, bytes: i32) {
+    // SAFETY: valid fd and a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const bytes).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }

@@ -1,0 +1,202 @@
+//! `sluice-central`: the XDP data plane, controller and control API.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use sluice_central::{
+    cli::token::TokenCommand,
+    config::{CentralConfig, ListenerConfig, StaticPeer},
+    loader::{self, AttachMode},
+    run,
+};
+
+const EXAMPLE: &str = "\
+Example (no file needed):
+  sluice-central run --iface eth0 --listen 198.18.0.1:2055 \\
+      --peer a=198.18.2.2:2055 --peer b=198.18.2.3:2055
+
+With a file (flags override it):
+  sluice-central run --config /etc/sluice/central.toml";
+
+#[derive(Parser)]
+#[command(name = "sluice-central", version, about = "Steers flow exporters to peers in XDP", after_help = EXAMPLE)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach XDP, run the controller, the slow-path relay and the control API.
+    #[command(after_help = EXAMPLE)]
+    Run(RunArgs),
+    /// Detach XDP (remove the pinned links); with --purge also remove the pinned maps.
+    Detach {
+        /// Only this interface.
+        #[arg(long)]
+        iface: Option<String>,
+        /// Remove the map pins too (the next start begins with empty maps and re-applies the state).
+        #[arg(long)]
+        purge: bool,
+        /// Pin directory.
+        #[arg(long, default_value = sluice_common::PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Peer and admin access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// State directory where token hashes are kept.
+        #[arg(long, default_value = "/var/lib/sluice")]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// central.toml.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Ingress interface for XDP (repeatable; replaces data_plane.interfaces).
+    #[arg(long = "iface")]
+    ifaces: Vec<String>,
+    /// Listener ADDR:PORT, pool "default" (repeatable; replaces [[listeners]]).
+    #[arg(long = "listen")]
+    listens: Vec<SocketAddr>,
+    /// Static peer NAME=ADDR[:PORT] in pool "default" (repeatable; replaces [[peers]]).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// XDP attach mode.
+    #[arg(long, value_enum)]
+    xdp_mode: Option<AttachMode>,
+    /// Do not run the slow-path relay.
+    #[arg(long)]
+    no_slow_path: bool,
+    /// State directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Pin directory.
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// Control API address.
+    #[arg(long)]
+    control_listen: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    fn config(&self) -> Result<CentralConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => CentralConfig::load(path)?,
+            None => CentralConfig::default(),
+        };
+        if !self.ifaces.is_empty() {
+            cfg.data_plane.interfaces.clone_from(&self.ifaces);
+        }
+        if !self.listens.is_empty() {
+            cfg.listeners = self
+                .listens
+                .iter()
+                .map(|a| ListenerConfig {
+                    address: a.ip(),
+                    ports: vec![a.port()],
+                    pool: "default".into(),
+                })
+                .collect();
+        }
+        if !self.peers.is_empty() {
+            cfg.peers = self
+                .peers
+                .iter()
+                .map(|p| {
+                    let (name, address) = p
+                        .split_once('=')
+                        .with_context(|| format!("--peer {p:?}: expected NAME=ADDR[:PORT]"))?;
+                    Ok(StaticPeer {
+                        name: name.into(),
+                        address: address.into(),
+                        pool: "default".into(),
+                        weight: 1,
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+        if let Some(m) = self.xdp_mode {
+            cfg.data_plane.xdp_mode = m;
+        }
+        if self.no_slow_path {
+            cfg.data_plane.slow_path = false;
+        }
+        if let Some(d) = &self.state_dir {
+            cfg.state.dir.clone_from(d);
+        }
+        if let Some(d) = &self.pin_dir {
+            cfg.data_plane.pin_dir.clone_from(d);
+        }
+        if let Some(a) = self.control_listen {
+            cfg.control.listen = a;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main() {
+        eprintln!("sluice-central: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => {
+            let cfg = args.config()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let running = run::start(&cfg)?;
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                running.stop()
+            })
+        }
+        Command::Detach {
+            iface,
+            purge,
+            pin_dir,
+        } => {
+            let removed = loader::detach(&pin_dir, iface.as_deref(), purge)?;
+            println!(
+                "removed {} pins from {}: {}",
+                removed.len(),
+                pin_dir.display(),
+                removed.join(" ")
+            );
+            Ok(())
+        }
+        Command::Token { command, state_dir } => {
+            println!("{}", sluice_central::cli::token::run(&state_dir, &command)?);
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

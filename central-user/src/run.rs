@@ -1,0 +1,386 @@
+//! `sluice-central run`: wires the data plane, the controller, the slow-path relay and the
+//! periodic work together, and shuts them down cleanly. The XDP program stays attached when the
+//! process exits (pinned link): a restart replaces it atomically and forwarding never stops.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use sluice_common::{
+    ExporterEvent, event_kind,
+    protocol::{PeerMetrics, Register},
+    to_key_bytes,
+};
+
+use crate::{
+    config::CentralConfig,
+    controller::{Controller, ControllerError},
+    loader::{self, LoadOptions},
+    maps::Maps,
+    relay::{self, RelayStats, Resolve},
+    state::{State, StateStore},
+};
+
+/// The controller as the run loop and the API share it.
+pub type SharedController = Arc<Mutex<Controller<Maps>>>;
+
+/// Everything `run` started, for the caller to stop.
+pub struct Running {
+    /// The controller.
+    pub controller: SharedController,
+    /// Relay counters.
+    pub relay_stats: Arc<RelayStats>,
+    /// Maps opened from the pins, for readers outside the controller (metrics, explain).
+    pub pin_dir: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    store: StateStore,
+}
+
+impl Running {
+    /// Stops the relay and the periodic work, and writes the state one last time.
+    pub fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        save(&self.controller, &self.store, true)?;
+        tracing::info!("stopped; XDP stays attached (`sluice-central detach` removes it)");
+        Ok(())
+    }
+}
+
+fn lock(c: &SharedController) -> std::sync::MutexGuard<'_, Controller<Maps>> {
+    // A panic while holding the lock leaves consistent-enough data (every write goes to the
+    // maps first); keep serving rather than cascade the panic.
+    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn save(c: &SharedController, store: &StateStore, force: bool) -> Result<()> {
+    let snapshot = {
+        let mut g = lock(c);
+        if !g.take_dirty() && !force {
+            return Ok(());
+        }
+        g.snapshot()
+    };
+    let mut state = store.load().ok().flatten().unwrap_or_default();
+    state.controller = snapshot;
+    store
+        .save(&state)
+        .with_context(|| format!("write state to {}", store.path().display()))
+}
+
+/// Loads and attaches the data plane, restores or creates the controller, applies the static
+/// configuration and starts the relay and the periodic work.
+pub fn start(cfg: &CentralConfig) -> Result<Running> {
+    let dp = &cfg.data_plane;
+    if dp.enable_forwarding {
+        for iface in &dp.interfaces {
+            enable_forwarding(iface)?;
+        }
+    }
+    let loaded = loader::load(&LoadOptions {
+        pin_dir: dp.pin_dir.clone(),
+        interfaces: dp.interfaces.clone(),
+        mode: dp.xdp_mode,
+        decrement_ttl: dp.decrement_ttl,
+    })?;
+    let loader::LoadedParts {
+        mut maps,
+        events,
+        attachments,
+    } = loaded.into_parts();
+    refresh_egress(&mut maps)?;
+
+    std::fs::create_dir_all(&cfg.state.dir)
+        .with_context(|| format!("create state dir {}", cfg.state.dir.display()))?;
+    let store = StateStore::new(&cfg.state.dir);
+    let now = Instant::now();
+    let (mut controller, report) = match store.load()? {
+        Some(State {
+            controller: state, ..
+        }) => Controller::restore(maps, state, now)?,
+        None => Controller::new(maps, cfg.balancer.clone(), now)?,
+    };
+    if !report.is_clean() {
+        tracing::warn!(
+            ?report,
+            "data plane differed from the saved state; the state was re-applied"
+        );
+    }
+    let statics = apply_static(&mut controller, cfg, now)?;
+    let controller = Arc::new(Mutex::new(controller));
+    save(&controller, &store, true)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay_stats = Arc::new(RelayStats::default());
+    let mut threads = Vec::new();
+    if dp.slow_path {
+        let listeners: Vec<SocketAddr> = cfg.listener_addrs().into_iter().map(|(a, _)| a).collect();
+        for (addr, sock) in relay::bind_listeners(&listeners)? {
+            let resolver = MapResolver(Maps::open_pinned(&dp.pin_dir)?);
+            let (stats, stop) = (relay_stats.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("relay {addr}"))
+                    .spawn(move || {
+                        if let Err(e) = relay::serve(addr, sock, resolver, stats, stop) {
+                            tracing::error!(%addr, error = %e, "slow-path relay stopped");
+                        }
+                    })?,
+            );
+        }
+    }
+    {
+        let (c, stop, store) = (
+            controller.clone(),
+            stop.clone(),
+            StateStore::new(&cfg.state.dir),
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("controller".into())
+                .spawn(move || {
+                    periodic(&c, events, &statics, &store, &stop);
+                })?,
+        );
+    }
+    let modes: Vec<String> = attachments
+        .iter()
+        .map(|a| format!("{}:{}", a.iface, a.mode))
+        .collect();
+    tracing::info!(xdp = ?modes, listeners = cfg.listener_addrs().len(), slow_path = dp.slow_path, "sluice-central ready");
+    Ok(Running {
+        controller,
+        relay_stats,
+        pin_dir: dp.pin_dir.clone(),
+        stop,
+        threads,
+        store,
+    })
+}
+
+/// Every second: heartbeat static peers, feed ring-buffer events, tick the controller, persist.
+fn periodic(
+    c: &SharedController,
+    mut events: aya::maps::RingBuf<aya::maps::MapData>,
+    statics: &[String],
+    store: &StateStore,
+    stop: &AtomicBool,
+) {
+    let mut next_tick = Instant::now();
+    let mut next_egress = Instant::now() + Duration::from_secs(5);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        {
+            let mut g = lock(c);
+            while let Some(item) = events.next() {
+                if item.len() == size_of::<ExporterEvent>() {
+                    // SAFETY: the XDP program writes whole `ExporterEvent`s (length checked).
+                    let ev =
+                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExporterEvent>()) };
+                    if let Err(e) = g.on_exporter_event(&ev, now) {
+                        tracing::warn!(error = %e, "exporter event not applied");
+                    }
+                }
+            }
+            if now >= next_tick {
+                next_tick = now + Duration::from_secs(1);
+                for name in statics {
+                    let _ = g.heartbeat(name, static_metrics(), now);
+                }
+                match g.tick(now) {
+                    Ok(r) if !r.offline.is_empty() || r.moved > 0 => {
+                        tracing::info!(offline = ?r.offline, moved = r.moved, rebalanced = r.rebalanced, "controller tick");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "controller tick failed"),
+                }
+            }
+            if now >= next_egress {
+                next_egress = now + Duration::from_secs(5);
+                if let Err(e) = refresh_egress(g.data_plane_mut()) {
+                    tracing::warn!(error = %e, "egress refresh failed");
+                }
+            }
+        }
+        if let Err(e) = save(c, store, false) {
+            tracing::error!(error = %e, "state not saved");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Static peers have no agent: Central vouches for them.
+fn static_metrics() -> PeerMetrics {
+    PeerMetrics::default()
+}
+
+/// Pools, listeners, source groups, static peers and pins from the file (idempotent).
+/// Returns the names of the static peers.
+fn apply_static(
+    c: &mut Controller<Maps>,
+    cfg: &CentralConfig,
+    now: Instant,
+) -> Result<Vec<String>> {
+    let existing: BTreeSet<String> = c.pool_views().into_iter().map(|p| p.name).collect();
+    for name in cfg.pool_names() {
+        if !existing.contains(&name) {
+            c.create_pool(&name)?;
+        }
+    }
+    for (addr, pool) in cfg.listener_addrs() {
+        c.set_listener(addr, &pool)?;
+    }
+    for g in &cfg.source_groups {
+        c.set_source_group(g.cidr, &g.pool)?;
+    }
+    let mut names = Vec::new();
+    for p in &cfg.peers {
+        let (ip, port) = p.target().map_err(anyhow::Error::msg)?;
+        let reg = Register {
+            token: String::new(),
+            name: p.name.clone(),
+            uuid: uuid::Uuid::from_u128(u128::from_be_bytes(to_key_bytes(ip)) ^ name_hash(&p.name)),
+            version: format!("static ({})", env!("CARGO_PKG_VERSION")),
+            data_addr: ip,
+            ports: port.into_iter().collect(),
+            weight: p.weight,
+            pool: Some(p.pool.clone()),
+        };
+        let r = c.register_peer(&reg, now)?;
+        if r.pool.as_deref() != Some(p.pool.as_str()) {
+            // A known peer keeps the pool the operator gave it at run time; the file only
+            // seeds new peers. Say so instead of silently differing.
+            tracing::warn!(peer = %p.name, file = %p.pool, current = ?r.pool, "static peer kept its current pool");
+        }
+        names.push(p.name.clone());
+    }
+    for pin in &cfg.pins {
+        pin_exporter(c, pin.exporter, &pin.peer, now)?;
+    }
+    Ok(names)
+}
+
+fn pin_exporter(c: &mut Controller<Maps>, addr: IpAddr, peer: &str, now: Instant) -> Result<()> {
+    match c.move_exporter(addr, peer, now) {
+        Ok(()) => return Ok(()),
+        Err(ControllerError::UnknownExporter(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Not seen yet: introduce it as the data plane would, placed on the pinned peer.
+    let (peer_id, pool_id) = c
+        .peer_views(now, std::time::SystemTime::now())
+        .into_iter()
+        .find(|v| v.name == peer)
+        .and_then(|v| {
+            Some((
+                v.id,
+                c.pool_views()
+                    .into_iter()
+                    .find(|p| Some(&p.name) == v.pool.as_ref())?
+                    .id,
+            ))
+        })
+        .with_context(|| format!("pin {addr}: peer {peer:?} has no pool"))?;
+    let ev = ExporterEvent {
+        addr: to_key_bytes(addr),
+        kind: event_kind::NEW_EXPORTER,
+        pool_id,
+        peer_id,
+        _pad: 0,
+    };
+    c.on_exporter_event(&ev, now)?;
+    c.move_exporter(addr, peer, now)?;
+    Ok(())
+}
+
+fn name_hash(name: &str) -> u128 {
+    name.bytes()
+        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58du128, |h, b| {
+            (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
+        })
+}
+
+/// The relay resolves through the pinned maps, exactly as the kernel does.
+struct MapResolver(Maps);
+
+impl Resolve for MapResolver {
+    fn resolve(&mut self, exporter: IpAddr, listener: SocketAddr) -> Option<SocketAddr> {
+        let (_, peer) = self.0.resolve(exporter, listener).ok().flatten()?;
+        let ip = sluice_common::from_key_bytes(peer.addr);
+        let port = if peer.port == 0 {
+            listener.port()
+        } else {
+            peer.port
+        };
+        Some(SocketAddr::new(ip, port))
+    }
+}
+
+/// Every interface except loopback becomes a redirect target.
+fn refresh_egress(maps: &mut Maps) -> Result<()> {
+    let current: BTreeSet<u32> = maps.egress()?.into_iter().collect();
+    let wanted: BTreeSet<u32> = interfaces()
+        .into_iter()
+        .filter(|(_, name)| name != "lo")
+        .map(|(i, _)| i)
+        .collect();
+    for &i in wanted.difference(&current) {
+        maps.add_egress(i)?;
+    }
+    for &i in current.difference(&wanted) {
+        maps.remove_egress(i)?;
+    }
+    Ok(())
+}
+
+fn interfaces() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns a NULL-terminated array we free below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push(((*p).if_index, name));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// `bpf_fib_lookup` returns "forwarding disabled" unless the ingress interface forwards.
+fn enable_forwarding(iface: &str) -> Result<()> {
+    if !interfaces().iter().any(|(_, n)| n == iface) {
+        bail!("data_plane.interfaces: no interface named {iface:?}");
+    }
+    for fam in ["ipv4", "ipv6"] {
+        let path = format!("/proc/sys/net/{fam}/conf/{iface}/forwarding");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
+        std::fs::write(&path, "1").with_context(|| format!("enable forwarding: write {path}"))?;
+        tracing::info!(
+            iface,
+            family = fam,
+            "enabled forwarding on the ingress interface (data_plane.enable_forwarding)"
+        );
+    }
+    Ok(())
+}
