@@ -29,7 +29,8 @@ async fn pools_create_assign_and_list() {
         .clear();
     sluice_central::api::ControlPlane::register_peer(
         server.control.as_ref(),
-        sluice_central::api::PeerRegistration {
+        &sluice_common::protocol::Register {
+            token: String::new(),
             name: "peer-a".into(),
             uuid: uuid::Uuid::nil(),
             version: "0.1.0".into(),
@@ -37,8 +38,8 @@ async fn pools_create_assign_and_list() {
             ports: vec![2055],
             weight: 1,
             pool: None,
-            source: "127.0.0.1:1".parse().unwrap(),
         },
+        "127.0.0.1:1".parse().unwrap(),
     )
     .unwrap();
 
@@ -129,11 +130,14 @@ async fn admin_calls_need_the_admin_token() {
 
 #[tokio::test]
 async fn repeated_failures_lock_the_source_out() {
-    let server = Server::start_with(RateLimit {
-        max_failures: 2,
-        window: Duration::from_secs(60),
-        lockout: Duration::from_secs(60),
-    })
+    let server = Server::start_with(
+        RateLimit {
+            max_failures: 2,
+            window: Duration::from_secs(60),
+            lockout: Duration::from_secs(60),
+        },
+        false,
+    )
     .await;
     for _ in 0..2 {
         client(&server, Some("wrong"))

@@ -156,14 +156,43 @@ async fn peer_registers_heartbeats_and_installs_templates() {
         (peer_id, learned.clone())
     );
 
-    // Central → peer: install before a move, acknowledged.
+    // Central → peer: install before a move; the acknowledgement reaches the controller.
     server
         .sessions
-        .install_templates(peer_id, vec![learned.clone()], Duration::from_secs(5))
-        .await
+        .send(
+            peer_id,
+            CentralMessage::InstallTemplates {
+                request_id: 7,
+                templates: vec![learned.clone()],
+            },
+        )
         .unwrap();
+    assert!(
+        eventually(5, || !server
+            .control
+            .state
+            .lock()
+            .unwrap()
+            .installed
+            .is_empty())
+        .await
+    );
+    assert_eq!(
+        server.control.state.lock().unwrap().installed,
+        vec![(peer_id, 7)]
+    );
     assert_eq!(*hooks.installed.lock().unwrap(), vec![learned]);
     assert_eq!(server.sessions.connected().len(), 1);
+    assert_eq!(
+        server.sessions.send(
+            peer_id + 1,
+            CentralMessage::InstallTemplates {
+                request_id: 8,
+                templates: vec![]
+            }
+        ),
+        Err(sluice_central::api::SendError::NotConnected(peer_id + 1))
+    );
 
     handle.shutdown();
     task.await.unwrap();

@@ -10,7 +10,6 @@ use sluice_common::protocol::{
     ApiErrorBody, BalancerPatch, BalancerSettings, ErrorCode, ExporterView, PeerMetrics, PeerView,
     PlanView, PoolView, Register, Registered, StatusView, Templates,
 };
-use uuid::Uuid;
 
 /// A controller operation that failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,52 +49,34 @@ impl From<ControlError> for ApiErrorBody {
     }
 }
 
-/// An authenticated peer's registration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PeerRegistration {
-    /// Unique peer name.
+/// The peer a session belongs to (set at registration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionPeer {
+    /// Slot in `PEERS`.
+    pub id: u32,
+    /// Peer name.
     pub name: String,
-    /// Installation id.
-    pub uuid: Uuid,
-    /// Software version.
-    pub version: String,
-    /// Forwarding target address.
-    pub data_addr: IpAddr,
-    /// Ingest ports.
-    pub ports: Vec<u16>,
-    /// Relative capacity.
-    pub weight: u32,
-    /// Requested pool.
-    pub pool: Option<String>,
-    /// Where the control connection comes from.
-    pub source: SocketAddr,
-}
-
-impl PeerRegistration {
-    /// The registration of `msg` (its token already checked) from `source`.
-    pub fn new(msg: Register, source: SocketAddr) -> Self {
-        PeerRegistration {
-            name: msg.name,
-            uuid: msg.uuid,
-            version: msg.version,
-            data_addr: msg.data_addr,
-            ports: msg.ports,
-            weight: msg.weight,
-            pool: msg.pool,
-            source,
-        }
-    }
 }
 
 /// The controller as the API server sees it.
 pub trait ControlPlane: Send + Sync + 'static {
     /// Adds or refreshes a peer (its `PEERS` entry included) and returns its id and pool.
-    /// A registration counts as the first heartbeat.
-    fn register_peer(&self, peer: PeerRegistration) -> Result<Registered, ControlError>;
+    /// A registration counts as the first heartbeat. The token is already checked.
+    fn register_peer(
+        &self,
+        register: &Register,
+        source: SocketAddr,
+    ) -> Result<Registered, ControlError>;
     /// Records a heartbeat.
-    fn heartbeat(&self, peer_id: u32, metrics: PeerMetrics) -> Result<(), ControlError>;
+    fn heartbeat(&self, peer: &SessionPeer, metrics: PeerMetrics) -> Result<(), ControlError>;
     /// Keeps the latest templates of an exporter and observation domain.
-    fn templates_learned(&self, peer_id: u32, templates: Templates) -> Result<(), ControlError>;
+    fn templates_learned(
+        &self,
+        peer: &SessionPeer,
+        templates: Templates,
+    ) -> Result<(), ControlError>;
+    /// The peer installed the templates of `InstallTemplates { request_id }`.
+    fn templates_installed(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError>;
 
     /// Health summary. The API fills in `fingerprint` and `auth_failures`.
     fn status(&self) -> Result<StatusView, ControlError>;

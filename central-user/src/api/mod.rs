@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`tls`]: the certificate (generated into the state dir on first start) and fingerprint.
 //! - [`control`]: [`ControlPlane`], everything the server asks of the controller.
+//! - `live`: [`LiveControl`], the [`ControlPlane`] of the real controller.
 //! - [`sessions`]: live peer sessions, so the controller can install templates on a peer.
 //! - `session`: one peer session (register, heartbeats, templates).
 //! - `http`, `admin`, `metrics`: the admin API and Prometheus text.
@@ -15,6 +16,7 @@
 mod admin;
 pub mod control;
 mod http;
+mod live;
 mod metrics;
 mod session;
 pub mod sessions;
@@ -33,8 +35,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-pub use control::{ControlError, ControlPlane, PeerRegistration};
-pub use sessions::{InstallError, Sessions};
+pub use control::{ControlError, ControlPlane, SessionPeer};
+pub use live::LiveControl;
+pub use sessions::{SendError, Sessions};
 pub use tls::{CertSource, IdentityError, TlsIdentity};
 
 use crate::auth::Authenticator;
@@ -91,13 +94,19 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
-    /// A context with default limits and no XDP counters.
-    pub fn new(tls: TlsIdentity, auth: Arc<Authenticator>, control: Arc<dyn ControlPlane>) -> Self {
+    /// A context with default limits and no XDP counters. `sessions` is the registry the
+    /// controller side sends template installations through (see [`LiveControl`]).
+    pub fn new(
+        tls: TlsIdentity,
+        auth: Arc<Authenticator>,
+        control: Arc<dyn ControlPlane>,
+        sessions: Sessions,
+    ) -> Self {
         ApiContext {
             tls,
             auth,
             control,
-            sessions: Sessions::default(),
+            sessions,
             xdp_counters: None,
             limits: Limits::default(),
             started: Instant::now(),
@@ -115,11 +124,6 @@ impl ApiContext {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
-    }
-
-    /// The live peer sessions (hand this to the controller for template installation).
-    pub fn sessions(&self) -> Sessions {
-        self.sessions.clone()
     }
 
     /// `sha256:<hex>` of the server certificate.

@@ -16,7 +16,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use super::ApiContext;
-use super::control::PeerRegistration;
+use super::control::SessionPeer;
 use super::sessions::Attached;
 use crate::auth::{AuthFailure, TokenKind};
 
@@ -67,7 +67,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut conn = Connection::new(stream);
     let result = match register(ctx, &mut conn, source).await {
-        Ok((attached, outbound)) => serve(ctx, &mut conn, &attached, outbound, &mut stop).await,
+        Ok((peer, _attached, outbound)) => serve(ctx, &mut conn, &peer, outbound, &mut stop).await,
         Err(refusal) => Err(refusal),
     };
     if let Err(Refusal(body)) = result {
@@ -84,7 +84,7 @@ async fn register<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &ApiContext,
     conn: &mut Connection<S>,
     source: SocketAddr,
-) -> Result<(Attached, mpsc::Receiver<CentralMessage>), Refusal> {
+) -> Result<(SessionPeer, Attached, mpsc::Receiver<CentralMessage>), Refusal> {
     let first = timeout(ctx.limits.request_timeout, conn.read::<PeerMessage>())
         .await
         .map_err(|_| Refusal::new(ErrorCode::BadRequest, "no registration in time"))??;
@@ -105,27 +105,30 @@ async fn register<S: AsyncRead + AsyncWrite + Unpin>(
     };
     ctx.auth
         .check(TokenKind::Peer, Some(&register.token), source.ip())?;
-    let name = register.name.clone();
     let registered = ctx
         .control
-        .register_peer(PeerRegistration::new(register, source))
+        .register_peer(&register, source)
         .map_err(|e| Refusal(e.into()))?;
-    let (attached, outbound) = ctx.sessions.attach(registered.peer_id, source);
+    let peer = SessionPeer {
+        id: registered.peer_id,
+        name: register.name,
+    };
+    let (attached, outbound) = ctx.sessions.attach(peer.id, source);
     conn.write(&CentralMessage::Registered(registered.clone()))
         .await?;
     ctx.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
-    info!(%source, peer = %name, peer_id = registered.peer_id, pool = %registered.pool, "peer registered");
-    Ok((attached, outbound))
+    info!(%source, peer = %peer.name, peer_id = peer.id, pool = %registered.pool, "peer session established");
+    Ok((peer, attached, outbound))
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &ApiContext,
     conn: &mut Connection<S>,
-    attached: &Attached,
+    peer: &SessionPeer,
     mut outbound: mpsc::Receiver<CentralMessage>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Refusal> {
-    let peer_id = attached.peer_id();
+    let peer_id = peer.id;
     loop {
         let event = tokio::select! {
             msg = timeout(ctx.limits.idle_timeout, conn.read::<PeerMessage>()) => {
@@ -138,14 +141,20 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Event::Peer(msg) => match msg? {
                 Some(PeerMessage::Heartbeat(hb)) => ctx
                     .control
-                    .heartbeat(peer_id, hb.metrics)
+                    .heartbeat(peer, hb.metrics)
                     .map_err(|e| Refusal(e.into()))?,
-                Some(PeerMessage::Templates(t)) => ctx
-                    .control
-                    .templates_learned(peer_id, t)
-                    .map_err(|e| Refusal(e.into()))?,
+                // Templates of an exporter Central does not (yet) steer are no reason to end
+                // the session.
+                Some(PeerMessage::Templates(t)) => {
+                    let exporter = t.exporter;
+                    if let Err(error) = ctx.control.templates_learned(peer, t) {
+                        debug!(peer_id, %exporter, %error, "templates not kept");
+                    }
+                }
                 Some(PeerMessage::TemplatesInstalled { request_id }) => {
-                    ctx.sessions.acknowledge(request_id);
+                    if let Err(error) = ctx.control.templates_installed(peer, request_id) {
+                        debug!(peer_id, request_id, %error, "installation acknowledgement ignored");
+                    }
                 }
                 Some(PeerMessage::Register(_)) => {
                     return Err(Refusal::new(ErrorCode::BadRequest, "already registered"));

@@ -11,14 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_central::api::{
-    self, ApiContext, CertSource, ControlError, ControlPlane, Limits, PeerRegistration, Sessions,
-    TlsIdentity,
+    self, ApiContext, CertSource, ControlError, ControlPlane, Limits, LiveControl, SessionPeer,
+    Sessions, TlsIdentity,
 };
 use sluice_central::auth::{Authenticator, RateLimit, TokenKind, token_generate};
+use sluice_central::controller::{BalancerConfig, Controller, MemoryDataPlane};
 use sluice_common::client::Pin;
 use sluice_common::protocol::{
     BalancerPatch, BalancerSettings, ExporterView, PeerMetrics, PeerStatus, PeerView, PlanView,
-    PoolHealth, PoolMember, PoolView, Registered, StatusView, Templates,
+    PoolHealth, PoolMember, PoolView, Register, Registered, StatusView, Templates,
 };
 use tokio::sync::oneshot;
 
@@ -28,6 +29,7 @@ pub struct State {
     pub pools: BTreeMap<String, Vec<String>>,
     pub heartbeats: u64,
     pub templates: Vec<(u32, Templates)>,
+    pub installed: Vec<(u32, u64)>,
 }
 
 /// Just enough controller to answer every call.
@@ -70,7 +72,11 @@ impl FakeControl {
 }
 
 impl ControlPlane for FakeControl {
-    fn register_peer(&self, peer: PeerRegistration) -> Result<Registered, ControlError> {
+    fn register_peer(
+        &self,
+        peer: &Register,
+        _source: SocketAddr,
+    ) -> Result<Registered, ControlError> {
         let mut s = self.state.lock().expect("test setup");
         let pool = peer.pool.clone().unwrap_or_else(|| "default".into());
         let next_id = s.peers.len() as u32;
@@ -80,11 +86,11 @@ impl ControlPlane for FakeControl {
             peer.name.clone(),
             PeerView {
                 id,
-                name: peer.name,
+                name: peer.name.clone(),
                 uuid: peer.uuid,
-                version: peer.version,
+                version: peer.version.clone(),
                 data_addr: peer.data_addr,
-                ports: peer.ports,
+                ports: peer.ports.clone(),
                 pool: Some(pool.clone()),
                 weight: peer.weight,
                 status: PeerStatus::Online,
@@ -101,25 +107,28 @@ impl ControlPlane for FakeControl {
         })
     }
 
-    fn heartbeat(&self, peer_id: u32, metrics: PeerMetrics) -> Result<(), ControlError> {
+    fn heartbeat(&self, peer: &SessionPeer, metrics: PeerMetrics) -> Result<(), ControlError> {
         let mut s = self.state.lock().expect("test setup");
         s.heartbeats += 1;
-        let peer = s
-            .peers
-            .values_mut()
-            .find(|p| p.id == peer_id)
-            .ok_or_else(|| ControlError::NotFound(format!("unknown peer id {peer_id}")))?;
+        let peer = Self::peer_mut(&mut s, &peer.name)?;
         peer.metrics = Some(metrics);
         peer.last_seen_unix_ms = Some(now_ms());
         Ok(())
     }
 
-    fn templates_learned(&self, peer_id: u32, templates: Templates) -> Result<(), ControlError> {
-        self.state
-            .lock()
-            .expect("test setup")
-            .templates
-            .push((peer_id, templates));
+    fn templates_learned(
+        &self,
+        peer: &SessionPeer,
+        templates: Templates,
+    ) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        s.templates.push((peer.id, templates));
+        Ok(())
+    }
+
+    fn templates_installed(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        s.installed.push((peer.id, request_id));
         Ok(())
     }
 
@@ -280,6 +289,8 @@ pub struct Server {
     pub peer_token: String,
     pub admin_token: String,
     pub control: Arc<FakeControl>,
+    /// The real controller, when started with [`Server::start_live`].
+    pub live: Option<Arc<Mutex<Controller<MemoryDataPlane>>>>,
     pub auth: Arc<Authenticator>,
     pub sessions: Sessions,
     stop: Option<oneshot::Sender<()>>,
@@ -289,10 +300,15 @@ pub struct Server {
 impl Server {
     /// Starts a server on the current runtime.
     pub async fn start() -> Self {
-        Self::start_with(RateLimit::default()).await
+        Self::start_with(RateLimit::default(), false).await
     }
 
-    pub async fn start_with(limit: RateLimit) -> Self {
+    /// A server on the real controller over the in-memory data plane.
+    pub async fn start_live() -> Self {
+        Self::start_with(RateLimit::default(), true).await
+    }
+
+    pub async fn start_with(limit: RateLimit, live: bool) -> Self {
         let dir = tempfile::tempdir().expect("test setup");
         let now = SystemTime::now();
         let peer_token = token_generate(dir.path(), TokenKind::Peer, None, now)
@@ -309,11 +325,25 @@ impl Server {
         let (fingerprint, cert) = (tls.fingerprint.clone(), tls.cert_path.clone());
         let auth = Arc::new(Authenticator::open(dir.path(), limit).expect("test setup"));
         let control = FakeControl::new();
+        let sessions = Sessions::default();
+        let (backend, live): (Arc<dyn ControlPlane>, _) = if live {
+            let (controller, _) = Controller::new(
+                MemoryDataPlane::new(),
+                BalancerConfig::default(),
+                std::time::Instant::now(),
+            )
+            .expect("test setup");
+            let controller = Arc::new(Mutex::new(controller));
+            let backend = LiveControl::new(controller.clone(), sessions.clone());
+            (Arc::new(backend), Some(controller))
+        } else {
+            (control.clone(), None)
+        };
         let limits = Limits {
             request_timeout: Duration::from_secs(2),
             ..Limits::default()
         };
-        let ctx = ApiContext::new(tls, auth.clone(), control.clone())
+        let ctx = ApiContext::new(tls, auth.clone(), backend, sessions.clone())
             .with_limits(limits)
             .with_xdp_counters(Arc::new(|| {
                 sluice_common::Reason::ALL
@@ -321,7 +351,6 @@ impl Server {
                     .map(|r| (r.label(), *r as u64))
                     .collect()
             }));
-        let sessions = ctx.sessions();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("test setup");
@@ -339,6 +368,7 @@ impl Server {
             peer_token,
             admin_token,
             control,
+            live,
             auth,
             sessions,
             stop: Some(stop),
