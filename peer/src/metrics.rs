@@ -430,7 +430,7 @@ impl Metrics {
             );
         }
         p.counter(
-            "sluice_peer_total_drops",
+            "sluice_peer_all_drops_total",
             "Everything dropped: kernel, queues, outputs.",
             self.total_drops(),
         );

@@ -402,7 +402,7 @@ fn overflow_beyond_the_buffer_is_counted() {
         "{buffered} {overflow}"
     );
     assert_eq!(buffered + overflow, 300.0);
-    assert!(peer.metric("sluice_peer_total_drops") >= overflow);
+    assert!(peer.metric("sluice_peer_all_drops_total") >= overflow);
 
     // What fitted is delivered once the server is up.
     let listener = TcpListener::bind(server).unwrap();

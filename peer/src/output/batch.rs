@@ -13,6 +13,14 @@ impl EncodedBatch {
         Self::default()
     }
 
+    /// Room for `lines` lines of `bytes` bytes in total.
+    pub fn with_capacity(lines: usize, bytes: usize) -> Self {
+        EncodedBatch {
+            buf: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(lines),
+        }
+    }
+
     /// Appends one line written by `encode` (which must not write a newline).
     pub fn push_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         encode(&mut self.buf);

@@ -188,7 +188,13 @@ impl Worker {
                         return;
                     };
                     self.stats.failed(&failure.error, wait);
-                    std::thread::sleep(wait);
+                    // Before shutdown, a shutdown wakes us to start draining at once; after it,
+                    // `Shutdown::sleep` no longer waits, so sleep plainly.
+                    if self.shutdown.is_triggered() {
+                        std::thread::sleep(wait);
+                    } else {
+                        self.shutdown.sleep(wait);
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -291,6 +297,59 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(stats.sent(), 8);
         assert_eq!(stats.buffered(), 0);
+    }
+
+    /// Never succeeds.
+    struct Down;
+
+    impl Sink for Down {
+        fn write(&mut self, _: &EncodedBatch, _: usize) -> Result<(), super::super::SinkFailure> {
+            Err(super::super::SinkFailure {
+                written: 0,
+                error: std::io::Error::other("down"),
+            })
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn shutdown_gives_up_on_a_dead_output_after_the_drain_timeout_and_counts() {
+        let metrics = Metrics::new();
+        let stats = metrics.register_output("t".into(), 100);
+        let (tx, rx) = crossbeam_channel::bounded(100);
+        let shutdown = Shutdown::new();
+        let worker = Worker {
+            sink: Box::new(Down),
+            rx,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            drain_timeout: Duration::from_millis(200),
+            give_up_at: None,
+        };
+        let fanout = Fanout {
+            routes: vec![Route {
+                tx,
+                stats: stats.clone(),
+            }]
+            .into(),
+        };
+        fanout.send(batch(0..5));
+        fanout.send(batch(5..8));
+        drop(fanout);
+        shutdown.trigger();
+        let started = Instant::now();
+        worker.run();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert_eq!(stats.abandoned_total(), 8);
+        assert_eq!(stats.buffered(), 0);
+        assert_eq!(metrics.total_drops(), 8);
     }
 
     #[test]

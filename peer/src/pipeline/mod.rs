@@ -162,10 +162,24 @@ impl Running {
                 TcpListener::bind(addr).map_err(|source| StartError::Metrics { addr, source })
             })
             .transpose()?;
-        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let started = Self::spawn(config, ingest, metrics_listener, metrics, &shutdown);
+        if started.is_err() {
+            // Threads that did start stop again.
+            shutdown.trigger();
+        }
+        started
+    }
 
+    fn spawn(
+        config: &PeerConfig,
+        ingest: Ingest,
+        metrics_listener: Option<TcpListener>,
+        metrics: Arc<Metrics>,
+        shutdown: &Shutdown,
+    ) -> Result<Self, StartError> {
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let drain = Duration::from_millis(config.pipeline.drain_timeout_ms);
-        let outputs = OutputSet::start(&config.effective_outputs(), &metrics, &shutdown, drain)?;
+        let outputs = OutputSet::start(&config.effective_outputs(), &metrics, shutdown, drain)?;
         let shards = Shards::start(&config.pipeline, &outputs.fanout, &metrics)?;
         drop(outputs.fanout);
         let listen = ingest.local_addrs().to_vec();
@@ -175,7 +189,7 @@ impl Running {
                 shards.router(Backpressure::Drop { hold }, &metrics)
             },
             &metrics,
-            &shutdown,
+            shutdown,
         )?;
 
         let mut services = vec![metrics.spawn_sampler(shutdown.clone())?];
@@ -187,7 +201,7 @@ impl Running {
             metrics_addr,
             metrics,
             templates: shards.control,
-            shutdown,
+            shutdown: shutdown.clone(),
             receivers,
             shards: shards.threads,
             outputs: outputs.threads,

@@ -12,6 +12,9 @@ use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
 use crate::output::{EncodedBatch, Fanout};
 
+/// Typical size of one record's JSON (IPv4 ~900 bytes, IPv6 more), to size buffers once.
+const JSON_BYTES: usize = 1024;
+
 pub struct Shard {
     pub index: usize,
     pub decoder: ShardDecoder,
@@ -109,7 +112,7 @@ impl Shard {
             records.clear();
             return;
         }
-        let mut encoded = EncodedBatch::new();
+        let mut encoded = EncodedBatch::with_capacity(records.len(), records.len() * JSON_BYTES);
         for record in records.drain(..) {
             encoded.push_with(|buf| record.write_json(buf));
         }
