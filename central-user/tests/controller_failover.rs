@@ -290,3 +290,27 @@ fn name_clash_with_an_online_peer_is_refused() {
     lab.c.register_peer(&other, lab.at()).unwrap();
     assert_eq!(status_of(&lab, "a"), PeerStatus::Online);
 }
+
+#[test]
+fn frequent_ticks_detect_failure_within_a_tenth_of_a_second() {
+    let mut lab = lab(&["a", "b"]);
+    for i in 0..10 {
+        lab.send(exporter(i), 100);
+    }
+    lab.kill("b");
+    let b = lab.peer_id("b");
+    // Tick every 100 ms; b registered at t0 and never heartbeat again.
+    let mut offline_at = None;
+    for step in 1..=40u64 {
+        lab.now = Duration::from_millis(100 * step);
+        lab.c
+            .heartbeat("a", PeerMetrics::default(), lab.at())
+            .unwrap();
+        if !lab.c.tick(lab.at()).unwrap().offline.is_empty() {
+            offline_at = Some(lab.now);
+            break;
+        }
+    }
+    assert_eq!(offline_at, Some(Duration::from_millis(3000)));
+    assert!(!lab.by_peer().contains_key(&b));
+}

@@ -19,6 +19,10 @@ use crate::rebalancer::{self, ExporterInput, Mode, PeerInput, Plan, UnplaceableR
 const MAX_DOMAINS_PER_EXPORTER: usize = 64;
 const MAX_TEMPLATE_ENTRIES: usize = 4 * sluice_common::MAX_EXPORTERS as usize;
 
+/// Minimum time between two counter samples in [`Controller::tick`] (a second, less some slack
+/// for a caller's timer jitter).
+const SAMPLE_PERIOD: Duration = Duration::from_millis(950);
+
 /// Templates Central asks a peer to install before an exporter moves to it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstallRequest {
@@ -91,11 +95,18 @@ impl Traffic {
 }
 
 impl<D: DataPlane> Controller<D> {
-    /// The periodic work; call it every second (more often only makes failover detection
-    /// finer). Samples the counters, fails over silent peers, flips moves whose template
-    /// installation timed out, and rebalances when the interval has passed.
+    /// The periodic work: samples the counters (at most about once a second), fails over
+    /// silent peers, flips moves whose template installation timed out, and rebalances when
+    /// the interval has passed. Call it at least every second; calling it more often (say
+    /// every 100 ms) makes failover detection finer without sampling more.
     pub fn tick(&mut self, now: Instant) -> Result<TickReport> {
-        self.sample(now)?;
+        if self
+            .traffic
+            .last_sample
+            .is_none_or(|t| elapsed(now, t) >= SAMPLE_PERIOD)
+        {
+            self.sample(now)?;
+        }
         let moves_before = self.counters.moves;
         let offline = self.check_peers(now)?;
         self.expire_installs(now)?;
