@@ -2,6 +2,10 @@
 //!
 //! # Layout
 //! - [`maglev`]: pure weighted consistent-hash tables, one per pool.
+//! - [`rebalancer`]: pure planner of the fewest exporter moves that restore the margin.
+//! - [`controller`]: pools, peers, exporters, sampling, failover and moves, behind the
+//!   [`controller::DataPlane`] trait (with an in-memory model for tests); [`state`]: the
+//!   checksummed state file.
 //! - [`api`]: the TLS control API (peer sessions, admin API, `/metrics`); [`auth`]: tokens.
 pub mod api;
 pub mod atomic_file;
