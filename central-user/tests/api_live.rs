@@ -45,7 +45,7 @@ fn peer(server: &Server, name: &str, addr: &str) -> (Arc<Hooks>, PeerHandle) {
         addr.parse().expect("address"),
         vec![2055],
     );
-    let (client, handle) = PeerClient::new(config, hooks.clone());
+    let (client, handle) = PeerClient::new(config, hooks.clone()).expect("peer client");
     tokio::spawn(client.run());
     (hooks, handle)
 }

@@ -123,7 +123,7 @@ async fn peer_registers_heartbeats_and_installs_templates() {
     let server = Server::start().await;
     let hooks = Arc::new(Hooks::default());
     let (client, handle) =
-        PeerClient::new(config(&server, &server.peer_token, "peer-a"), hooks.clone());
+        PeerClient::new(config(&server, &server.peer_token, "peer-a"), hooks.clone()).unwrap();
     let task = tokio::spawn(client.run());
 
     assert!(eventually(5, || server.control.state.lock().unwrap().heartbeats >= 2).await);
@@ -205,7 +205,7 @@ async fn a_newer_session_replaces_the_old_one_and_the_client_reconnects() {
     let server = Server::start().await;
     let hooks = Arc::new(Hooks::default());
     let (client, handle) =
-        PeerClient::new(config(&server, &server.peer_token, "peer-b"), hooks.clone());
+        PeerClient::new(config(&server, &server.peer_token, "peer-b"), hooks.clone()).unwrap();
     let task = tokio::spawn(client.run());
     assert!(eventually(5, || handle.is_connected()).await);
 
@@ -252,7 +252,7 @@ async fn wrong_or_missing_token_is_refused_and_counted() {
 
     // The client library reports the refusal and keeps retrying with backoff.
     let (client, handle) =
-        PeerClient::new(config(&server, "bad", "peer-x"), Arc::new(Hooks::default()));
+        PeerClient::new(config(&server, "bad", "peer-x"), Arc::new(Hooks::default())).unwrap();
     let task = tokio::spawn(client.run());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!handle.is_connected());
@@ -327,6 +327,14 @@ async fn wrong_pinned_certificate_is_a_clear_error() {
         .err()
         .unwrap();
     assert!(matches!(err, TlsError::CertificateMismatch { .. }), "{err}");
+
+    // An unusable pin is refused when the client is built, not at the first connection.
+    let mut bad = config(&server, &server.peer_token, "peer-z");
+    bad.pin = Pin::CaCert(server.dir.path().join("missing.pem"));
+    let err = PeerClient::new(bad, Arc::new(Hooks::default()))
+        .err()
+        .unwrap();
+    assert!(matches!(err, TlsError::CaCert { .. }), "{err}");
 
     // The right file works.
     Connector::new(&Pin::CaCert(server.cert.clone()), ALPN_PEER)

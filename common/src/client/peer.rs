@@ -19,7 +19,7 @@
 //!     "198.18.2.2".parse()?,
 //!     vec![2055, 4739, 6343],
 //! );
-//! let (client, handle) = PeerClient::new(config, Arc::new(Hooks));
+//! let (client, handle) = PeerClient::new(config, Arc::new(Hooks))?;
 //! let thread = std::thread::spawn(move || client.run_blocking());
 //! // … handle.report_templates(…) from the decoders; on exit:
 //! handle.shutdown();
@@ -165,6 +165,7 @@ struct Shared {
 /// Runs the peer channel until [`PeerHandle::shutdown`] (or the handle is dropped).
 pub struct PeerClient {
     config: PeerClientConfig,
+    connector: Connector,
     hooks: Arc<dyn PeerHooks>,
     templates: mpsc::Receiver<Templates>,
     stop: watch::Receiver<bool>,
@@ -220,8 +221,12 @@ enum Event {
 }
 
 impl PeerClient {
-    /// A client and its handle.
-    pub fn new(config: PeerClientConfig, hooks: Arc<dyn PeerHooks>) -> (Self, PeerHandle) {
+    /// A client and its handle. Fails at once if the pinned certificate file is unusable.
+    pub fn new(
+        config: PeerClientConfig,
+        hooks: Arc<dyn PeerHooks>,
+    ) -> Result<(Self, PeerHandle), TlsError> {
+        let connector = Connector::new(&config.pin, ALPN_PEER)?;
         let (tx, rx) = mpsc::channel(TEMPLATE_QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -231,6 +236,7 @@ impl PeerClient {
         });
         let client = PeerClient {
             config,
+            connector,
             hooks,
             templates: rx,
             stop: stop_rx,
@@ -241,7 +247,7 @@ impl PeerClient {
             stop: stop_tx,
             shared,
         };
-        (client, handle)
+        Ok((client, handle))
     }
 
     /// [`PeerClient::run`] on a current-thread runtime of its own, for a peer without tokio.
@@ -255,17 +261,10 @@ impl PeerClient {
 
     /// Connects, registers and heartbeats; reconnects with backoff until shut down.
     pub async fn run(mut self) {
-        let connector = match Connector::new(&self.config.pin, ALPN_PEER) {
-            Ok(c) => c,
-            Err(error) => {
-                warn!(%error, "peer channel cannot start");
-                return;
-            }
-        };
         let mut delay = self.config.backoff_min;
         loop {
             let sessions_before = self.shared.sessions.load(Ordering::Relaxed);
-            let result = self.session(&connector).await;
+            let result = self.session().await;
             self.shared.connected.store(false, Ordering::Relaxed);
             if self.shared.sessions.load(Ordering::Relaxed) > sessions_before {
                 // The session had registered: start the backoff over.
@@ -292,8 +291,8 @@ impl PeerClient {
     }
 
     /// One session; `Ok` only on shutdown.
-    async fn session(&mut self, connector: &Connector) -> Result<(), SessionError> {
-        let stream = connector.connect(&self.config.central).await?;
+    async fn session(&mut self) -> Result<(), SessionError> {
+        let stream = self.connector.connect(&self.config.central).await?;
         let mut conn = Connection::new(stream);
         conn.write(&PeerMessage::Register(self.config.register()))
             .await?;
