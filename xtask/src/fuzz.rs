@@ -1,11 +1,11 @@
-//! Fuzz target discovery: every `<crate>/fuzz/fuzz_targets/<target>.rs` in the workspace root.
+//! Fuzz target discovery: every crate directory of the workspace root with a
+//! `fuzz/fuzz_targets/` folder, and in it the `[[bin]]` targets that `fuzz/Cargo.toml` declares
+//! (as `cargo fuzz list` does; `fuzz_targets/` may also hold shared modules that are not targets).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-
-use crate::cmd;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct FuzzTarget {
@@ -35,7 +35,29 @@ impl FuzzTarget {
     }
 }
 
-/// Finds `*/fuzz/fuzz_targets/*.rs` under `root`, sorted by crate then target.
+/// The `name`s of the `[[bin]]` sections of a cargo-fuzz manifest, in order.
+pub fn parse_fuzz_bins(manifest: &str) -> Vec<String> {
+    let mut in_bin = false;
+    let mut names = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+            continue;
+        }
+        if !in_bin {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim() == "name" {
+            names.push(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    names
+}
+
+/// Finds the fuzz targets of every `<crate>/fuzz/` under `root`, sorted by crate then target.
 pub fn discover(root: &Path) -> Result<Vec<FuzzTarget>> {
     let mut crate_dirs = Vec::new();
     for entry in std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
@@ -45,19 +67,22 @@ pub fn discover(root: &Path) -> Result<Vec<FuzzTarget>> {
         let hidden_or_build = path
             .file_name()
             .is_none_or(|n| n.to_string_lossy().starts_with('.') || n == "target");
-        if path.is_dir() && !hidden_or_build {
+        if !hidden_or_build && path.join("fuzz").join("fuzz_targets").is_dir() {
             crate_dirs.push(path);
         }
     }
     crate_dirs.sort();
     let mut targets = Vec::new();
     for crate_dir in crate_dirs {
-        for name in cmd::rust_file_stems(&crate_dir.join("fuzz").join("fuzz_targets"))? {
-            targets.push(FuzzTarget {
-                crate_dir: crate_dir.clone(),
-                name,
-            });
-        }
+        let manifest_path = crate_dir.join("fuzz").join("Cargo.toml");
+        let manifest = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?;
+        let mut names = parse_fuzz_bins(&manifest);
+        names.sort();
+        targets.extend(names.into_iter().map(|name| FuzzTarget {
+            crate_dir: crate_dir.clone(),
+            name,
+        }));
     }
     Ok(targets)
 }
@@ -65,6 +90,7 @@ pub fn discover(root: &Path) -> Result<Vec<FuzzTarget>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd;
 
     fn scratch_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
@@ -73,33 +99,59 @@ mod tests {
         dir
     }
 
-    fn touch(path: &Path) {
+    fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, "").unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn touch(path: &Path) {
+        write(path, "");
+    }
+
+    fn manifest(bins: &[&str]) -> String {
+        let mut m = String::from(
+            "[package]\nname = \"x-fuzz\"\n\n[dependencies]\nlibfuzzer-sys = \"0.4\"\n\n\
+             [workspace]\nmembers = [\".\"]\n",
+        );
+        for b in bins {
+            m.push_str(&format!(
+                "\n[[bin]]\nname = \"{b}\"\npath = \"fuzz_targets/{b}.rs\"\ntest = false\n"
+            ));
+        }
+        m
+    }
+
+    #[test]
+    fn reads_bin_names_from_the_fuzz_manifest() {
+        assert_eq!(
+            parse_fuzz_bins(&manifest(&["v5", "ipfix"])),
+            ["v5", "ipfix"]
+        );
+        assert!(parse_fuzz_bins(&manifest(&[])).is_empty());
     }
 
     #[test]
     fn discovers_targets_per_crate() {
         let root = scratch_dir("fuzz-discovery");
-        touch(&root.join("peer/fuzz/fuzz_targets/netflow_v9.rs"));
+        write(
+            &root.join("peer/fuzz/Cargo.toml"),
+            &manifest(&["v9", "ipfix"]),
+        );
+        touch(&root.join("peer/fuzz/fuzz_targets/v9.rs"));
         touch(&root.join("peer/fuzz/fuzz_targets/ipfix.rs"));
-        touch(&root.join("peer/fuzz/fuzz_targets/README.md"));
-        touch(&root.join("central-user/fuzz/fuzz_targets/control_proto.rs"));
-        touch(&root.join("common/src/lib.rs"));
+        touch(&root.join("peer/fuzz/fuzz_targets/common.rs"));
+        write(
+            &root.join("common/fuzz/Cargo.toml"),
+            &manifest(&["control_proto"]),
+        );
+        touch(&root.join("common/fuzz/fuzz_targets/control_proto.rs"));
+        touch(&root.join("central-user/src/lib.rs"));
+        write(&root.join("target/fuzz/Cargo.toml"), &manifest(&["stale"]));
         touch(&root.join("target/fuzz/fuzz_targets/stale.rs"));
-        touch(&root.join(".hidden/fuzz/fuzz_targets/x.rs"));
-        touch(&root.join("peer/fuzz/fuzz_targets/nested/deep.rs"));
 
         let found = discover(&root).unwrap();
         let labels: Vec<String> = found.iter().map(FuzzTarget::label).collect();
-        assert_eq!(
-            labels,
-            [
-                "central-user/control_proto",
-                "peer/ipfix",
-                "peer/netflow_v9"
-            ]
-        );
+        assert_eq!(labels, ["common/control_proto", "peer/ipfix", "peer/v9"]);
         assert_eq!(found[1].crate_dir, root.join("peer"));
 
         let c = found[1].command(15);
