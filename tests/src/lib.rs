@@ -68,18 +68,22 @@ pub fn run(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Path of a workspace binary next to the test executable (`cargo xtask test` builds them
+/// Path of a workspace binary next to the running executable (`cargo xtask test` builds them
 /// first; a plain `cargo test` needs `cargo build --bins` before).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not built: run `cargo build --bins` (cargo xtask test does)",
-        path.display()
-    );
-    path
+    // Tests live in target/<profile>/deps, binaries (like the demo) in target/<profile>.
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not built next to {}: run `cargo build --bins` (cargo xtask test does)",
+                exe.display()
+            )
+        })
 }
 
 /// `SO_RCVBUFFORCE` (root): bursts in tests must not be lost to a default-sized buffer.
