@@ -41,8 +41,8 @@ enum Cmd {
         xdp:   cargo test -p sluice-tests --test xdp_*   (BPF_PROG_TEST_RUN fixtures, root)\n  \
         netns: cargo test -p sluice-tests --test <all other tests/tests/*.rs> -- --test-threads=1\n         \
         (netns_* end-to-end, control API; root)\n  \
-        fuzz:  cargo +nightly fuzz run <target> -- -max_total_time=15, from each crate with \
-        fuzz/fuzz_targets/*.rs\n\n\
+        fuzz:  cargo +nightly fuzz run <target> -- -max_total_time=15 for each [[bin]] of \
+        <crate>/fuzz/Cargo.toml, run from <crate>\n\n\
         With CI=true (or `cargo xtask ci`), SLUICE_REQUIRE_PRIVILEGED=1 is set so privileged \
         tests fail instead of skipping."
     )]

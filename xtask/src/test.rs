@@ -31,7 +31,7 @@ pub enum Tier {
     /// cargo test -p sluice-tests --test <every other tests/tests/*.rs> -- --test-threads=1
     /// (network-namespace end-to-end and control API tests; root)
     Netns,
-    /// cargo +nightly fuzz run <target> -- -max_total_time=15 for every */fuzz/fuzz_targets/*.rs
+    /// cargo +nightly fuzz run <target> -- -max_total_time=15 for every [[bin]] of */fuzz/Cargo.toml
     Fuzz,
 }
 
@@ -116,7 +116,7 @@ pub fn fuzz_steps(root: &Path, seconds: u64, ci: bool) -> Result<Vec<Step>> {
     if targets.is_empty() {
         return Ok(vec![Step::skip(
             "fuzz",
-            "no */fuzz/fuzz_targets/*.rs in the workspace",
+            "no */fuzz/Cargo.toml with [[bin]] targets next to fuzz_targets/",
         )]);
     }
     Ok(targets
