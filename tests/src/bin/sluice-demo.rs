@@ -51,8 +51,8 @@ fn main() {
     }
     // SAFETY: installing an async-signal-safe handler (it only stores to an atomic).
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let seconds: u64 = std::env::args()
         .nth(1)
