@@ -244,6 +244,48 @@ proptest! {
     }
 }
 
+proptest! {
+    // Each case runs the exact search to its budget (twice): fewer cases.
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Larger pools (past the exact search's budget): when no exporter exceeds the margin's
+    /// worth of the pool's rate, some peer always has room for any of them, so the plan always
+    /// ends within the margin; and the next interval has nothing to do.
+    #[test]
+    fn small_exporters_always_fit(
+        weights in prop::collection::vec(1u32..=4, 2..=8),
+        rates in prop::collection::vec(1u32..=50, 40..=120),
+        placement in any::<u64>(),
+    ) {
+        let peers: Vec<PeerInput> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| PeerInput { id: i as u32, weight, healthy: true, draining: false })
+            .collect();
+        let total: u32 = rates.iter().sum();
+        let ex: Vec<ExporterInput> = rates
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| f64::from(**r) <= MARGIN / 100.0 * f64::from(total))
+            .map(|(i, &r)| ExporterInput {
+                addr: IpAddr::V6(std::net::Ipv6Addr::from(i as u128)),
+                // Skewed start: most exporters on the first peers.
+                peer: ((placement >> (i % 60)) & 1) as u32 * (i as u32 % weights.len() as u32),
+                rate: f64::from(r),
+                pinned: false,
+                moved_recently: false,
+            })
+            .collect();
+        let total: f64 = ex.iter().map(|e| e.rate).sum();
+        prop_assume!(ex.iter().all(|e| e.rate <= MARGIN / 100.0 * total));
+        let p = run(&peers, &ex);
+        let after = apply(&ex, &p);
+        prop_assert!(p.within_margin, "{:?}", p.after);
+        prop_assert!(within(&peers, &after, &assignment(&after), MARGIN));
+        prop_assert!(run(&peers, &after).moves.is_empty());
+    }
+}
+
 #[test]
 fn elephant_is_reported_and_stays() {
     let peers = [
