@@ -18,12 +18,12 @@ pub const DEFAULT_PORTS: [u16; 4] = [2055, 4739, 6343, 9995];
 /// A configuration problem, naming the key (`ingest.ports[1]`, `outputs[0].path`, …).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Parse {
         path: PathBuf,
         source: toml::de::Error,
@@ -383,10 +383,16 @@ mod tests {
         Ok(cfg)
     }
 
+    /// The error with its sources, as `sluice-peer` prints it.
     fn err(text: &str) -> String {
-        parse(text)
-            .expect_err("config should be rejected")
-            .to_string()
+        let e = parse(text).expect_err("config should be rejected");
+        let mut out = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            out = format!("{out}: {s}");
+            source = s.source();
+        }
+        out
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::pipeline::{Router, Shutdown, now_ns};
 
 /// Binding failed; names the address.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}")]
 pub struct BindError {
     pub addr: SocketAddr,
     pub source: std::io::Error,
@@ -39,8 +39,15 @@ impl Ingest {
         let mut sockets = Vec::new();
         let mut local = Vec::new();
         for addr in config.listen_addresses() {
-            let group = bind_group(addr, config.sockets_per_port, config.rcvbuf_bytes)
-                .map_err(|source| BindError { addr, source })?;
+            let group = match bind_group(addr, config.sockets_per_port, config.rcvbuf_bytes) {
+                Ok(group) => group,
+                // The default `[::]` listeners on a host without IPv6: IPv4 still works.
+                Err(e) if is_missing_ipv6(addr, &e) && config.listen.is_empty() => {
+                    tracing::warn!(%addr, error = %e, "IPv6 unavailable; not listening on it");
+                    continue;
+                }
+                Err(source) => return Err(BindError { addr, source }),
+            };
             for (index, socket) in group.into_iter().enumerate() {
                 let bound = socket
                     .local_addr()
@@ -94,6 +101,15 @@ impl Ingest {
         }
         Ok(threads)
     }
+}
+
+fn is_missing_ipv6(addr: SocketAddr, error: &std::io::Error) -> bool {
+    addr.is_ipv6()
+        && addr.ip().is_unspecified()
+        && matches!(
+            error.raw_os_error(),
+            Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+        )
 }
 
 struct Receiver {

@@ -13,6 +13,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// `count` sockets sharing `addr` through `SO_REUSEPORT` (the kernel spreads exporters over
 /// them). Port 0 binds an ephemeral port for the first socket and the rest join it.
 pub fn bind_group(addr: SocketAddr, count: usize, rcvbuf: usize) -> io::Result<Vec<UdpSocket>> {
+    if addr.port() != 0 {
+        ensure_unused(addr)?;
+    }
     let mut sockets = Vec::with_capacity(count);
     let mut target = addr;
     for i in 0..count {
@@ -25,11 +28,28 @@ pub fn bind_group(addr: SocketAddr, count: usize, rcvbuf: usize) -> io::Result<V
     Ok(sockets)
 }
 
-fn open(addr: SocketAddr, rcvbuf: usize, report: bool) -> io::Result<UdpSocket> {
+/// Another process's `SO_REUSEPORT` group on the same port would silently share the traffic
+/// with ours; a plain bind (which such a group refuses) finds it first.
+fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    match new_socket(addr)?.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "address already in use by another socket (is another collector running?)",
+        )),
+        other => other,
+    }
+}
+
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    Ok(socket)
+}
+
+fn open(addr: SocketAddr, rcvbuf: usize, report: bool) -> io::Result<UdpSocket> {
+    let socket = new_socket(addr)?;
     socket.set_reuse_port(true)?;
     let actual = set_receive_buffer(&socket, rcvbuf)?;
     if report && actual < rcvbuf {
@@ -79,6 +99,16 @@ fn set_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_taken_by_another_group_is_refused() {
+        let first = bind_group("127.0.0.1:0".parse().unwrap(), 2, 1 << 20).unwrap();
+        let taken = first[0].local_addr().unwrap();
+        let err = bind_group(taken, 2, 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(first);
+        assert_eq!(bind_group(taken, 2, 1 << 20).unwrap().len(), 2);
+    }
 
     #[test]
     fn group_shares_one_ephemeral_port() {

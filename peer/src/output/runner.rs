@@ -25,7 +25,7 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// Why outputs could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("output {name}: {source}")]
+#[error("output {name}")]
 pub struct OutputError {
     pub name: String,
     pub source: std::io::Error,

@@ -30,7 +30,7 @@ pub enum ShardRequest {
 /// Why a template request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("templates rejected: {0}")]
+    #[error("templates rejected")]
     Rejected(#[from] DecodeError),
     #[error("the pipeline is shutting down")]
     Stopped,

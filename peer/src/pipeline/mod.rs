@@ -46,12 +46,12 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Output(#[from] OutputError),
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start a thread: {0}")]
+    #[error("cannot start a thread")]
     Spawn(#[from] std::io::Error),
 }
 

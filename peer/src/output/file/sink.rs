@@ -19,7 +19,12 @@ pub struct FileSink {
 impl FileSink {
     /// Opens (creating) the file for appending; a missing directory or no permission is an error.
     pub fn open(config: FileConfig) -> io::Result<Self> {
-        let file = open_append(&config.path)?;
+        let file = open_append(&config.path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", config.path.display()),
+            )
+        })?;
         let size = file.metadata()?.len();
         Ok(FileSink {
             config,
