@@ -29,9 +29,12 @@ fn main() -> anyhow::Result<()> {
     )?;
     // With AYA_BUILD_SKIP the object is not built; an empty placeholder keeps
     // `include_bytes_aligned!` compiling and the loader reports it clearly at run time.
-    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("sluice-xdp");
-    if !out.exists() {
-        std::fs::write(&out, []).context("write placeholder object")?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    for object in ["sluice-xdp", "sluice-xdp-baseline"] {
+        let out = out_dir.join(object);
+        if !out.exists() {
+            std::fs::write(&out, []).context("write placeholder object")?;
+        }
     }
     Ok(())
 }

@@ -28,6 +28,11 @@ use crate::maps::Maps;
 /// The XDP object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-xdp"));
 
+/// An XDP program that only returns `XDP_PASS` (program `sluice_baseline`): the benchmark
+/// baseline for the harness cost.
+pub static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-xdp-baseline"));
+
 /// Program name inside the object.
 pub const PROGRAM: &str = "sluice_xdp";
 

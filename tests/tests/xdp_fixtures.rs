@@ -4,245 +4,15 @@
 //! table builder. Runs in a private network namespace so `bpf_fib_lookup` sees a known
 //! routing table and neighbour cache.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use aya::programs::{TestRun, TestRunOptions};
-use sluice_central::{
-    controller::dataplane::DataPlane,
-    loader::{self, AttachMode, LoadOptions, Loaded},
-    maglev::{Member, build_table},
-};
+use sluice_central::controller::dataplane::DataPlane;
 use sluice_common::{
-    ExporterEvent, ExporterValue, NO_PEER, POOL_TABLE_SIZE, PeerEntry, Reason, event_kind, family,
-    hash::table_slot, peer_state, to_key_bytes,
+    ExporterValue, NO_PEER, POOL_TABLE_SIZE, Reason, event_kind, hash::table_slot, to_key_bytes,
 };
-use sluice_tests::{
-    PinDir,
-    netns::{ifindex, mac, unshare_thread},
-    packet::Frame,
-    packet::arp_request,
-    privileged, run,
-};
-
-const XDP_PASS: u32 = 2;
-const XDP_DROP: u32 = 1;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
-const LISTENER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const LISTENER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
-const PINNED4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
-const PINNED6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x10);
-const PEER_A: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
-const PEER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 3);
-const PEER_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
-const PEER_C6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 2);
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x02];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x03];
-const MAC_C6: [u8; 6] = [0x02, 0, 0, 0, 0x06, 0x02];
-const PEER_PORT: u16 = 9995;
-
-/// Peer ids: 0 = a, 1 = b (pool 0, IPv4), 2 = c6 (pool 1, IPv6), 3 = unresolved neighbour
-/// (pool 2), 4 = down (pool 0).
-struct Lab {
-    loaded: Loaded,
-    egress_mac: [u8; 6],
-    _pins: PinDir,
-}
-
-fn peer(addr: IpAddr, state: u8, pool_id: u32) -> PeerEntry {
-    let family = if addr.is_ipv4() {
-        family::V4
-    } else {
-        family::V6
-    };
-    PeerEntry {
-        addr: to_key_bytes(addr),
-        port: PEER_PORT,
-        family,
-        state,
-        pool_id,
-    }
-}
-
-impl Lab {
-    fn new(tag: &str) -> Self {
-        unshare_thread();
-        run("ip link add fx0 type veth peer name fx1 && ip link set fx0 up && ip link set fx1 up");
-        run("ip addr add 198.18.2.1/24 dev fx0 && ip -6 addr add 2001:2:0:2::1/64 dev fx0 nodad");
-        run("ip neigh add 198.18.2.2 lladdr 02:00:00:00:02:02 dev fx0 nud permanent");
-        run("ip neigh add 198.18.2.3 lladdr 02:00:00:00:02:03 dev fx0 nud permanent");
-        run("ip -6 neigh add 2001:2:0:2::2 lladdr 02:00:00:00:06:02 dev fx0 nud permanent");
-        // bpf_fib_lookup refuses to forward unless the ingress device forwards.
-        run(
-            "sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv4.conf.lo.forwarding=1 net.ipv6.conf.all.forwarding=1",
-        );
-        let pins = PinDir::new(tag);
-        let mut loaded = loader::load(&LoadOptions {
-            pin_dir: pins.path().to_owned(),
-            interfaces: Vec::new(),
-            mode: AttachMode::Auto,
-            decrement_ttl: true,
-        })
-        .expect("load XDP program");
-        let ifindex = ifindex("fx0");
-        let egress_mac = mac("fx0");
-        let m = &mut loaded.maps;
-        m.add_egress(ifindex).unwrap();
-        m.set_listener(SocketAddr::new(LISTENER4.into(), 2055), 0)
-            .unwrap();
-        m.set_listener(SocketAddr::new(LISTENER6.into(), 2055), 1)
-            .unwrap();
-        m.set_listener(SocketAddr::new(LISTENER4.into(), 4739), 2)
-            .unwrap();
-        m.set_listener(SocketAddr::new(LISTENER4.into(), 6343), 3)
-            .unwrap();
-        m.set_peer(0, peer(PEER_A.into(), peer_state::UP, 0))
-            .unwrap();
-        m.set_peer(1, peer(PEER_B.into(), peer_state::UP, 0))
-            .unwrap();
-        m.set_peer(2, peer(PEER_C6.into(), peer_state::UP, 1))
-            .unwrap();
-        m.set_peer(3, peer(PEER_UNRESOLVED.into(), peer_state::UP, 2))
-            .unwrap();
-        m.set_peer(4, peer(PEER_A.into(), peer_state::DOWN, 0))
-            .unwrap();
-        m.set_pool_table(0, &pool0()).unwrap();
-        m.set_pool_table(
-            1,
-            &build_table(
-                &[Member {
-                    id: 2,
-                    name: "c6",
-                    weight: 1,
-                }],
-                POOL_TABLE_SIZE,
-            ),
-        )
-        .unwrap();
-        m.set_pool_table(
-            2,
-            &build_table(
-                &[Member {
-                    id: 3,
-                    name: "far",
-                    weight: 1,
-                }],
-                POOL_TABLE_SIZE,
-            ),
-        )
-        .unwrap();
-        // Pool 3: no healthy peer.
-        m.set_pool_table(3, &build_table(&[], POOL_TABLE_SIZE))
-            .unwrap();
-        m.set_exporter(
-            PINNED4.into(),
-            ExporterValue {
-                peer_id: 0,
-                pool_id: 0,
-            },
-        )
-        .unwrap();
-        m.set_exporter(
-            PINNED6.into(),
-            ExporterValue {
-                peer_id: 2,
-                pool_id: 1,
-            },
-        )
-        .unwrap();
-        Self {
-            loaded,
-            egress_mac,
-            _pins: pins,
-        }
-    }
-
-    fn counters(&self) -> Vec<u64> {
-        self.loaded
-            .maps
-            .counters()
-            .unwrap()
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect()
-    }
-
-    /// Runs one frame; returns (action, output bytes, counter deltas as (reason, delta)).
-    fn run(&mut self, input: &[u8]) -> (u32, Vec<u8>, Vec<(Reason, u64)>) {
-        let before = self.counters();
-        let mut out = vec![0u8; input.len() + 256];
-        let prog = self.loaded.program().unwrap();
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        let after = self.counters();
-        let deltas = Reason::ALL
-            .iter()
-            .zip(before.iter().zip(&after))
-            .filter(|(_, (b, a))| a != b)
-            .map(|(&r, (b, a))| (r, a - b))
-            .collect();
-        (r.return_value, out, deltas)
-    }
-
-    fn events(&mut self) -> Vec<ExporterEvent> {
-        let mut v = Vec::new();
-        while let Some(item) = self.loaded.events.next() {
-            assert_eq!(item.len(), size_of::<ExporterEvent>());
-            // SAFETY: the kernel wrote exactly one ExporterEvent (checked length; Pod layout).
-            v.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExporterEvent>()) });
-        }
-        v
-    }
-}
-
-fn pool0() -> Vec<u32> {
-    build_table(
-        &[
-            Member {
-                id: 0,
-                name: "a",
-                weight: 1,
-            },
-            Member {
-                id: 1,
-                name: "b",
-                weight: 1,
-            },
-        ],
-        POOL_TABLE_SIZE,
-    )
-}
-
-/// What the program should emit for `input` forwarded to `to` (a peer with MAC `mac`).
-fn forwarded(
-    input: &Frame,
-    to: IpAddr,
-    mac: [u8; 6],
-    egress_mac: [u8; 6],
-    keep_vlans: bool,
-) -> Vec<u8> {
-    let mut f = input.clone();
-    f.dst = to;
-    f.dport = PEER_PORT;
-    f.ttl -= 1;
-    f.dst_mac = mac;
-    f.src_mac = egress_mac;
-    if !keep_vlans {
-        f.vlans.clear();
-    }
-    f.build()
-}
-
-fn v4(src: Ipv4Addr, dport: u16) -> Frame {
-    Frame::udp(src.into(), LISTENER4.into(), dport, 1400 - 42)
-}
+use sluice_tests::fixture::*;
+use sluice_tests::{netns::ifindex, packet::Frame, packet::arp_request, privileged, run};
 
 struct Fixture {
     description: &'static str,
@@ -258,7 +28,7 @@ fn fixture_table() {
     if !privileged("fixture_table") {
         return;
     }
-    let mut lab = Lab::new("table");
+    let mut lab = XdpLab::new("table");
     let e = lab.egress_mac;
     let mut fixtures = Vec::new();
 
@@ -454,7 +224,7 @@ fn unknown_exporter_follows_the_pool_table_and_is_reported_once() {
     if !privileged("unknown_exporter") {
         return;
     }
-    let mut lab = Lab::new("unknown");
+    let mut lab = XdpLab::new("unknown");
     let src = Ipv4Addr::new(198, 18, 1, 77);
     let table = pool0();
     let chosen = table[table_slot(&to_key_bytes(src.into()), POOL_TABLE_SIZE) as usize];
@@ -498,7 +268,7 @@ fn pinned_exporter_of_a_down_peer_falls_back_to_the_table() {
     if !privileged("peer_down") {
         return;
     }
-    let mut lab = Lab::new("down");
+    let mut lab = XdpLab::new("down");
     let src = Ipv4Addr::new(198, 18, 1, 20);
     lab.loaded
         .maps
@@ -562,7 +332,7 @@ fn truncated_frames_pass_at_every_header_boundary() {
     if !privileged("truncated") {
         return;
     }
-    let mut lab = Lab::new("trunc");
+    let mut lab = XdpLab::new("trunc");
     let mut tagged = v4(PINNED4, 2055);
     tagged.vlans = vec![(0x88a8, 10), (0x8100, 200)];
     let frames = [
@@ -588,7 +358,7 @@ fn non_ip_traffic_passes_untouched() {
     if !privileged("non_ip") {
         return;
     }
-    let mut lab = Lab::new("arp");
+    let mut lab = XdpLab::new("arp");
     let arp = arp_request();
     let (action, out, counters) = lab.run(&arp);
     assert_eq!((action, out), (XDP_PASS, arp));
@@ -600,7 +370,7 @@ fn same_interface_egress_uses_xdp_tx() {
     if !privileged("xdp_tx") {
         return;
     }
-    let mut lab = Lab::new("tx");
+    let mut lab = XdpLab::new("tx");
     // Arrive on fx0 itself (the ctx's ingress ifindex) so the route leaves where it came in.
     let ifindex = ifindex("fx0");
     let mut f = v4(PINNED4, 2055);
@@ -641,9 +411,9 @@ fn bpftool_prints_field_names_of_pinned_maps() {
     if !privileged("bpftool") {
         return;
     }
-    let mut lab = Lab::new("bpftool");
+    let mut lab = XdpLab::new("bpftool");
     lab.run(&v4(PINNED4, 2055).build());
-    let dir = lab._pins.path().display().to_string();
+    let dir = lab.pins.path().display().to_string();
     for (map, fields) in [
         ("EXPORTERS", &["addr", "peer_id", "pool_id"][..]),
         ("PEERS", &["addr", "port", "family", "state", "pool_id"][..]),
