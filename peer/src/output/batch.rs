@@ -1,10 +1,14 @@
 //! Records encoded once (JSON, in the shard thread) and shared by every output.
 
-/// A batch of JSON lines in one buffer: cheap to share (`Arc`) between outputs, no per-record
-/// allocation. Lines carry no trailing newline; each sink adds its own framing.
+use std::ops::Range;
+
+/// JSON lines in one buffer: cheap to share (`Arc`) between outputs, no per-record allocation.
+/// The buffer is the JSON-lines text itself (each line ends in `\n`), so file and stdout sinks
+/// write it without copying; other sinks take the lines one by one and frame them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {
-    buf: Vec<u8>,
+    text: Vec<u8>,
+    /// End of each line, after its newline.
     ends: Vec<usize>,
 }
 
@@ -16,15 +20,16 @@ impl EncodedBatch {
     /// Room for `lines` lines of `bytes` bytes in total.
     pub fn with_capacity(lines: usize, bytes: usize) -> Self {
         EncodedBatch {
-            buf: Vec::with_capacity(bytes),
+            text: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(lines),
         }
     }
 
     /// Appends one line written by `encode` (which must not write a newline).
     pub fn push_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
-        encode(&mut self.buf);
-        self.ends.push(self.buf.len());
+        encode(&mut self.text);
+        self.text.push(b'\n');
+        self.ends.push(self.text.len());
     }
 
     /// Appends an already-encoded line.
@@ -40,18 +45,27 @@ impl EncodedBatch {
         self.ends.is_empty()
     }
 
-    /// Bytes of all lines, framing excluded.
-    pub fn bytes(&self) -> usize {
-        self.buf.len()
+    /// Where line `i` starts (`len()` gives the end of the text).
+    fn start(&self, i: usize) -> usize {
+        match i {
+            0 => 0,
+            i => self.ends[i - 1],
+        }
     }
 
-    /// Lines from index `from` on.
+    /// Lines `lines` as JSON-lines text, newlines included.
+    pub fn text(&self, lines: Range<usize>) -> &[u8] {
+        &self.text[self.start(lines.start)..self.start(lines.end)]
+    }
+
+    /// Byte length of lines `from..to`, newlines included.
+    pub fn text_len(&self, from: usize, to: usize) -> usize {
+        self.start(to) - self.start(from)
+    }
+
+    /// Lines from index `from` on, without their newline.
     pub fn lines_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .skip(from)
-            .map(|(s, e)| &self.buf[s..e])
+        (from..self.len()).map(|i| &self.text[self.start(i)..self.ends[i] - 1])
     }
 }
 
@@ -60,14 +74,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_round_trip() {
+    fn lines_and_text() {
         let mut b = EncodedBatch::new();
         b.push_with(|buf| buf.extend_from_slice(b"{\"a\":1}"));
         b.push_line(b"{\"b\":2}");
-        assert_eq!(b.len(), 2);
+        b.push_line(b"");
+        assert_eq!(b.len(), 3);
         let lines: Vec<_> = b.lines_from(0).collect();
-        assert_eq!(lines, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
-        assert_eq!(b.lines_from(1).count(), 1);
-        assert_eq!(b.lines_from(2).count(), 0);
+        assert_eq!(lines, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..], &b""[..]]);
+        assert_eq!(b.lines_from(1).count(), 2);
+        assert_eq!(b.lines_from(3).count(), 0);
+        assert_eq!(b.text(0..3), b"{\"a\":1}\n{\"b\":2}\n\n");
+        assert_eq!(b.text(1..2), b"{\"b\":2}\n");
+        assert_eq!(b.text_len(1, 3), 9);
+        assert!(b.text(3..3).is_empty());
     }
 }

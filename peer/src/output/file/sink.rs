@@ -13,7 +13,6 @@ pub struct FileSink {
     file: File,
     size: u64,
     opened_at: Instant,
-    chunk: Vec<u8>,
 }
 
 impl FileSink {
@@ -31,7 +30,6 @@ impl FileSink {
             file,
             size,
             opened_at: Instant::now(),
-            chunk: Vec::new(),
         })
     }
 
@@ -69,16 +67,25 @@ impl FileSink {
         Ok(())
     }
 
-    /// Writes the pending chunk; `lines` of it become "written" only when it is all on disk.
-    fn commit(&mut self, lines: &mut usize, pending: &mut usize) -> io::Result<()> {
-        self.file.write_all(&self.chunk)?;
-        self.size += self.chunk.len() as u64;
-        self.chunk.clear();
-        *lines += *pending;
-        *pending = 0;
-        Ok(())
+    /// Lines `from..to` of `batch` that fit in the current file: up to `rotate_bytes`, and
+    /// at least one line in an empty file (a longer line gets a file of its own).
+    fn fitting(&self, batch: &EncodedBatch, from: usize) -> usize {
+        let Some(max) = self.config.rotate_bytes else {
+            return batch.len();
+        };
+        let room = max.saturating_sub(self.size);
+        let mut to = from;
+        while to < batch.len() && batch.text_len(from, to + 1) as u64 <= room {
+            to += 1;
+        }
+        if to == from && self.size == 0 {
+            to += 1;
+        }
+        to
     }
 
+    /// Appends lines from `from` on, rotating where the size limit falls; `written` counts the
+    /// lines on disk.
     fn write_lines(
         &mut self,
         batch: &EncodedBatch,
@@ -86,23 +93,20 @@ impl FileSink {
         written: &mut usize,
     ) -> io::Result<()> {
         self.rotate_if_old()?;
-        self.chunk.clear();
-        let mut pending = 0;
-        for line in batch.lines_from(from) {
-            let len = line.len() as u64 + 1;
-            let full = self
-                .config
-                .rotate_bytes
-                .is_some_and(|max| self.size + self.chunk.len() as u64 + len > max);
-            if full && self.size + self.chunk.len() as u64 > 0 {
-                self.commit(written, &mut pending)?;
+        let mut at = from;
+        while at < batch.len() {
+            let to = self.fitting(batch, at);
+            if to == at {
                 self.rotate()?;
+                continue;
             }
-            self.chunk.extend_from_slice(line);
-            self.chunk.push(b'\n');
-            pending += 1;
+            let text = batch.text(at..to);
+            self.file.write_all(text)?;
+            self.size += text.len() as u64;
+            *written += to - at;
+            at = to;
         }
-        self.commit(written, &mut pending)
+        Ok(())
     }
 }
 
