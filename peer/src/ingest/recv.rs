@@ -16,7 +16,7 @@ pub struct Received<'a> {
     pub data: &'a [u8],
     /// Longer than the slot; `data` holds only its start.
     pub truncated: bool,
-    /// The socket's drop counter (`SO_RXQ_OVFL`); the kernel attaches it once it is non-zero.
+    /// The socket's drop counter (`SO_RXQ_OVFL`), stamped on datagrams queued after a drop.
     pub kernel_drops: Option<u32>,
 }
 
@@ -165,5 +165,25 @@ mod tests {
         }
         let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(got, [(localhost, 5, false), (localhost, 512, true)]);
+    }
+
+    #[test]
+    fn kernel_drops_arrive_with_the_next_datagram() {
+        // The smallest receive buffer the kernel allows holds a few datagrams at most.
+        let group =
+            super::super::socket::bind_group("127.0.0.1:0".parse().unwrap(), 1, 4096).unwrap();
+        let rx = &group[0];
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[1u8; 1000], rx.local_addr().unwrap()).unwrap();
+        }
+        let mut batch = RecvBatch::new(256, 2048);
+        let queued = batch.recv(rx.as_raw_fd(), true).unwrap();
+        assert!(queued < 200);
+        // The count is stamped on datagrams queued after the drops.
+        tx.send_to(b"after", rx.local_addr().unwrap()).unwrap();
+        batch.recv(rx.as_raw_fd(), true).unwrap();
+        let drops = batch.iter().find_map(|r| r.kernel_drops);
+        assert_eq!(drops, Some(200 - queued as u32));
     }
 }

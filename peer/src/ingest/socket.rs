@@ -57,7 +57,7 @@ fn open(addr: SocketAddr, rcvbuf: usize, report: bool) -> io::Result<UdpSocket> 
             %addr,
             requested = rcvbuf,
             granted = actual,
-            "kernel capped the receive buffer; bursts may be dropped. Run as root \
+            "kernel capped the receive buffer; bursts may be dropped. Grant CAP_NET_ADMIN \
              (SO_RCVBUFFORCE) or raise net.core.rmem_max"
         );
     }
