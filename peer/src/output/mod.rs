@@ -95,11 +95,12 @@ impl OutputConfig {
     }
 
     /// Builds the sink (opening files, resolving addresses); errors here stop the start.
+    /// Reachability is the sink's [`Sink::healthcheck`], run on the output's thread.
     pub fn build(&self) -> std::io::Result<Box<dyn Sink>> {
         Ok(match self {
-            OutputConfig::Stdout(_) => Box::new(stdout::StdoutSink::new()),
-            OutputConfig::File(c) => Box::new(file::FileSink::open(c.clone())?),
-            OutputConfig::Syslog(c) => Box::new(syslog::SyslogSink::new(c)?),
+            OutputConfig::Stdout(c) => Box::new(c.build()),
+            OutputConfig::File(c) => Box::new(c.build()?),
+            OutputConfig::Syslog(c) => Box::new(c.build()?),
         })
     }
 }

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::FileSink;
 use crate::config::{ConfigError, positive};
 use crate::output::DEFAULT_BUFFER_RECORDS;
 
@@ -43,6 +44,11 @@ impl FileConfig {
             keep: default_keep(),
             buffer_records: default_buffer_records(),
         }
+    }
+
+    /// Opens (creating) the file; a missing directory or no permission is an error.
+    pub fn build(&self) -> std::io::Result<FileSink> {
+        FileSink::open(self.clone())
     }
 
     pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {

@@ -1,5 +1,6 @@
 use serde::Deserialize;
 
+use super::StdoutSink;
 use crate::output::DEFAULT_BUFFER_RECORDS;
 
 /// `[[outputs]] type = "stdout"`.
@@ -15,5 +16,11 @@ impl Default for StdoutConfig {
         StdoutConfig {
             buffer_records: DEFAULT_BUFFER_RECORDS,
         }
+    }
+}
+
+impl StdoutConfig {
+    pub fn build(&self) -> StdoutSink {
+        StdoutSink::new()
     }
 }

@@ -1,5 +1,6 @@
 use serde::Deserialize;
 
+use super::SyslogSink;
 use crate::config::{ConfigError, positive};
 use crate::output::DEFAULT_BUFFER_RECORDS;
 
@@ -66,6 +67,11 @@ impl SyslogConfig {
             hostname: None,
             buffer_records: default_buffer_records(),
         }
+    }
+
+    /// UDP resolves and connects now; TCP connects in the health check and on demand.
+    pub fn build(&self) -> std::io::Result<SyslogSink> {
+        SyslogSink::new(self)
     }
 
     pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {
