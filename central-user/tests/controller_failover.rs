@@ -314,3 +314,20 @@ fn frequent_ticks_detect_failure_within_a_tenth_of_a_second() {
     assert_eq!(offline_at, Some(Duration::from_millis(3000)));
     assert!(!lab.by_peer().contains_key(&b));
 }
+
+#[test]
+fn exporters_stranded_on_dead_peers_go_to_the_first_peer_back() {
+    let mut lab = lab(&["a", "b"]);
+    for i in 0..10 {
+        lab.send(exporter(i), 100);
+    }
+    lab.kill("a");
+    lab.kill("b");
+    lab.run(4, &[]);
+    assert_eq!(lab.c.status().pools_without_healthy_peer.len(), 1);
+    assert_eq!(lab.by_peer().len(), 2);
+    lab.alive.push("b".into());
+    lab.run(1, &[]);
+    let b = lab.peer_id("b");
+    assert_eq!(lab.by_peer().keys().copied().collect::<Vec<_>>(), vec![b]);
+}

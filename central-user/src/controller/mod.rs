@@ -469,6 +469,11 @@ impl<D: DataPlane> Controller<D> {
         })
     }
 
+    /// Online (UP or DRAINING in `PEERS`): the XDP program still forwards to it.
+    fn forwarding(&self, id: u32) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.state.online)
+    }
+
     /// Writes `PEERS[id]` from the model: UP when eligible for new exporters, DRAINING when
     /// online but draining or unassigned (it still forwards what is pinned to it), DOWN when
     /// offline or unknown.

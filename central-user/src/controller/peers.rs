@@ -1,5 +1,6 @@
 //! Peer sessions and membership: registration, heartbeats, failover, drain, pools.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -36,7 +37,8 @@ impl<D: DataPlane> Controller<D> {
     /// Registers (or re-registers) a peer; it is ONLINE from now on. A new peer joins the pool
     /// it names (or [`DEFAULT_POOL`]) with the weight it announces; a known peer keeps the pool
     /// and weight the operator gave it. A returning peer rejoins empty: the next rebalance
-    /// gives it exporters. The token is checked by the caller, never here.
+    /// gives it exporters (only exporters stranded on dead peers, in a pool that had no
+    /// healthy peer left, come to it at once). The token is checked by the caller, never here.
     pub fn register_peer(&mut self, reg: &Register, now: Instant) -> Result<Registration> {
         check_name("peer name", &reg.name)?;
         check_weight(reg.weight)?;
@@ -98,13 +100,15 @@ impl<D: DataPlane> Controller<D> {
         self.write_peer(id)?;
         if let Some(pool) = pool {
             self.sync_pool(pool)?;
+            self.evacuate(pool, now, "peer online")?;
         }
         let pool = pool.map(|id| self.pool_name(id));
         info!(peer = %reg.name, id, pool = ?pool, addr = %reg.data_addr, version = %reg.version, "peer registered");
         Ok(Registration { peer_id: id, pool })
     }
 
-    /// Records a heartbeat. A peer that was OFFLINE comes back ONLINE, empty.
+    /// Records a heartbeat. A peer that was OFFLINE comes back ONLINE, empty (as in
+    /// [`Controller::register_peer`]).
     pub fn heartbeat(&mut self, peer: &str, metrics: PeerMetrics, now: Instant) -> Result<()> {
         let id = self.peer_by_name(peer)?;
         let Some(p) = self.peers.get_mut(&id) else {
@@ -120,6 +124,7 @@ impl<D: DataPlane> Controller<D> {
             self.write_peer(id)?;
             if let Some(pool) = pool {
                 self.sync_pool(pool)?;
+                self.evacuate(pool, now, "peer online")?;
             }
         }
         Ok(())
@@ -136,8 +141,10 @@ impl<D: DataPlane> Controller<D> {
             .filter(|p| p.state.online && p.last_seen.is_none_or(|t| elapsed(now, t) >= timeout))
             .map(|p| p.state.id)
             .collect();
+        // Every dead peer is marked first, so that none of them receives another's exporters.
         let mut names = Vec::with_capacity(dead.len());
-        for id in dead {
+        let mut pools = BTreeSet::new();
+        for &id in &dead {
             let Some(p) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -152,11 +159,12 @@ impl<D: DataPlane> Controller<D> {
             self.counters.failovers += 1;
             self.dirty = true;
             self.write_peer(id)?;
-            if let Some(pool) = pool {
-                self.sync_pool(pool)?;
-                self.evacuate(pool, false, now, "failover")?;
-            }
+            pools.extend(pool);
             names.push(name);
+        }
+        for pool in pools {
+            self.sync_pool(pool)?;
+            self.evacuate(pool, now, "failover")?;
         }
         Ok(names)
     }
@@ -184,7 +192,7 @@ impl<D: DataPlane> Controller<D> {
         self.write_peer(id)?;
         if let Some(pool) = pool {
             self.sync_pool(pool)?;
-            self.evacuate(pool, true, now, "drain")?;
+            self.evacuate(pool, now, "drain")?;
         }
         Ok(())
     }
@@ -215,11 +223,11 @@ impl<D: DataPlane> Controller<D> {
         self.write_peer(id)?;
         if let Some(old) = old.filter(|&o| o != pool_id) {
             self.sync_pool(old)?;
-            self.evacuate(old, true, now, "pool change")?;
+            self.evacuate(old, now, "pool change")?;
         }
         self.sync_pool(pool_id)?;
         // A weight of 0 strands the peer's exporters like a drain.
-        self.evacuate(pool_id, true, now, "weight change")?;
+        self.evacuate(pool_id, now, "weight change")?;
         Ok(())
     }
 
@@ -240,7 +248,7 @@ impl<D: DataPlane> Controller<D> {
         info!(peer, pool, "peer unassigned");
         self.write_peer(id)?;
         self.sync_pool(pool_id)?;
-        self.evacuate(pool_id, true, now, "unassign")?;
+        self.evacuate(pool_id, now, "unassign")?;
         Ok(())
     }
 }

@@ -336,7 +336,7 @@ impl<D: DataPlane> Controller<D> {
             )));
         }
         self.set_pinned(addr, true)?;
-        self.start_move(addr, to, true, now, "manual")
+        self.start_move(addr, to, now, "manual")
     }
 
     /// Pins an exporter: the rebalancer leaves it where it is (failover and drain still move it).
@@ -361,22 +361,17 @@ impl<D: DataPlane> Controller<D> {
         Ok(())
     }
 
-    /// Starts moving `addr` to `to`. With `wait` and known templates the map entry flips once
-    /// the peer confirms them (or the install timeout passes); otherwise it flips now, and any
-    /// templates are still sent.
-    fn start_move(
-        &mut self,
-        addr: IpAddr,
-        to: u32,
-        wait: bool,
-        now: Instant,
-        reason: &str,
-    ) -> Result<()> {
+    /// Starts moving `addr` to `to`, templates first: when the exporter has templates they are
+    /// sent to `to`, and while its current peer still forwards (online, possibly draining) the
+    /// map entry flips only once `to` confirms them or the install timeout passes. A dead
+    /// current peer forwards nothing, so then the entry flips at once (templates still sent).
+    fn start_move(&mut self, addr: IpAddr, to: u32, now: Instant, reason: &str) -> Result<()> {
         self.traffic.pending.remove(&addr);
         let current = self.exporters.get(&addr).map(|e| e.state.peer);
         if current == Some(to) {
             return Ok(());
         }
+        let wait = current.is_some_and(|p| self.forwarding(p));
         let templates = self.templates_for(addr);
         if templates.is_empty() {
             return self.flip(addr, to, now, reason);
@@ -477,23 +472,17 @@ impl<D: DataPlane> Controller<D> {
         )
     }
 
-    fn apply_plan(&mut self, plan: &Plan, wait: bool, now: Instant, reason: &str) -> Result<()> {
+    fn apply_plan(&mut self, plan: &Plan, now: Instant, reason: &str) -> Result<()> {
         for m in &plan.moves {
-            self.start_move(m.exporter, m.to, wait, now, reason)?;
+            self.start_move(m.exporter, m.to, now, reason)?;
         }
         Ok(())
     }
 
     /// Moves the exporters of the pool's ineligible peers away (failover, drain, unassign).
-    pub(super) fn evacuate(
-        &mut self,
-        pool: u32,
-        wait: bool,
-        now: Instant,
-        reason: &str,
-    ) -> Result<()> {
+    pub(super) fn evacuate(&mut self, pool: u32, now: Instant, reason: &str) -> Result<()> {
         // Moves still waiting for templates: off if the destination just became ineligible,
-        // immediate if the source did (its traffic is being lost meanwhile).
+        // immediate if the source stopped forwarding (its traffic is being lost meanwhile).
         let waiting: Vec<(IpAddr, u32)> = self
             .traffic
             .pending
@@ -504,7 +493,7 @@ impl<D: DataPlane> Controller<D> {
             let source = self.exporters.get(&addr).map(|e| e.state.peer);
             if !self.eligible(to) {
                 self.traffic.pending.remove(&addr);
-            } else if source.is_some_and(|s| !self.eligible(s)) {
+            } else if source.is_some_and(|s| !self.forwarding(s)) {
                 self.traffic.pending.remove(&addr);
                 self.flip(addr, to, now, reason)?;
             }
@@ -518,7 +507,7 @@ impl<D: DataPlane> Controller<D> {
         if stranded > 0 {
             warn!(pool = %self.pool_name(pool), exporters = stranded, reason, "no healthy peer to move exporters to");
         }
-        self.apply_plan(&plan, wait, now, reason)
+        self.apply_plan(&plan, now, reason)
     }
 
     /// What a rebalance would do now, per pool, without doing it.
@@ -543,7 +532,7 @@ impl<D: DataPlane> Controller<D> {
                 warn!(pool = %p.pool, exporter = %u.exporter, pps = u.rate, reason = ?u.reason, "exporter cannot be placed within the margin");
             }
             moves += p.plan.moves.len();
-            self.apply_plan(&p.plan, true, now, "rebalance")?;
+            self.apply_plan(&p.plan, now, "rebalance")?;
         }
         if moves > 0 {
             self.counters.rebalances += 1;
