@@ -1,8 +1,6 @@
-//! Errors of controller operations, each mapped to an API error class.
+//! Errors of controller operations (the API maps each variant to an error class).
 
 use std::net::IpAddr;
-
-use sluice_common::protocol::ErrorCode;
 
 use super::dataplane::DataPlaneError;
 
@@ -32,18 +30,4 @@ pub enum ControllerError {
     /// Writing the maps failed.
     #[error("data plane: {0}")]
     DataPlane(#[from] DataPlaneError),
-}
-
-impl ControllerError {
-    /// The API error class for this error.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::UnknownPool(_) | Self::UnknownPeer(_) | Self::UnknownExporter(_) => {
-                ErrorCode::NotFound
-            }
-            Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Invalid { .. } => ErrorCode::BadRequest,
-            Self::DataPlane(_) => ErrorCode::Internal,
-        }
-    }
 }
