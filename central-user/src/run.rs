@@ -21,6 +21,8 @@ use sluice_common::{
 };
 
 use crate::{
+    api::{self, ApiContext, CertSource, LiveControl, Sessions, TlsIdentity},
+    auth::{Authenticator, RateLimit},
     config::CentralConfig,
     controller::{Controller, ControllerError},
     loader::{self, LoadOptions},
@@ -36,6 +38,10 @@ pub type SharedController = Arc<Mutex<Controller<Maps>>>;
 pub struct Running {
     /// The controller.
     pub controller: SharedController,
+    /// The controller as the API serves it (sends template installations to peer sessions).
+    pub live: Arc<LiveControl<Maps>>,
+    /// Live peer sessions (shared by the API and `live`).
+    pub sessions: Sessions,
     /// Relay counters.
     pub relay_stats: Arc<RelayStats>,
     /// Maps opened from the pins, for readers outside the controller (metrics, explain).
@@ -120,6 +126,8 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
     let statics = apply_static(&mut controller, cfg, now)?;
     let controller = Arc::new(Mutex::new(controller));
     save(&controller, &store, true)?;
+    let sessions = Sessions::default();
+    let live = Arc::new(LiveControl::new(controller.clone(), sessions.clone()));
 
     let stop = Arc::new(AtomicBool::new(false));
     let relay_stats = Arc::new(RelayStats::default());
@@ -141,8 +149,9 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
         }
     }
     {
-        let (c, stop, store) = (
+        let (c, l, stop, store) = (
             controller.clone(),
+            live.clone(),
             stop.clone(),
             StateStore::new(&cfg.state.dir),
         );
@@ -150,7 +159,7 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
             std::thread::Builder::new()
                 .name("controller".into())
                 .spawn(move || {
-                    periodic(&c, events, &statics, &store, &stop);
+                    periodic(&c, &l, events, &statics, &store, &stop);
                 })?,
         );
     }
@@ -161,6 +170,8 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
     tracing::info!(xdp = ?modes, listeners = cfg.listener_addrs().len(), slow_path = dp.slow_path, "sluice-central ready");
     Ok(Running {
         controller,
+        live,
+        sessions,
         relay_stats,
         pin_dir: dp.pin_dir.clone(),
         stop,
@@ -170,8 +181,11 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
 }
 
 /// Every second: heartbeat static peers, feed ring-buffer events, tick the controller, persist.
+/// Work goes through `live` so template installations queued by failover or a rebalance reach
+/// the peers at once.
 fn periodic(
     c: &SharedController,
+    live: &LiveControl<Maps>,
     mut events: aya::maps::RingBuf<aya::maps::MapData>,
     statics: &[String],
     store: &StateStore,
@@ -181,36 +195,49 @@ fn periodic(
     let mut next_egress = Instant::now() + Duration::from_secs(5);
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        {
-            let mut g = lock(c);
-            while let Some(item) = events.next() {
-                if item.len() == size_of::<ExporterEvent>() {
-                    // SAFETY: the XDP program writes whole `ExporterEvent`s (length checked).
-                    let ev =
-                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExporterEvent>()) };
-                    if let Err(e) = g.on_exporter_event(&ev, now) {
+        let mut pending = Vec::new();
+        while let Some(item) = events.next() {
+            if item.len() == size_of::<ExporterEvent>() {
+                // SAFETY: the XDP program writes whole `ExporterEvent`s (length checked).
+                pending.push(unsafe {
+                    std::ptr::read_unaligned(item.as_ptr().cast::<ExporterEvent>())
+                });
+            }
+        }
+        let tick = now >= next_tick;
+        let egress = now >= next_egress;
+        if tick {
+            next_tick = now + Duration::from_secs(1);
+        }
+        if egress {
+            next_egress = now + Duration::from_secs(5);
+        }
+        if !pending.is_empty() || tick || egress {
+            let result = live.with(|g, now| {
+                for ev in &pending {
+                    if let Err(e) = g.on_exporter_event(ev, now) {
                         tracing::warn!(error = %e, "exporter event not applied");
                     }
                 }
-            }
-            if now >= next_tick {
-                next_tick = now + Duration::from_secs(1);
+                if egress {
+                    if let Err(e) = refresh_egress(g.data_plane_mut()) {
+                        tracing::warn!(error = %e, "egress refresh failed");
+                    }
+                }
+                if !tick {
+                    return Ok(None);
+                }
                 for name in statics {
                     let _ = g.heartbeat(name, static_metrics(), now);
                 }
-                match g.tick(now) {
-                    Ok(r) if !r.offline.is_empty() || r.moved > 0 => {
-                        tracing::info!(offline = ?r.offline, moved = r.moved, rebalanced = r.rebalanced, "controller tick");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "controller tick failed"),
+                g.tick(now).map(Some)
+            });
+            match result {
+                Ok(Some(r)) if !r.offline.is_empty() || r.moved > 0 => {
+                    tracing::info!(offline = ?r.offline, moved = r.moved, rebalanced = r.rebalanced, "controller tick");
                 }
-            }
-            if now >= next_egress {
-                next_egress = now + Duration::from_secs(5);
-                if let Err(e) = refresh_egress(g.data_plane_mut()) {
-                    tracing::warn!(error = %e, "egress refresh failed");
-                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "controller tick failed"),
             }
         }
         if let Err(e) = save(c, store, false) {
@@ -218,6 +245,53 @@ fn periodic(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Serves the TLS control API (peer sessions, `sluicectl`, `/metrics`) until `shutdown`.
+pub async fn serve_api(
+    cfg: &CentralConfig,
+    running: &Running,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let source = match (&cfg.control.cert, &cfg.control.key) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None) => {
+            let ip = cfg.control.listen.ip();
+            let extra_names = if ip.is_unspecified() {
+                Vec::new()
+            } else {
+                vec![ip.to_string()]
+            };
+            CertSource::StateDir {
+                dir: cfg.state.dir.clone(),
+                extra_names,
+            }
+        }
+        _ => bail!("control: set both cert and key, or neither"),
+    };
+    let tls = TlsIdentity::load(&source)?;
+    tracing::info!(fingerprint = %tls.fingerprint, cert = %tls.cert_path.display(), "control API certificate");
+    let auth = Arc::new(Authenticator::open(&cfg.state.dir, RateLimit::default())?);
+    let maps = Mutex::new(Maps::open_pinned(&running.pin_dir)?);
+    let counters: api::XdpCounters = Arc::new(move || {
+        let maps = maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        maps.counters()
+            .map(|v| v.into_iter().map(|(r, n)| (r.label(), n)).collect())
+            .unwrap_or_default()
+    });
+    let ctx = ApiContext::new(tls, auth, running.live.clone(), running.sessions.clone())
+        .with_xdp_counters(counters);
+    let listener = tokio::net::TcpListener::bind(cfg.control.listen)
+        .await
+        .with_context(|| format!("control.listen: bind {}", cfg.control.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "control API ready");
+    api::serve(listener, Arc::new(ctx), shutdown).await;
+    Ok(())
 }
 
 /// Static peers have no agent: Central vouches for them.

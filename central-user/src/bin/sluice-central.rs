@@ -163,9 +163,23 @@ fn real_main() -> Result<()> {
                 .build()?;
             rt.block_on(async move {
                 let running = run::start(&cfg)?;
-                shutdown_signal().await;
-                tracing::info!("shutting down");
-                running.stop()
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let served = {
+                    let api = run::serve_api(&cfg, &running, async {
+                        let _ = rx.await;
+                    });
+                    tokio::pin!(api);
+                    tokio::select! {
+                        r = &mut api => r,
+                        () = shutdown_signal() => {
+                            tracing::info!("shutting down");
+                            let _ = tx.send(());
+                            api.await
+                        }
+                    }
+                };
+                let stopped = running.stop();
+                served.and(stopped)
             })
         }
         Command::Detach {
