@@ -57,9 +57,10 @@ pub struct PeerConfig {
     pub pipeline: PipelineConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
-    /// Where records go; empty means stdout.
+    /// Where records go: absent means stdout; `outputs = []` means none (records are decoded
+    /// and counted only, e.g. for benchmarks).
     #[serde(default)]
-    pub outputs: Vec<OutputConfig>,
+    pub outputs: Option<Vec<OutputConfig>>,
 }
 
 impl Default for PeerConfig {
@@ -70,7 +71,7 @@ impl Default for PeerConfig {
             ingest: IngestConfig::default(),
             pipeline: PipelineConfig::default(),
             metrics: MetricsConfig::default(),
-            outputs: Vec::new(),
+            outputs: None,
         }
     }
 }
@@ -183,7 +184,7 @@ pub struct MetricsConfig {
 pub struct Overrides {
     pub name: Option<String>,
     pub listen: Vec<SocketAddr>,
-    pub outputs: Vec<OutputConfig>,
+    pub outputs: Option<Vec<OutputConfig>>,
     pub metrics: Option<SocketAddr>,
     pub shards: Option<usize>,
     pub sockets_per_port: Option<usize>,
@@ -217,7 +218,7 @@ impl PeerConfig {
         if !o.listen.is_empty() {
             self.ingest.listen = o.listen;
         }
-        if !o.outputs.is_empty() {
+        if o.outputs.is_some() {
             self.outputs = o.outputs;
         }
         if o.metrics.is_some() {
@@ -235,13 +236,11 @@ impl PeerConfig {
         self.pipeline.apply_sampling |= o.apply_sampling;
     }
 
-    /// The outputs to run: the configured ones, or stdout when none are.
+    /// The outputs to run: the configured ones, or stdout when the key is absent.
     pub fn effective_outputs(&self) -> Vec<OutputConfig> {
-        if self.outputs.is_empty() {
-            vec![OutputConfig::default()]
-        } else {
-            self.outputs.clone()
-        }
+        self.outputs
+            .clone()
+            .unwrap_or_else(|| vec![OutputConfig::default()])
     }
 
     /// Checks every value; the error names the first bad key.
@@ -254,7 +253,7 @@ impl PeerConfig {
         }
         self.ingest.validate()?;
         self.pipeline.validate()?;
-        for (i, output) in self.outputs.iter().enumerate() {
+        for (i, output) in self.outputs.iter().flatten().enumerate() {
             output.validate(&format!("outputs[{i}]"))?;
         }
         Ok(())
@@ -403,6 +402,12 @@ mod tests {
         assert_eq!(cfg.ingest.rcvbuf_bytes, 32 << 20);
         assert_eq!(cfg.ingest.listen_addresses().len(), 8);
         assert_eq!(cfg.effective_outputs(), vec![OutputConfig::default()]);
+        assert!(
+            parse("outputs = []")
+                .unwrap()
+                .effective_outputs()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -424,7 +429,7 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.name, "peer-a");
         assert_eq!(cfg.ingest.ports, [2055, 4739, 6343]);
-        assert_eq!(cfg.outputs.len(), 1);
+        assert_eq!(cfg.effective_outputs().len(), 1);
     }
 
     #[test]
@@ -463,7 +468,7 @@ mod tests {
             parse("[ingest]\nlisten = [\"127.0.0.1:1\"]\n[[outputs]]\ntype = \"stdout\"").unwrap();
         cfg.apply(Overrides {
             listen: vec!["[::1]:4739".parse().unwrap()],
-            outputs: vec!["file:/tmp/f.jsonl".parse().unwrap()],
+            outputs: Some(vec!["file:/tmp/f.jsonl".parse().unwrap()]),
             shards: Some(3),
             ..Overrides::default()
         });
@@ -473,6 +478,6 @@ mod tests {
             vec!["[::1]:4739".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(cfg.pipeline.shards, 3);
-        assert!(matches!(cfg.outputs[0], OutputConfig::File(_)));
+        assert!(matches!(cfg.effective_outputs()[0], OutputConfig::File(_)));
     }
 }

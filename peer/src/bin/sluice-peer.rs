@@ -48,9 +48,9 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
     /// stdout | file:PATH | syslog+udp://HOST:PORT | syslog+tcp://HOST:PORT; repeatable;
-    /// replaces `[[outputs]]`.
+    /// replaces `[[outputs]]`. `none`: decode and count only (benchmarks).
     #[arg(long, value_name = "OUTPUT")]
-    output: Vec<OutputConfig>,
+    output: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
@@ -72,15 +72,32 @@ struct RunArgs {
 }
 
 impl RunArgs {
+    /// `--output` values: none given keeps the file's outputs; `none` alone means no outputs.
+    fn outputs(&self) -> anyhow::Result<Option<Vec<OutputConfig>>> {
+        match self.output.as_slice() {
+            [] => Ok(None),
+            [only] if only == "none" => Ok(Some(Vec::new())),
+            specs => specs
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e: String| anyhow::anyhow!("--output {s}: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()
+                .map(Some),
+        }
+    }
+
     fn config(self) -> anyhow::Result<PeerConfig> {
         let mut config = match &self.config {
             Some(path) => PeerConfig::load(path)?,
             None => PeerConfig::default(),
         };
+        let outputs = self.outputs()?;
         config.apply(Overrides {
             name: self.name,
             listen: self.listen,
-            outputs: self.output,
+            outputs,
             metrics: self.metrics,
             shards: self.shards,
             sockets_per_port: self.sockets_per_port,
