@@ -219,10 +219,8 @@ fn periodic(
                         tracing::warn!(error = %e, "exporter event not applied");
                     }
                 }
-                if egress {
-                    if let Err(e) = refresh_egress(g.data_plane_mut()) {
-                        tracing::warn!(error = %e, "egress refresh failed");
-                    }
+                if egress && let Err(e) = refresh_egress(g.data_plane_mut()) {
+                    tracing::warn!(error = %e, "egress refresh failed");
                 }
                 if !tick {
                     return Ok(None);
