@@ -85,6 +85,7 @@ pub struct OutputStats {
     errors: AtomicU64,
     dropped_at_shutdown: AtomicU64,
     up: AtomicBool,
+    latency: Histogram,
     overflow_log: LogLimiter,
     error_log: LogLimiter,
 }
@@ -100,6 +101,7 @@ impl OutputStats {
             errors: AtomicU64::new(0),
             dropped_at_shutdown: AtomicU64::new(0),
             up: AtomicBool::new(true),
+            latency: Histogram::default(),
             overflow_log: LogLimiter::default(),
             error_log: LogLimiter::default(),
         }
@@ -162,6 +164,11 @@ impl OutputStats {
                 "output failing; retrying from its buffer"
             );
         }
+    }
+
+    /// `records` were written `latency_ns` after their datagram was received.
+    pub fn observe_latency(&self, latency_ns: u64, records: usize) {
+        self.latency.observe(latency_ns, records as u64);
     }
 
     /// A write succeeded (logs once after failures).
@@ -610,6 +617,15 @@ impl Metrics {
         for o in &outputs {
             p.sample(name, &[("output", &o.name)], u8::from(o.up.load(Relaxed)));
         }
+        let name = "sluice_peer_output_latency_seconds";
+        p.family(
+            name,
+            "histogram",
+            "Datagram received to record written, per record.",
+        );
+        for o in &outputs {
+            o.latency.render(p, name, &o.name);
+        }
     }
 
     /// Recomputes [`PeerMetrics`] every second until shutdown.
@@ -642,6 +658,52 @@ fn add_protocol(t: &mut crate::decode::PerProtocol, p: Protocol, n: u64) {
         Protocol::Sflow5 => &mut t.sflow_5,
     };
     *c += n;
+}
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A Prometheus histogram of nanosecond observations, lock-free.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Per bucket (not cumulative), the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS_S.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, ns: u64, weight: u64) {
+        let seconds = ns as f64 / 1e9;
+        let i = LATENCY_BUCKETS_S
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(LATENCY_BUCKETS_S.len());
+        self.buckets[i].fetch_add(weight, Relaxed);
+        self.sum_ns.fetch_add(ns.saturating_mul(weight), Relaxed);
+        self.count.fetch_add(weight, Relaxed);
+    }
+
+    fn render(&self, p: &mut Prom, name: &str, output: &str) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            cumulative += n.load(Relaxed);
+            let le = LATENCY_BUCKETS_S
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), f64::to_string);
+            p.sample(&bucket, &[("output", output), ("le", &le)], cumulative);
+        }
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        p.sample(&format!("{name}_sum"), &[("output", output)], sum);
+        p.sample(
+            &format!("{name}_count"),
+            &[("output", output)],
+            self.count.load(Relaxed),
+        );
+    }
 }
 
 /// A Prometheus text writer.
@@ -943,6 +1005,29 @@ mod tests {
         assert!(text.contains("sluice_peer_output_overflow_records_total{output=\"0-file\"} 5\n"));
         assert!(text.contains("sluice_peer_output_buffered_records{output=\"0-file\"} 8\n"));
         assert!(text.contains("sluice_peer_shards 2\n"));
+        assert!(text.contains(
+            "sluice_peer_output_latency_seconds_bucket{output=\"0-file\",le=\"+Inf\"} 0\n"
+        ));
         assert_eq!(m.total_drops(), 8);
+    }
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(300_000, 2); // 0.3 ms
+        h.observe(20_000_000, 1); // 20 ms
+        h.observe(60_000_000_000, 1); // a minute
+        let mut p = Prom::default();
+        h.render(&mut p, "l", "o");
+        assert!(
+            p.out.contains("l_bucket{output=\"o\",le=\"0.0005\"} 2\n"),
+            "{}",
+            p.out
+        );
+        assert!(p.out.contains("l_bucket{output=\"o\",le=\"0.01\"} 2\n"));
+        assert!(p.out.contains("l_bucket{output=\"o\",le=\"0.025\"} 3\n"));
+        assert!(p.out.contains("l_bucket{output=\"o\",le=\"5\"} 3\n"));
+        assert!(p.out.contains("l_bucket{output=\"o\",le=\"+Inf\"} 4\n"));
+        assert!(p.out.contains("l_count{output=\"o\"} 4\n"));
     }
 }

@@ -270,6 +270,10 @@ fn every_protocol_from_many_exporters_reaches_the_file() {
         expected as f64,
     );
 
+    assert_eq!(
+        peer.metric("sluice_peer_output_latency_seconds_count{output=\"0-file\"}"),
+        expected as f64
+    );
     let (status, log) = peer.stop();
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("stopped"), "{log}");

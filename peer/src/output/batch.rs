@@ -10,6 +10,9 @@ pub struct EncodedBatch {
     text: Vec<u8>,
     /// End of each line, after its newline.
     ends: Vec<usize>,
+    /// When the oldest datagram behind these records was received (ns since the epoch; 0 if
+    /// unknown), for the latency histogram.
+    received_ns: u64,
 }
 
 impl EncodedBatch {
@@ -22,6 +25,7 @@ impl EncodedBatch {
         EncodedBatch {
             text: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(lines),
+            received_ns: 0,
         }
     }
 
@@ -35,6 +39,15 @@ impl EncodedBatch {
     /// Appends an already-encoded line.
     pub fn push_line(&mut self, line: &[u8]) {
         self.push_with(|buf| buf.extend_from_slice(line));
+    }
+
+    /// When the oldest datagram behind these records was received (0: unknown).
+    pub fn received_ns(&self) -> u64 {
+        self.received_ns
+    }
+
+    pub fn set_received_ns(&mut self, ns: u64) {
+        self.received_ns = ns;
     }
 
     pub fn len(&self) -> usize {

@@ -176,6 +176,10 @@ impl Worker {
         loop {
             match self.sink.write(batch, done) {
                 Ok(()) => {
+                    if batch.received_ns() > 0 {
+                        let latency = crate::pipeline::now_ns().saturating_sub(batch.received_ns());
+                        self.stats.observe_latency(latency, batch.len());
+                    }
                     self.stats.written(batch.len() - done);
                     self.stats.succeeded();
                     return;

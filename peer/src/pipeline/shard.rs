@@ -113,6 +113,8 @@ impl Shard {
             return;
         }
         let mut encoded = EncodedBatch::with_capacity(records.len(), records.len() * JSON_BYTES);
+        let oldest = batch.iter().map(|d| d.received_ns).min().unwrap_or(0);
+        encoded.set_received_ns(oldest);
         for record in records.drain(..) {
             encoded.push_with(|buf| record.write_json(buf));
         }
