@@ -94,9 +94,7 @@ impl Lab {
     /// `sluice-central run` inside Central's namespace (net namespace only: bpffs stays the
     /// host's, so pins survive restarts), with the lab's listener and peers.
     pub fn central_command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.central.name))
-            .arg(crate::bin("sluice-central"));
+        let mut cmd = self.central_binary();
         cmd.args([
             "run",
             "--iface",
@@ -112,6 +110,14 @@ impl Lab {
             .arg("--pin-dir")
             .arg(self.pins.path());
         cmd.args(extra);
+        cmd
+    }
+
+    /// The bare `sluice-central` binary in Central's namespace (no arguments yet).
+    pub fn central_binary(&self) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.central.name))
+            .arg(crate::bin("sluice-central"));
         cmd
     }
 

@@ -308,3 +308,90 @@ fn restarting_central_mid_stream_loses_nothing() {
         "the restarted Central adopted the pinned link"
     );
 }
+
+#[test]
+fn config_file_pins_and_source_groups_steer_exporters() {
+    if !privileged("netns_config_file") {
+        return;
+    }
+    let lab = Lab::new("cf", 2, 3);
+    let (a, b) = (lab.peers[0].1, lab.peers[1].1);
+    let (e0, e1, e2) = (
+        lab.exporter_addrs[0],
+        lab.exporter_addrs[1],
+        lab.exporter_addrs[2],
+    );
+    // Peer a alone in pool "default", peer b alone in pool "edge"; e1 falls in the "edge"
+    // source group; e0 is pinned to b although its pool would say a; e2 follows its pool.
+    let config = format!(
+        r#"
+[data_plane]
+interfaces = ["ce0"]
+pin_dir = "{pins}"
+[[listeners]]
+address = "{LISTENER}"
+ports = [{PORT}]
+pool = "default"
+[[peers]]
+name = "a"
+address = "{a}:{PORT}"
+[[peers]]
+name = "b"
+address = "{b}:{PORT}"
+pool = "edge"
+[[source_groups]]
+cidr = "{e1}/32"
+pool = "edge"
+[[pins]]
+exporter = "{e0}"
+peer = "b"
+[state]
+dir = "{state}"
+"#,
+        pins = lab.pins.path().display(),
+        state = lab.state_dir.display(),
+    );
+    let path = std::env::temp_dir().join(format!("sluice-central-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = lab.central_binary();
+    cmd.args(["run", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let central = sluice_tests::lab::CentralProcess::spawn(cmd);
+    let peers: Vec<UdpSocket> = (0..2).map(|i| lab.peer_socket(i)).collect();
+    let exporters: Vec<UdpSocket> = (0..3).map(|i| lab.exporter_socket(i)).collect();
+    for round in 0..5 {
+        for (i, s) in exporters.iter().enumerate() {
+            s.send_to(&payload(i, round, 200), TARGET).unwrap();
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let got: Vec<Vec<(SocketAddr, Vec<u8>)>> = peers
+        .iter()
+        .map(|p| drain(p, Duration::from_millis(500)))
+        .collect();
+    let count = |peer: usize, e: std::net::Ipv4Addr| {
+        got[peer]
+            .iter()
+            .filter(|(f, _)| f.ip() == IpAddr::V4(e))
+            .count()
+    };
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        (count(0, e0), count(1, e0)),
+        (0, 5),
+        "pinned exporter goes to b\n{}",
+        central.log_text()
+    );
+    assert_eq!(
+        (count(0, e1), count(1, e1)),
+        (0, 5),
+        "source group sends e1 to pool edge (b)"
+    );
+    assert_eq!(
+        (count(0, e2), count(1, e2)),
+        (5, 0),
+        "e2 follows the listener's pool (a)"
+    );
+}
