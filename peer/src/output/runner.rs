@@ -20,6 +20,8 @@ use crate::pipeline::Shutdown;
 /// First retry delay after a failed write; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Batches an output queues at most (the channel preallocates its slots).
+const MAX_QUEUED_BATCHES: usize = 1 << 16;
 /// Idle outputs get a `tick` this often (time-based rotation).
 const TICK: Duration = Duration::from_millis(500);
 
@@ -59,9 +61,9 @@ impl Fanout {
             if !route.stats.reserve(n) {
                 continue;
             }
-            // The channel holds `capacity` batches and every batch reserved at least one
-            // record, so it is never full here; it is disconnected only if the output thread
-            // died, and then the records are counted as overflow.
+            // The record reservation is the real bound. The channel holds `capacity` batches
+            // (up to MAX_QUEUED_BATCHES), so it fills first only with very many tiny batches;
+            // it is disconnected only if the output thread died. Either way: overflow.
             if let Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) =
                 route.tx.try_send(batch.clone())
             {
@@ -98,7 +100,7 @@ impl OutputSet {
             let sink = config.build().map_err(err)?;
             let capacity = config.buffer_records();
             let stats = metrics.register_output(name.clone(), capacity);
-            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            let (tx, rx) = crossbeam_channel::bounded(capacity.min(MAX_QUEUED_BATCHES));
             let worker = Worker {
                 sink,
                 rx,
