@@ -2,6 +2,7 @@
 //! the entry point for `cargo xtask bench decode` and for tests.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub struct ReplayReport {
     pub cpu: Duration,
     /// The decoders' counters summed over shards.
     pub decode: DecodeStats,
+    /// Everything counted during the run (`render()` gives the Prometheus text, including the
+    /// received-to-written latency histogram of each output).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Feeds `corpus` (exporter address, datagram) `repeat` times through shards and `outputs`
@@ -66,6 +70,7 @@ pub fn replay(
         wall: started.elapsed(),
         cpu: process_cpu().saturating_sub(cpu_before),
         decode: metrics.decode_totals(),
+        metrics,
     })
 }
 
