@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sluice_common::client::Pin;
 
 use crate::output::OutputConfig;
 
@@ -76,7 +77,7 @@ impl Default for PeerConfig {
     }
 }
 
-/// `[central]`: how to reach Central. Parsed and validated here; the client lives elsewhere.
+/// `[central]`: how to reach Central and what to register as (see [`crate::central`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CentralConfig {
@@ -84,9 +85,32 @@ pub struct CentralConfig {
     pub url: String,
     /// File holding the access token printed by `sluice-central token generate`.
     pub token_file: PathBuf,
-    /// Central's certificate (PEM) to pin; without it the first certificate seen is pinned.
+    /// Central's certificate (PEM) to pin, or the CA that signed it. One of `ca_cert` and
+    /// `fingerprint` is required.
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
+    /// `sha256:<hex>` fingerprint of Central's certificate to pin (as `sluice-central` prints
+    /// it and `sluicectl status` shows it), instead of `ca_cert`.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Address Central forwards flow datagrams to. Default: the first listen address that is
+    /// not unspecified, else the address this host reaches Central from.
+    #[serde(default)]
+    pub data_address: Option<IpAddr>,
+    /// Relative capacity announced on first registration (Central keeps the operator's
+    /// weight afterwards).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Pool to join on first registration; default: Central's default pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// Largest weight Central accepts.
+const MAX_WEIGHT: usize = 1_000_000;
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// `[ingest]`: UDP sockets.
@@ -287,12 +311,41 @@ impl CentralConfig {
                 "must not be empty",
             ));
         }
-        if self
-            .ca_cert
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
+        match (&self.ca_cert, &self.fingerprint) {
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "central.ca_cert",
+                    "missing: pin Central's certificate with `ca_cert` (PEM file) or `fingerprint` (sha256:...)",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "central.fingerprint",
+                    "set either `ca_cert` or `fingerprint`, not both",
+                ));
+            }
+            (Some(path), None) if path.as_os_str().is_empty() => {
+                return Err(ConfigError::invalid("central.ca_cert", "must not be empty"));
+            }
+            (None, Some(fp)) => {
+                Pin::fingerprint(fp)
+                    .map_err(|e| ConfigError::invalid("central.fingerprint", e.to_string()))?;
+            }
+            _ => {}
+        }
+        if let Some(addr) = self.data_address
+            && (addr.is_unspecified() || addr.is_multicast())
         {
-            return Err(ConfigError::invalid("central.ca_cert", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "central.data_address",
+                format!(
+                    "{addr} cannot receive forwarded datagrams: give a unicast address of this host"
+                ),
+            ));
+        }
+        positive("central.weight", self.weight as usize, MAX_WEIGHT)?;
+        if self.pool.as_ref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(ConfigError::invalid("central.pool", "must not be empty"));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: `peer.toml` and command-line overrides, validated at start.
+//! - [`central`]: peer mode: registration, heartbeats and template hand-over with Central.
 //! - [`ingest`]: `SO_REUSEPORT` UDP sockets, batched `recvmmsg`, kernel drop counters.
 //! - [`pipeline`]: routing datagrams to decoder shards by exporter, shard threads, shutdown,
 //!   and [`pipeline::replay`] (the pipeline on an in-memory corpus, for benchmarks).
@@ -11,6 +12,7 @@
 //! - [`metrics`]: counters, Prometheus `/metrics`, the heartbeat's [`metrics::PeerMetrics`].
 //! - [`flowgen`]: flow generator encoders for tests, the lab and benchmarks.
 
+pub mod central;
 pub mod config;
 pub mod decode;
 pub mod flowgen;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use sluice_peer::central;
 use sluice_peer::config::{Overrides, PeerConfig};
 use sluice_peer::metrics::Metrics;
 use sluice_peer::output::OutputConfig;
@@ -145,14 +146,15 @@ fn serve(config: PeerConfig) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    if config.central.is_some() {
-        tracing::warn!(
-            "[central] is configured but this build has no Central client yet; running standalone"
-        );
-    }
+    // Token and pin are checked before anything starts: a bad one is one error at start.
+    let central = config
+        .central
+        .as_ref()
+        .map(central::Credentials::load)
+        .transpose()?;
     let shutdown = Shutdown::new();
     signals::spawn_waiter(signals, shutdown.clone()).context("starting the signal thread")?;
-    let running = Running::start(&config, Metrics::new(), shutdown)?;
+    let running = Running::start(&config, Metrics::new(), shutdown.clone())?;
     let listen: Vec<String> = running
         .listen_addrs()
         .iter()
@@ -171,7 +173,13 @@ fn serve(config: PeerConfig) -> anyhow::Result<()> {
         shards = config.pipeline.shards,
         "ready"
     );
+    let peer_mode = central
+        .map(|c| central::PeerMode::start(c, &config, &running, &shutdown))
+        .transpose()?;
     running.wait();
+    if let Some(peer_mode) = peer_mode {
+        peer_mode.stop();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -267,6 +267,8 @@ struct Exporter {
     next_seq: HashMap<(Protocol, u32), u32>,
     held: VecDeque<Held>,
     held_bytes: usize,
+    /// Templates or sampling changed since [`ShardDecoder::take_changed_templates`] looked.
+    templates_changed: bool,
 }
 
 impl Exporter {
@@ -406,6 +408,21 @@ impl ShardDecoder {
         }));
         snaps.sort_by_key(snapshot_order);
         snaps
+    }
+
+    /// Exporters whose templates or sampling rates changed (learned, re-defined with other
+    /// fields, withdrawn) since the last call, each with its [`Self::export_templates`] state.
+    /// Template refreshes that change nothing are not reported; imported templates neither.
+    pub fn take_changed_templates(&mut self) -> Vec<(IpAddr, Vec<TemplateSnapshot>)> {
+        let changed: Vec<IpAddr> = self
+            .exporters
+            .iter_mut()
+            .filter_map(|(addr, st)| std::mem::take(&mut st.templates_changed).then_some(*addr))
+            .collect();
+        changed
+            .into_iter()
+            .map(|addr| (addr, self.export_templates(addr)))
+            .collect()
     }
 
     /// Install templates exported by another decoder for `exporter`. Held data waiting for one

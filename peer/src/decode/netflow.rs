@@ -255,6 +255,14 @@ impl Walk {
             }
             let template = Template::compile(key, fields, scope_fields, options)?;
             ctx.stats.templates_received += 1;
+            // A refresh with the same definition is not a change.
+            if state
+                .templates
+                .get(&key)
+                .is_none_or(|old| old.snapshot(key) != template.snapshot(key))
+            {
+                state.templates_changed = true;
+            }
             state.templates.insert(key, template);
             if !self.new_templates.contains(&key) {
                 self.new_templates.push(key);
@@ -274,7 +282,9 @@ fn withdraw(ctx: &mut Ctx<'_>, state: &mut Exporter, key: TemplateKey, options: 
     } else {
         state.templates.remove(&key);
     }
-    ctx.stats.templates_withdrawn += (before - state.templates.len()) as u64;
+    let withdrawn = before - state.templates.len();
+    ctx.stats.templates_withdrawn += withdrawn as u64;
+    state.templates_changed |= withdrawn > 0;
 }
 
 /// Decode one data set; `Ok(None)` when its template is unknown.
@@ -294,8 +304,10 @@ fn data_set(
     if template.is_options() {
         let (n, rate) = template.decode_options(body).map_err(|s| s.offset)?;
         ctx.stats.options_records += n as u64;
-        if let Some(rate) = rate {
-            state.sampling.insert((key.protocol, key.domain), rate);
+        if let Some(rate) = rate
+            && state.sampling.insert((key.protocol, key.domain), rate) != Some(rate)
+        {
+            state.templates_changed = true;
         }
         return Ok(Some(n));
     }

@@ -3,7 +3,7 @@
 //! per-shard channel, so decoders stay single-owner and lock-free.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -24,6 +24,10 @@ pub enum ShardRequest {
         exporter: IpAddr,
         templates: Vec<TemplateSnapshot>,
         reply: Sender<Result<(), DecodeError>>,
+    },
+    /// [`crate::decode::ShardDecoder::take_changed_templates`].
+    Changed {
+        reply: Sender<Vec<(IpAddr, Vec<TemplateSnapshot>)>>,
     },
 }
 
@@ -78,6 +82,32 @@ impl TemplateControl {
         Ok(answer
             .recv_timeout(REPLY_TIMEOUT)
             .map_err(|_| ControlError::Timeout(REPLY_TIMEOUT))??)
+    }
+
+    /// The template state of every exporter whose templates or sampling changed since the
+    /// last call, from all shards. A shard whose request queue is full keeps its changes for
+    /// the next call.
+    pub fn changed(&self) -> Result<Vec<(IpAddr, Vec<TemplateSnapshot>)>, ControlError> {
+        let (reply, answers) = crossbeam_channel::bounded(self.shards.len());
+        let mut asked = 0;
+        for shard in &self.shards {
+            match shard.try_send(ShardRequest::Changed {
+                reply: reply.clone(),
+            }) {
+                Ok(()) => asked += 1,
+                Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => return Err(ControlError::Stopped),
+            }
+        }
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut changed = Vec::new();
+        for _ in 0..asked {
+            let answer = answers
+                .recv_deadline(deadline)
+                .map_err(|_| ControlError::Timeout(REPLY_TIMEOUT))?;
+            changed.extend(answer);
+        }
+        Ok(changed)
     }
 
     fn ask(&self, exporter: IpAddr, request: ShardRequest) -> Result<(), ControlError> {

@@ -77,6 +77,9 @@ impl Shard {
             } => {
                 let _ = reply.send(self.decoder.import_templates(exporter, &templates));
             }
+            ShardRequest::Changed { reply } => {
+                let _ = reply.send(self.decoder.take_changed_templates());
+            }
         }
     }
 
