@@ -9,6 +9,9 @@ struct Entry {
     end: usize,
 }
 
+/// Buffer a cleared batch keeps: a full `recvmmsg` batch of typical datagrams.
+pub const KEPT_BYTES: usize = 128 << 10;
+
 /// Datagrams in one buffer. Batches are recycled (cleared, capacity kept) between the shards and
 /// the receive threads, so the steady state allocates nothing.
 #[derive(Debug, Default)]
@@ -43,9 +46,13 @@ impl DatagramBatch {
         self.entries.is_empty()
     }
 
+    /// Empties the batch for reuse, keeping at most [`KEPT_BYTES`] of buffer: a batch that grew
+    /// while its shard was behind does not pin that memory in the recycling pool.
     pub fn clear(&mut self) {
         self.data.clear();
+        self.data.shrink_to(KEPT_BYTES);
         self.entries.clear();
+        self.entries.shrink_to(KEPT_BYTES / 512);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Datagram<'_>> {
@@ -97,6 +104,11 @@ mod tests {
         assert_eq!(batch.per_exporter(), vec![(a, 2), (b, 1)]);
         batch.clear();
         assert!(batch.is_empty());
+        for _ in 0..1000 {
+            batch.push(a, 4, &[0; 1400]);
+        }
+        batch.clear();
+        assert!(batch.data.capacity() <= KEPT_BYTES);
         assert_eq!(batch.iter().count(), 0);
     }
 }
