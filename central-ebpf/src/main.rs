@@ -9,6 +9,7 @@
 #![no_main]
 
 mod parse;
+mod rt;
 
 use aya_ebpf::{
     bindings::{
@@ -291,13 +292,3 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
         u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
     ]
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -166,15 +166,18 @@ impl Loaded {
 
     /// The XDP program (for `BPF_PROG_TEST_RUN`).
     pub fn program(&mut self) -> Result<&mut Xdp, LoadError> {
-        self.ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| LoadError::Aya {
-                what: format!("program {PROGRAM}"),
-                source: "not in object".into(),
-            })?
-            .try_into()
-            .map_err(aya_err("program type"))
+        xdp_program(&mut self.ebpf)
     }
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or_else(|| LoadError::Aya {
+            what: format!("program {PROGRAM}"),
+            source: "not in object".into(),
+        })?
+        .try_into()
+        .map_err(aya_err("program type"))
 }
 
 /// [`Loaded`] without the program object.
@@ -211,14 +214,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .load(XDP_OBJECT)
         .map_err(aya_err("load XDP object"))?;
     {
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| LoadError::Aya {
-                what: format!("program {PROGRAM}"),
-                source: "not in object".into(),
-            })?
-            .try_into()
-            .map_err(aya_err("program type"))?;
+        let prog = xdp_program(&mut ebpf)?;
         prog.load()
             .map_err(aya_err("verifier rejected the XDP program"))?;
     }

@@ -34,28 +34,28 @@ fn ipv4_header(src: [u8; 4], dst: [u8; 4], ttl: u8, extra: &[u8]) -> Vec<u8> {
     h
 }
 
-fn udp_v4_checksum(src: [u8; 4], dst: [u8; 4], udp: &[u8]) -> u16 {
-    let len = (udp.len() as u16).to_be_bytes();
-    let pseudo = [&src[..], &dst[..], &[0, 17], &len[..]].concat();
+/// UDP checksum of `udp` (its checksum field ignored) under a pseudo-header.
+fn udp_checksum(pseudo: &[u8], udp: &[u8]) -> u16 {
     let mut u = udp.to_vec();
     u[6] = 0;
     u[7] = 0;
-    match full_checksum(&[&pseudo, &u]) {
+    match full_checksum(&[pseudo, &u]) {
         0 => 0xffff,
         c => c,
     }
 }
 
+fn udp_v4_checksum(src: [u8; 4], dst: [u8; 4], udp: &[u8]) -> u16 {
+    let len = (udp.len() as u16).to_be_bytes();
+    udp_checksum(&[&src[..], &dst[..], &[0, 17], &len[..]].concat(), udp)
+}
+
 fn udp_v6_checksum(src: [u8; 16], dst: [u8; 16], udp: &[u8]) -> u16 {
     let len = (udp.len() as u32).to_be_bytes();
-    let pseudo = [&src[..], &dst[..], &len[..], &[0, 0, 0, 17]].concat();
-    let mut u = udp.to_vec();
-    u[6] = 0;
-    u[7] = 0;
-    match full_checksum(&[&pseudo, &u]) {
-        0 => 0xffff,
-        c => c,
-    }
+    udp_checksum(
+        &[&src[..], &dst[..], &len[..], &[0, 0, 0, 17]].concat(),
+        udp,
+    )
 }
 
 fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {

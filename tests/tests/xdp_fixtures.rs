@@ -219,6 +219,19 @@ fn fixture_table() {
     );
 }
 
+/// Runs `f` and asserts it was redirected, rewritten for pool-0 peer `peer` (0 = a, 1 = b).
+fn expect_redirect_to(lab: &mut XdpLab, f: &Frame, peer: u32) -> Vec<(Reason, u64)> {
+    let (addr, mac) = if peer == 0 {
+        (PEER_A, MAC_A)
+    } else {
+        (PEER_B, MAC_B)
+    };
+    let (action, out, counters) = lab.run(&f.build());
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(out, forwarded(f, addr.into(), mac, lab.egress_mac, false));
+    counters
+}
+
 #[test]
 fn unknown_exporter_follows_the_pool_table_and_is_reported_once() {
     if !privileged("unknown_exporter") {
@@ -228,15 +241,8 @@ fn unknown_exporter_follows_the_pool_table_and_is_reported_once() {
     let src = Ipv4Addr::new(198, 18, 1, 77);
     let table = pool0();
     let chosen = table[table_slot(&to_key_bytes(src.into()), POOL_TABLE_SIZE) as usize];
-    let (addr, mac) = if chosen == 0 {
-        (PEER_A, MAC_A)
-    } else {
-        (PEER_B, MAC_B)
-    };
     let f = v4(src, 2055);
-    let (action, out, counters) = lab.run(&f.build());
-    assert_eq!(action, XDP_REDIRECT);
-    assert_eq!(out, forwarded(&f, addr.into(), mac, lab.egress_mac, false));
+    let counters = expect_redirect_to(&mut lab, &f, chosen);
     assert_eq!(
         counters,
         vec![
@@ -281,15 +287,8 @@ fn pinned_exporter_of_a_down_peer_falls_back_to_the_table() {
         )
         .unwrap();
     let chosen = pool0()[table_slot(&to_key_bytes(src.into()), POOL_TABLE_SIZE) as usize];
-    let (addr, mac) = if chosen == 0 {
-        (PEER_A, MAC_A)
-    } else {
-        (PEER_B, MAC_B)
-    };
     let f = v4(src, 2055);
-    let (action, out, counters) = lab.run(&f.build());
-    assert_eq!(action, XDP_REDIRECT);
-    assert_eq!(out, forwarded(&f, addr.into(), mac, lab.egress_mac, false));
+    let counters = expect_redirect_to(&mut lab, &f, chosen);
     assert_eq!(
         counters,
         vec![
@@ -316,14 +315,7 @@ fn pinned_exporter_of_a_down_peer_falls_back_to_the_table() {
             },
         )
         .unwrap();
-    let (addr, mac) = if other == 0 {
-        (PEER_A, MAC_A)
-    } else {
-        (PEER_B, MAC_B)
-    };
-    let (action, out, _) = lab.run(&f.build());
-    assert_eq!(action, XDP_REDIRECT);
-    assert_eq!(out, forwarded(&f, addr.into(), mac, lab.egress_mac, false));
+    expect_redirect_to(&mut lab, &f, other);
     assert_ne!(chosen, NO_PEER);
 }
 
