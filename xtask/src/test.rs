@@ -284,7 +284,7 @@ pub fn run_steps(what: &str, steps: Vec<Step>) -> Result<()> {
                 .filter(|(_, o)| matches!(o, Outcome::Skipped(_)))
                 .count();
             let passed = results.len() - skipped;
-            println!("xtask {what}: ok in {total:.1}s ({passed} steps passed, {skipped} skipped)");
+            println!("xtask {what}: ok in {total:.1}s (steps: {passed} passed, {skipped} skipped)");
         }
     }
     if counted {
