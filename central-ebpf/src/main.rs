@@ -147,10 +147,10 @@ fn choose_peer(
     let (pool_id, kind) = match unsafe { EXPORTERS.get(exporter) } {
         Some(v) => {
             let pinned = *v;
-            if let Some(peer) = PEERS.get(pinned.peer_id) {
-                if peer.state != peer_state::DOWN {
-                    return Ok((pinned.peer_id, peer));
-                }
+            if let Some(peer) = PEERS.get(pinned.peer_id)
+                && peer.state != peer_state::DOWN
+            {
+                return Ok((pinned.peer_id, peer));
             }
             count(Reason::PeerDownFallback);
             (pinned.pool_id, event_kind::PEER_DOWN)
@@ -189,10 +189,11 @@ fn table_peer(exporter: &AddrKey, pool_id: u32) -> Result<(u32, &'static PeerEnt
 /// Tells the controller about an exporter it should pin, at most once per interval each.
 #[inline(always)]
 fn report(exporter: &AddrKey, kind: u32, pool_id: u32, peer_id: u32, now: u64) {
-    if let Some(last) = unsafe { EVENT_SEEN.get(exporter) } {
-        if now.wrapping_sub(*last) < EVENT_INTERVAL_NS {
-            return;
-        }
+    if let Some(last) = unsafe { EVENT_SEEN.get(exporter) }
+        && now.wrapping_sub(*last) < EVENT_INTERVAL_NS
+    {
+        return;
+    }
     }
     let _ = EVENT_SEEN.insert(exporter, now, 0);
     let event = ExporterEvent {
@@ -202,7 +203,7 @@ fn report(exporter: &AddrKey, kind: u32, pool_id: u32, peer_id: u32, now: u64) {
         peer_id,
         _pad: 0,
     };
-    match EVENTS.output(&event, 0) {
+    match EVENTS.output(event, 0) {
         Ok(()) => count(Reason::EventSent),
         Err(_) => count(Reason::EventSuppressed),
     }
