@@ -14,6 +14,7 @@
 //! Everything is ordered (peers by id, exporters by address): the same input in any order gives
 //! the same plan.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -451,6 +452,7 @@ fn count_moves(items: &[Item], dest: &[Option<usize>]) -> usize {
 /// off the most overloaded peer: the smallest exporter that alone clears its excess, else the
 /// largest that fits somewhere, to the peer with the most headroom. Every move lands within the
 /// destination's capacity, so the total excess strictly falls and the loop cannot cycle.
+/// O(moves × peers + exporters × log exporters).
 fn greedy(
     pool: &Pool,
     items: &[Item],
@@ -474,7 +476,14 @@ fn greedy(
     if mode == Mode::Evacuate {
         return (dest, load);
     }
-    let mut moved = vec![false; items.len()];
+    // Movable exporters per peer, ordered by rate (rates are finite and ≥ 0, so their bit
+    // patterns sort like the numbers). Each moves at most once.
+    let mut movable: Vec<BTreeSet<(u64, usize)>> = vec![BTreeSet::new(); load.len()];
+    for (i, it) in items.iter().enumerate() {
+        if let (Kind::Optional, Some(p)) = (it.kind, dest[i]) {
+            movable[p].insert((it.rate.to_bits(), i));
+        }
+    }
     let mut stuck = vec![false; load.len()];
     loop {
         let excess = |p: usize| load[p] - pool.cap[p];
@@ -485,33 +494,28 @@ fn greedy(
             break;
         };
         let need = excess(src);
-        let target = |rate: f64| {
-            (0..load.len())
-                .filter(|&p| p != src && pool.fits(&load, p, rate))
-                .max_by(|&a, &b| {
-                    let room = |p: usize| pool.cap[p] - load[p];
-                    room(a).total_cmp(&room(b)).then(b.cmp(&a))
-                })
+        // The open peer with the most room takes whatever fits anywhere.
+        let room = |p: usize| pool.cap[p] - load[p];
+        let Some(to) = (0..load.len())
+            .filter(|&p| p != src && pool.open(p))
+            .max_by(|&a, &b| room(a).total_cmp(&room(b)).then(b.cmp(&a)))
+        else {
+            break;
         };
-        let candidates: Vec<(usize, usize)> = (0..items.len())
-            .filter(|&i| items[i].kind == Kind::Optional && !moved[i] && dest[i] == Some(src))
-            .filter_map(|i| target(items[i].rate).map(|p| (i, p)))
-            .collect();
-        let clears = candidates
-            .iter()
-            .filter(|(i, _)| items[*i].rate >= need - pool.eps)
-            .min_by(|(a, _), (b, _)| items[*a].rate.total_cmp(&items[*b].rate).then(a.cmp(b)));
-        let largest = || {
-            candidates
-                .iter()
-                .max_by(|(a, _), (b, _)| items[*a].rate.total_cmp(&items[*b].rate).then(b.cmp(a)))
-        };
-        match clears.or_else(largest) {
-            Some(&(i, p)) => {
+        let fits = (room(to) + pool.eps).max(0.0).to_bits();
+        let clears = (need - pool.eps).max(0.0).to_bits();
+        let clearing = (clears <= fits)
+            .then(|| movable[src].range((clears, 0)..=(fits, usize::MAX)).next())
+            .flatten();
+        let pick = clearing
+            .or_else(|| movable[src].range(..=(fits, usize::MAX)).next_back())
+            .copied();
+        match pick {
+            Some(key @ (_, i)) => {
+                movable[src].remove(&key);
                 load[src] -= items[i].rate;
-                load[p] += items[i].rate;
-                dest[i] = Some(p);
-                moved[i] = true;
+                load[to] += items[i].rate;
+                dest[i] = Some(to);
             }
             None => stuck[src] = true,
         }
