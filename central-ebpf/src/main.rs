@@ -194,7 +194,6 @@ fn report(exporter: &AddrKey, kind: u32, pool_id: u32, peer_id: u32, now: u64) {
     {
         return;
     }
-    }
     let _ = EVENT_SEEN.insert(exporter, now, 0);
     let event = ExporterEvent {
         addr: exporter.addr,
