@@ -1,5 +1,6 @@
 //! The API's views of the model: Connected Peers, pools, exporters, plans and status.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +68,10 @@ fn count<I: Iterator>(it: I) -> u64 {
 impl<D: DataPlane> Controller<D> {
     /// The Connected Peers table; `now` and `wall` are the same moment on both clocks.
     pub fn peer_views(&self, now: Instant, wall: SystemTime) -> Vec<PeerView> {
+        let mut exporters: BTreeMap<u32, u64> = BTreeMap::new();
+        for e in self.exporters.values() {
+            *exporters.entry(e.state.peer).or_default() += 1;
+        }
         self.peers
             .values()
             .map(|p| PeerView {
@@ -80,11 +85,7 @@ impl<D: DataPlane> Controller<D> {
                 weight: p.state.weight,
                 status: status_of(p),
                 last_seen_unix_ms: p.last_seen.and_then(|t| unix_ms(now, wall, t)),
-                exporters: count(
-                    self.exporters
-                        .values()
-                        .filter(|e| e.state.peer == p.state.id),
-                ),
+                exporters: exporters.get(&p.state.id).copied().unwrap_or(0),
                 metrics: p.metrics,
             })
             .collect()
