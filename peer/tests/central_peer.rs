@@ -1,0 +1,410 @@
+//! Peer mode end to end: the real `sluice-peer` binary against an in-process Central (TLS
+//! control API, real controller, in-memory data plane) on loopback.
+
+mod central_support;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use central_support::{
+    Exporter, PeerProcess, Server, peer_config, peer_view, run_to_exit, runtime, wait_until,
+};
+use sluice_central::auth::TokenKind;
+use sluice_central::cli::client::AdminClient;
+use sluice_common::client::token_hash;
+use sluice_common::protocol::{AdminReply, AdminRequest, PeerStatus};
+use sluice_common::{ExporterEvent, event_kind};
+use sluice_peer::central::decode_snapshots;
+use sluice_peer::decode::{DecoderConfig, ShardDecoder, TemplateSnapshot};
+use sluice_peer::flowgen::{EncoderConfig, Protocol};
+
+#[test]
+fn registers_and_heartbeats_the_connected_peers_metrics() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start_live());
+    let dir = tempfile::tempdir().unwrap();
+    let config = peer_config(
+        dir.path(),
+        "peer-a",
+        &server,
+        &server.peer_token,
+        "data_address = \"198.18.2.2\"\nweight = 3",
+        "outputs = []",
+    );
+    let mut peer = PeerProcess::start(&config);
+    // The token's hash (never the token) is logged, as Central shows it.
+    let line = peer.wait_log("peer mode: registering with Central");
+    assert!(
+        line.contains(&format!(
+            "access_token_hash={}",
+            token_hash(&server.peer_token)
+        )),
+        "{line}"
+    );
+    assert!(!peer.log().contains(&server.peer_token));
+    peer.wait_log("registered with Central");
+
+    let view = || peer_view(&server, "peer-a");
+    wait_until(
+        "peer-a ONLINE",
+        || format!("{:?}\n{}", view(), peer.log()),
+        || view().is_some_and(|p| p.status == PeerStatus::Online && p.metrics.is_some()),
+    );
+    let p = view().unwrap();
+    assert_eq!(p.data_addr, "198.18.2.2".parse::<IpAddr>().unwrap());
+    assert_eq!(p.ports, vec![peer.listen.port()]);
+    assert_eq!(p.weight, 3);
+    assert_eq!(p.pool.as_deref(), Some("default"));
+
+    // Traffic for a few seconds: the heartbeats carry the input and processing rates.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (stop, to) = (stop.clone(), peer.listen);
+        std::thread::spawn(move || {
+            let mut exporter = Exporter::new(
+                "127.0.0.20".parse().unwrap(),
+                Protocol::NetflowV9,
+                EncoderConfig::default(),
+            );
+            while !stop.load(Ordering::Relaxed) {
+                let (datagram, _) = exporter.datagram(10);
+                exporter.send(&datagram, to);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    wait_until(
+        "a heartbeat with input and flow rates",
+        || format!("{:?}", view().and_then(|p| p.metrics)),
+        || {
+            view()
+                .and_then(|p| p.metrics)
+                .is_some_and(|m| m.input_pps > 0.0 && m.flows_per_s > 0.0)
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    let m = view().unwrap().metrics.unwrap();
+    assert!(m.process_mem_bytes > 0, "{m:?}");
+    assert!((0.0..=100.0).contains(&m.mem_used_pct), "{m:?}");
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now_s - 120..=now_s).contains(&m.start_time_unix_s),
+        "{m:?}"
+    );
+
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{status}\n{log}");
+    rt.block_on(server.stop());
+}
+
+fn mapped(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Peer A learns an exporter's v9 templates and sampling options and reports them; Central
+/// moves the exporter to peer B, which installs them before the flip, so the exporter's next
+/// datagram (data only) decodes on B at once.
+#[test]
+fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start_live());
+    let controller = server.live.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("b.jsonl");
+    let config_a = peer_config(
+        dir.path(),
+        "peer-a",
+        &server,
+        &server.peer_token,
+        "",
+        "outputs = []",
+    );
+    let config_b = peer_config(
+        dir.path(),
+        "peer-b",
+        &server,
+        &server.peer_token,
+        "",
+        &format!(
+            "[[outputs]]\ntype = \"file\"\npath = \"{}\"",
+            flows.display()
+        ),
+    );
+    let mut a = PeerProcess::start(&config_a);
+    let mut b = PeerProcess::start(&config_b);
+    a.wait_log("registered with Central");
+    b.wait_log("registered with Central");
+
+    // Templates (and sampling options) only in the first datagram.
+    let mut exporter = Exporter::new(
+        "127.0.0.30".parse().unwrap(),
+        Protocol::NetflowV9,
+        EncoderConfig {
+            template_every: 0,
+            observation_domain_id: 7,
+            sampling_rate: 100,
+            ..EncoderConfig::default()
+        },
+    );
+    let addr = exporter.addr();
+    let (first, _) = exporter.datagram(5);
+    let (second, records) = exporter.datagram(8);
+    // The second datagram alone cannot be decoded: it has no template.
+    let mut fresh = ShardDecoder::new(DecoderConfig::default());
+    let outcome = fresh.decode(addr, 1, &second, &mut Vec::new()).unwrap();
+    assert_eq!(outcome.records, 0);
+    assert!(outcome.held_sets > 0, "{outcome:?}");
+
+    // A learns the templates and reports them to Central.
+    exporter.send(&first, a.listen);
+    let reported = || controller.lock().unwrap().templates_for(addr);
+    wait_until(
+        "templates reported by peer-a",
+        || a.log(),
+        || !reported().is_empty(),
+    );
+    let reported = reported();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].observation_domain, 7);
+    let snaps = decode_snapshots(&reported[0].bytes).unwrap();
+    assert!(
+        snaps.iter().any(|s| matches!(
+            s,
+            TemplateSnapshot::Template {
+                protocol: Protocol::NetflowV9,
+                observation_domain_id: 7,
+                options: false,
+                ..
+            }
+        )),
+        "{snaps:?}"
+    );
+    assert!(
+        snaps.iter().any(|s| matches!(
+            s,
+            TemplateSnapshot::Sampling {
+                observation_domain_id: 7,
+                sampling_rate: 100,
+                ..
+            }
+        )),
+        "{snaps:?}"
+    );
+
+    // The data plane placed the exporter on A; the operator moves it to B.
+    let id_a = peer_view(&server, "peer-a").unwrap().id;
+    controller
+        .lock()
+        .unwrap()
+        .on_exporter_event(
+            &ExporterEvent {
+                addr: mapped(addr),
+                kind: event_kind::NEW_EXPORTER,
+                pool_id: 0,
+                peer_id: id_a,
+                _pad: 0,
+            },
+            std::time::Instant::now(),
+        )
+        .unwrap();
+    let admin =
+        AdminClient::new(&server.url, &server.pin(), Some(server.admin_token.clone())).unwrap();
+    rt.block_on(admin.call(&AdminRequest::ExportersMove {
+        addr,
+        peer: "peer-b".into(),
+    }))
+    .unwrap();
+    let on_b = || {
+        let AdminReply::Exporters(list) = rt
+            .block_on(admin.call(&AdminRequest::ExportersList))
+            .unwrap()
+        else {
+            panic!("not an exporter list");
+        };
+        list.iter()
+            .any(|x| x.address == addr && x.peer.as_deref() == Some("peer-b"))
+    };
+    wait_until("the exporter on peer-b", || b.log(), on_b);
+    let line = b.wait_log("templates installed from Central");
+    assert!(
+        line.contains("templates=") && line.contains("failed=0"),
+        "{line}"
+    );
+
+    // The first datagram B ever sees from the exporter has no template, and decodes.
+    exporter.send(&second, b.listen);
+    wait_until(
+        "peer-b decodes the data-only datagram",
+        || b.log(),
+        || b.metric("sluice_peer_flows_total") >= records.len() as f64,
+    );
+    assert_eq!(b.metric("sluice_peer_flows_total"), records.len() as f64);
+    wait_until(
+        "decoder counters published",
+        || b.log(),
+        || b.metric("sluice_peer_decoded_datagrams_total{protocol=\"NETFLOW_V9\"}") >= 1.0,
+    );
+    assert_eq!(b.metric("sluice_peer_held_data_sets"), 0.0);
+    assert_eq!(b.metric("sluice_peer_template_misses_total"), 0.0);
+    wait_until(
+        "records in B's file",
+        || b.log(),
+        || std::fs::read_to_string(&flows).is_ok_and(|t| t.lines().count() == records.len()),
+    );
+    let text = std::fs::read_to_string(&flows).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["sampling_rate"], 100, "{line}");
+        assert_eq!(v["sampler_address"], addr.to_string(), "{line}");
+    }
+
+    for peer in [a, b] {
+        let (status, log) = peer.stop();
+        assert!(status.success(), "{status}\n{log}");
+    }
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn a_wrong_token_is_retried_and_counted_by_central() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start_live());
+    let dir = tempfile::tempdir().unwrap();
+    let config = peer_config(
+        dir.path(),
+        "peer-x",
+        &server,
+        "not-the-token",
+        "",
+        "outputs = []",
+    );
+    let mut peer = PeerProcess::start(&config);
+    let line = peer.wait_log("peer channel down");
+    assert!(line.contains("Central refused the session"), "{line}");
+    assert!(line.contains("Unauthorized"), "{line}");
+    wait_until(
+        "a second attempt",
+        || peer.log(),
+        || server.auth.failures(TokenKind::Peer) >= 2,
+    );
+    assert!(peer.is_running());
+    assert!(peer_view(&server, "peer-x").is_none());
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{status}\n{log}");
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn an_unreachable_central_is_retried_while_the_peer_collects() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start_live());
+    let dir = tempfile::tempdir().unwrap();
+    let config = peer_config(
+        dir.path(),
+        "peer-u",
+        &server,
+        &server.peer_token,
+        "",
+        "outputs = []",
+    );
+    // Nothing listens on the URL's port.
+    let closed: SocketAddr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&server.url, &format!("https://{closed}"));
+    std::fs::write(&config, text).unwrap();
+    let mut peer = PeerProcess::start(&config);
+    let line = peer.wait_log("peer channel down");
+    assert!(line.contains("cannot reach Central"), "{line}");
+    let mut exporter = Exporter::new(
+        "127.0.0.40".parse().unwrap(),
+        Protocol::NetflowV5,
+        EncoderConfig::default(),
+    );
+    let (datagram, records) = exporter.datagram(3);
+    exporter.send(&datagram, peer.listen);
+    wait_until(
+        "standalone decoding goes on",
+        || peer.log(),
+        || peer.metric("sluice_peer_flows_total") >= records.len() as f64,
+    );
+    assert!(peer.is_running());
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{status}\n{log}");
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn an_unreadable_token_or_certificate_fails_at_start() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start_live());
+    let dir = tempfile::tempdir().unwrap();
+    let config = peer_config(
+        dir.path(),
+        "peer-t",
+        &server,
+        &server.peer_token,
+        "",
+        "outputs = []",
+    );
+    let original = std::fs::read_to_string(&config).unwrap();
+
+    let missing = dir.path().join("missing.token");
+    let token_line = original
+        .lines()
+        .find(|l| l.starts_with("token_file"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        original.replace(
+            &token_line,
+            &format!("token_file = \"{}\"", missing.display()),
+        ),
+    )
+    .unwrap();
+    let (status, stderr) = run_to_exit(&config);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`central.token_file`"), "{stderr}");
+    assert!(stderr.contains("missing.token"), "{stderr}");
+
+    let bad_pem = dir.path().join("central.pem");
+    std::fs::write(&bad_pem, "not a certificate\n").unwrap();
+    let fingerprint_line = original
+        .lines()
+        .find(|l| l.starts_with("fingerprint"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        original.replace(
+            &fingerprint_line,
+            &format!("ca_cert = \"{}\"", bad_pem.display()),
+        ),
+    )
+    .unwrap();
+    let (status, stderr) = run_to_exit(&config);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("central.pem"), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("sluice-peer:"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    rt.block_on(server.stop());
+}
