@@ -331,3 +331,26 @@ fn exporters_stranded_on_dead_peers_go_to_the_first_peer_back() {
     let b = lab.peer_id("b");
     assert_eq!(lab.by_peer().keys().copied().collect::<Vec<_>>(), vec![b]);
 }
+
+#[test]
+fn failover_fills_survivors_by_weight() {
+    let mut lab = lab(&["a", "b", "c"]);
+    lab.c
+        .assign_peer("default", "b", Some(3), lab.at())
+        .unwrap();
+    // Everything starts on c: a and b are drained while the exporters appear.
+    lab.c.drain("a", lab.at()).unwrap();
+    lab.c.drain("b", lab.at()).unwrap();
+    let rates: Vec<_> = (0..40).map(|i| (exporter(i), 10)).collect();
+    lab.run(1, &rates);
+    lab.c.undrain("a", lab.at()).unwrap();
+    lab.c.undrain("b", lab.at()).unwrap();
+    lab.run(1, &rates);
+    let c = lab.peer_id("c");
+    assert_eq!(lab.by_peer()[&c].len(), 40);
+    lab.kill("c");
+    lab.run(3, &rates);
+    let (a, b) = (lab.peer_id("a"), lab.peer_id("b"));
+    let on = lab.by_peer();
+    assert_eq!((on[&a].len(), on[&b].len()), (10, 30));
+}
