@@ -14,6 +14,9 @@ use std::{
 
 use crate::{PinDir, netns::NetNs, run};
 
+pub mod agents;
+pub mod traffic;
+
 /// Listener port used by the lab.
 pub const PORT: u16 = 2055;
 
@@ -94,6 +97,16 @@ impl Lab {
     /// `sluice-central run` inside Central's namespace (net namespace only: bpffs stays the
     /// host's, so pins survive restarts), with the lab's listener and peers.
     pub fn central_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.central_command_without_peers(extra);
+        for (i, (_, addr)) in self.peers.iter().enumerate() {
+            cmd.args(["--peer", &format!("{}={addr}:{PORT}", peer_name(i))]);
+        }
+        cmd
+    }
+
+    /// [`Lab::central_command`] without static peers: peers register over the control API
+    /// (see [`Lab::start_peer_agent`]).
+    pub fn central_command_without_peers(&self, extra: &[&str]) -> Command {
         let mut cmd = self.central_binary();
         cmd.args([
             "run",
@@ -102,9 +115,6 @@ impl Lab {
             "--listen",
             &format!("{LISTENER}:{PORT}"),
         ]);
-        for (i, (_, addr)) in self.peers.iter().enumerate() {
-            cmd.args(["--peer", &format!("{}={addr}:{PORT}", peer_name(i))]);
-        }
         cmd.arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--pin-dir")
@@ -123,7 +133,15 @@ impl Lab {
 
     /// Starts Central and waits for its ready line.
     pub fn start_central(&self, extra: &[&str]) -> CentralProcess {
-        let mut cmd = self.central_command(extra);
+        Self::spawn_central(self.central_command(extra))
+    }
+
+    /// Starts Central without static peers and waits for its ready line.
+    pub fn start_central_without_peers(&self, extra: &[&str]) -> CentralProcess {
+        Self::spawn_central(self.central_command_without_peers(extra))
+    }
+
+    fn spawn_central(mut cmd: Command) -> CentralProcess {
         cmd.stderr(Stdio::piped()).stdout(Stdio::null());
         CentralProcess::spawn(cmd)
     }
@@ -160,44 +178,52 @@ pub fn peer_name(i: usize) -> String {
     char::from(b'a' + i as u8).to_string()
 }
 
-/// A running `sluice-central`, killed (by its pid) on drop.
-pub struct CentralProcess {
+/// A running lab daemon (`sluice-central`, `sluice-peer`), killed (by its pid) on drop.
+pub struct LabProcess {
     /// The child.
     pub child: Child,
     /// Lines of stderr read so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-impl CentralProcess {
-    /// Spawns and waits up to 30 s for the ready line (panics with the log otherwise).
-    pub fn spawn(mut cmd: Command) -> Self {
+/// The `sluice-central` a lab runs.
+pub type CentralProcess = LabProcess;
+
+impl LabProcess {
+    /// Spawns `sluice-central` and waits up to 30 s for the ready line (panics with the log
+    /// otherwise).
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_logged(cmd, "sluice-central", Some("sluice-central ready"))
+    }
+
+    /// Spawns `name` with stderr piped into the log; with `ready`, waits up to 30 s for a line
+    /// containing it (panics with the log otherwise).
+    pub fn spawn_logged(mut cmd: Command, name: &str, ready: Option<&str>) -> Self {
         use std::io::BufRead as _;
-        let mut child = cmd.spawn().expect("spawn sluice-central");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let l = log.clone();
+        let (marker, prefix) = (ready.map(str::to_owned), name.to_owned());
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
-                if line.contains("sluice-central ready") {
+                if marker.as_ref().is_some_and(|m| line.contains(m.as_str())) {
                     let _ = tx.send(());
                 }
                 if std::env::var_os("SLUICE_TEST_VERBOSE").is_some() {
-                    eprintln!("central: {line}");
+                    eprintln!("{prefix}: {line}");
                 }
                 l.lock().map(|mut v| v.push(line)).ok();
             }
         });
         let mut p = Self { child, log };
-        if rx.recv_timeout(std::time::Duration::from_secs(30)).is_err() {
+        if ready.is_some() && rx.recv_timeout(std::time::Duration::from_secs(30)).is_err() {
             let status = p.child.try_wait().ok().flatten();
-            panic!(
-                "sluice-central not ready (exit {status:?}):\n{}",
-                p.log_text()
-            );
+            panic!("{name} not ready (exit {status:?}):\n{}", p.log_text());
         }
         p
     }
@@ -221,7 +247,7 @@ impl CentralProcess {
     }
 }
 
-impl Drop for CentralProcess {
+impl Drop for LabProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
