@@ -3,6 +3,11 @@
 //! template, withdrawal (one template and all), message length checks, truncations, lost
 //! records.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "fixture helpers parse constant, valid addresses"
+)]
+
 use std::net::IpAddr;
 
 use sluice_peer::decode::{DecodeError, DecodeOutcome, DecoderConfig, ShardDecoder};

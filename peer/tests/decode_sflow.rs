@@ -2,6 +2,11 @@
 //! extended switch), a counter sample and an expanded flow sample (IPv6 + UDP header);
 //! truncations, bad lengths, sequence loss.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "fixture helpers parse constant, valid addresses"
+)]
+
 use std::net::IpAddr;
 
 use sluice_peer::decode::{DecodeError, DecodeOutcome, DecoderConfig, ShardDecoder};

@@ -1,6 +1,11 @@
 //! NetFlow v5 golden bytes: good datagram (full record asserted), truncations, bad lengths,
 //! sequence loss, sampling.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "fixture helpers parse constant, valid addresses"
+)]
+
 use std::net::IpAddr;
 
 use sluice_peer::decode::{DecodeError, DecoderConfig, ShardDecoder};

@@ -2,6 +2,11 @@
 //! then released), options data with the sampling rate, truncations and bad lengths,
 //! re-definition, sequence loss, and template export/import.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "fixture helpers parse constant, valid addresses"
+)]
+
 use std::net::IpAddr;
 
 use sluice_peer::decode::{

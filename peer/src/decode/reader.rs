@@ -3,13 +3,21 @@
 
 /// Big-endian unsigned integer of 1..=8 bytes (RFC 7011 §6.2 reduced-size encoding).
 /// Longer slices keep their last 8 bytes.
-#[inline]
+#[inline(always)]
 pub(crate) fn be_uint(b: &[u8]) -> u64 {
-    let mut v = 0u64;
-    for &x in b.iter().rev().take(8).rev() {
-        v = (v << 8) | u64::from(x);
+    match *b {
+        [x] => u64::from(x),
+        [x, y] => u64::from(u16::from_be_bytes([x, y])),
+        [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => {
+            let mut v = 0u64;
+            for &x in b.iter().rev().take(8).rev() {
+                v = (v << 8) | u64::from(x);
+            }
+            v
+        }
     }
-    v
 }
 
 #[inline]
@@ -93,6 +101,8 @@ mod tests {
         assert_eq!(u16_at(&b, usize::MAX), None);
         assert_eq!(be_uint(&[1, 0]), 256);
         assert_eq!(be_uint(&[]), 0);
+        assert_eq!(be_uint(&[1, 2, 3]), 0x010203);
+        assert_eq!(be_uint(&[9, 1, 2, 3, 4, 5, 6, 7, 8]), 0x0102030405060708);
         let mut r = Reader::new(&b);
         assert_eq!(r.take(1), Some(&b[..1]));
         assert_eq!(r.take(3), None);

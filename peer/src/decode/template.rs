@@ -161,6 +161,8 @@ fn target_of(f: &FieldSpec) -> Target {
 
 #[derive(Debug, Clone, Copy)]
 struct Op {
+    /// Offset in the record (meaningful for fixed-length templates only).
+    offset: u16,
     len: u16,
     target: Target,
 }
@@ -223,6 +225,7 @@ fn ntp_to_ns(v: u64) -> u64 {
     secs.saturating_mul(1_000_000_000).saturating_add(frac)
 }
 
+#[inline(always)]
 fn ip_of(v: &[u8]) -> Option<IpAddr> {
     if let Ok(a) = <[u8; 4]>::try_from(v) {
         Some(IpAddr::V4(Ipv4Addr::from(a)))
@@ -237,7 +240,7 @@ fn mac_of(v: &[u8]) -> crate::record::Mac {
     crate::record::Mac(<[u8; 6]>::try_from(v).unwrap_or_default())
 }
 
-#[inline]
+#[inline(always)]
 fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
     // Narrowing casts below keep the low bits of reduced-size or oversized values, the way
     // every collector does.
@@ -306,6 +309,7 @@ fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
     }
 }
 
+#[inline(always)]
 fn finish(r: &mut FlowRecord, p: &Pending, tb: &TimeBase) {
     let relative = |stamp: u32| match (tb.sys_uptime_ms, p.sys_init_ms) {
         (_, Some(init_ms)) => Some(
@@ -380,6 +384,7 @@ impl Template {
                 min_len += usize::from(f.length);
             }
             ops.push(Op {
+                offset: 0,
                 len: f.length,
                 target,
             });
@@ -402,6 +407,11 @@ impl Template {
                 }
                 _ => merged.push(op),
             }
+        }
+        let mut offset = 0u16;
+        for op in &mut merged {
+            op.offset = offset;
+            offset = offset.wrapping_add(op.len);
         }
         Ok(Template {
             fields,
@@ -465,25 +475,58 @@ impl Template {
         tb: &TimeBase,
         out: &mut Vec<FlowRecord>,
     ) -> Result<usize, ShortRecord> {
+        if let Some(len) = self.fixed_len {
+            return self.decode_fixed(body, len, base, tb, out);
+        }
         let mut off = 0usize;
         let mut n = 0usize;
-        if let Some(len) = self.fixed_len {
-            out.reserve(body.len() / len);
-        }
         while body.len().saturating_sub(off) >= self.min_len {
-            let mut r = *base;
+            out.push(*base);
+            let Some(r) = out.last_mut() else { break };
             let mut p = Pending::default();
-            match self.run(body, off, &mut r, &mut p) {
+            match self.run(body, off, r, &mut p) {
                 Some(next) => {
-                    finish(&mut r, &p, tb);
-                    out.push(r);
+                    finish(r, &p, tb);
                     n += 1;
                     off = next;
                 }
-                None => break,
+                None => {
+                    out.pop();
+                    break;
+                }
             }
         }
         padding_or_short(body, off).map(|()| n)
+    }
+
+    /// The hot path: fixed-length records at precomputed offsets, decoded in place.
+    #[inline]
+    fn decode_fixed(
+        &self,
+        body: &[u8],
+        len: usize,
+        base: &FlowRecord,
+        tb: &TimeBase,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, ShortRecord> {
+        let chunks = body.chunks_exact(len);
+        let rest = chunks.remainder();
+        out.reserve(body.len() / len);
+        let mut n = 0;
+        for rec in chunks {
+            out.push(*base);
+            let Some(r) = out.last_mut() else { break };
+            let mut p = Pending::default();
+            for op in &self.ops {
+                let start = usize::from(op.offset);
+                if let Some(v) = rec.get(start..start + usize::from(op.len)) {
+                    apply(op.target, v, r, &mut p);
+                }
+            }
+            finish(r, &p, tb);
+            n += 1;
+        }
+        padding_or_short(body, body.len() - rest.len()).map(|()| n)
     }
 
     /// Decode the options data records of a set body; returns how many records were read and
