@@ -21,11 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
 use sluice_common::client::{
     Connector, Endpoint, PeerClient, PeerClientConfig, PeerHandle, PeerHooks, Pin, TlsError,
     token_hash,
 };
 use sluice_common::protocol::{ALPN_PEER, PeerMetrics, Registered, Templates};
+use uuid::Uuid;
 
 use crate::config::{CentralConfig, PeerConfig};
 use crate::decode::TemplateSnapshot;
@@ -140,8 +142,10 @@ impl PeerMode {
         let mut ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
         ports.sort_unstable();
         ports.dedup();
+        let uuid = installation_id(&config.name);
         tracing::info!(
             central = %credentials.endpoint,
+            %uuid,
             access_token_hash = %credentials.token_hash(),
             pin = %match &credentials.pin {
                 Pin::Fingerprint(f) => f.clone(),
@@ -162,6 +166,7 @@ impl PeerMode {
             data_addr,
             ports,
         );
+        client_config.uuid = uuid;
         client_config.weight = central.weight;
         client_config.pool.clone_from(&central.pool);
 
@@ -244,6 +249,31 @@ fn default_data_address(listen: &[SocketAddr], central: &Endpoint) -> Result<IpA
     let addr = socket.local_addr().map_err(|e| no(e.to_string()))?.ip();
     tracing::info!(data_address = %addr, "`central.data_address` not set: using the address this host reaches Central from");
     Ok(addr)
+}
+
+/// This installation's id: the same for the same peer name on the same host, so a restarted
+/// peer takes its registration back at once (Central refuses another installation under the
+/// name of an online peer until it times out).
+fn installation_id(name: &str) -> Uuid {
+    let host = [
+        "/etc/machine-id",
+        "/var/lib/dbus/machine-id",
+        "/proc/sys/kernel/hostname",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .map(|id| id.trim().to_owned())
+    .find(|id| !id.is_empty())
+    .unwrap_or_default();
+    let digest = Sha256::new()
+        .chain_update(b"sluice-peer\0")
+        .chain_update(host)
+        .chain_update(b"\0")
+        .chain_update(name)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// What the client asks of the peer.

@@ -214,6 +214,17 @@ pub struct Overrides {
     pub sockets_per_port: Option<usize>,
     pub rcvbuf_bytes: Option<usize>,
     pub apply_sampling: bool,
+    pub central: CentralOverrides,
+}
+
+/// Peer-mode flags; any of them creates or amends `[central]`.
+#[derive(Debug, Clone, Default)]
+pub struct CentralOverrides {
+    pub url: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub fingerprint: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub data_address: Option<IpAddr>,
 }
 
 impl PeerConfig {
@@ -258,6 +269,41 @@ impl PeerConfig {
             self.ingest.rcvbuf_bytes = n;
         }
         self.pipeline.apply_sampling |= o.apply_sampling;
+        self.apply_central(o.central);
+    }
+
+    fn apply_central(&mut self, o: CentralOverrides) {
+        if o.url.is_none()
+            && o.token_file.is_none()
+            && o.fingerprint.is_none()
+            && o.ca_cert.is_none()
+            && o.data_address.is_none()
+        {
+            return;
+        }
+        let c = self.central.get_or_insert_with(|| CentralConfig {
+            url: String::new(),
+            token_file: PathBuf::new(),
+            ca_cert: None,
+            fingerprint: None,
+            data_address: None,
+            weight: default_weight(),
+            pool: None,
+        });
+        if let Some(url) = o.url {
+            c.url = url;
+        }
+        if let Some(path) = o.token_file {
+            c.token_file = path;
+        }
+        // A pin on the command line replaces the file's pin.
+        if o.fingerprint.is_some() || o.ca_cert.is_some() {
+            c.fingerprint = o.fingerprint;
+            c.ca_cert = o.ca_cert;
+        }
+        if o.data_address.is_some() {
+            c.data_address = o.data_address;
+        }
     }
 
     /// The outputs to run: the configured ones, or stdout when the key is absent.
@@ -286,6 +332,12 @@ impl PeerConfig {
 
 impl CentralConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.url.is_empty() {
+            return Err(ConfigError::invalid(
+                "central.url",
+                "missing: set it in [central] or pass --central",
+            ));
+        }
         let Some(rest) = self.url.strip_prefix("https://") else {
             return Err(ConfigError::invalid(
                 "central.url",
@@ -308,14 +360,15 @@ impl CentralConfig {
         if self.token_file.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "central.token_file",
-                "must not be empty",
+                "missing: set it in [central] or pass --token-file",
             ));
         }
         match (&self.ca_cert, &self.fingerprint) {
             (None, None) => {
                 return Err(ConfigError::invalid(
                     "central.ca_cert",
-                    "missing: pin Central's certificate with `ca_cert` (PEM file) or `fingerprint` (sha256:...)",
+                    "missing: pin Central's certificate with `ca_cert` (PEM file) or `fingerprint` \
+                     (sha256:...), or pass --ca-cert or --fingerprint",
                 ));
             }
             (Some(_), Some(_)) => {

@@ -100,6 +100,51 @@ fn registers_and_heartbeats_the_connected_peers_metrics() {
 
     let (status, log) = peer.stop();
     assert!(status.success(), "{status}\n{log}");
+
+    // Restarted, it is the same installation: it takes its registration back at once (Central
+    // still counts it online and would refuse another installation under its name).
+    let mut again = PeerProcess::start(&config);
+    again.wait_log("registered with Central");
+    let back = view().unwrap();
+    assert_eq!((back.id, back.uuid), (p.id, p.uuid));
+    let (status, log) = again.stop();
+    assert!(status.success(), "{status}\n{log}");
+    rt.block_on(server.stop());
+}
+
+/// The quick start: no file, flags only.
+#[test]
+fn flags_alone_make_a_peer_of_central() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start_live());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &server.peer_token).unwrap();
+    let mut peer = PeerProcess::start_with_args(&[
+        "--name",
+        "peer-f",
+        "--listen",
+        "127.0.0.1:0",
+        "--output",
+        "none",
+        "--central",
+        &server.url,
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--ca-cert",
+        server.cert.to_str().unwrap(),
+    ]);
+    peer.wait_log("registered with Central");
+    let view = || peer_view(&server, "peer-f");
+    wait_until(
+        "peer-f ONLINE",
+        || peer.log(),
+        || view().is_some_and(|p| p.status == PeerStatus::Online),
+    );
+    // The data address defaults to the listen address.
+    assert_eq!(view().unwrap().data_addr, peer.listen.ip());
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{status}\n{log}");
     rt.block_on(server.stop());
 }
 

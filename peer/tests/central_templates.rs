@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use sluice_peer::central::{decode_snapshots, to_templates};
-use sluice_peer::config::PeerConfig;
+use sluice_peer::config::{CentralOverrides, Overrides, PeerConfig};
 use sluice_peer::decode::{DecoderConfig, ShardDecoder, TemplateSnapshot};
 use sluice_peer::flowgen::{Encoder, EncoderConfig, FlowSynth, Protocol};
 
@@ -177,4 +177,56 @@ fn central_keys_are_validated_by_name() {
         let err = check(text).unwrap_err();
         assert!(err.contains(key), "{text:?}: {err}");
     }
+}
+
+#[test]
+fn flags_create_or_amend_the_central_section() {
+    let fp = format!("sha256:{}", "cd".repeat(32));
+    let flags = || CentralOverrides {
+        url: Some("https://198.18.0.1:8443".into()),
+        token_file: Some("/etc/sluice/token".into()),
+        fingerprint: Some(fp.clone()),
+        ..CentralOverrides::default()
+    };
+    let mut cfg = PeerConfig::default();
+    cfg.apply(Overrides {
+        central: flags(),
+        ..Overrides::default()
+    });
+    cfg.validate().unwrap();
+    let central = cfg.central.unwrap();
+    assert_eq!(central.url, "https://198.18.0.1:8443");
+    assert_eq!(central.fingerprint.as_deref(), Some(fp.as_str()));
+
+    // A pin flag replaces the file's pin; other keys stay.
+    let mut cfg = check("ca_cert = \"/c.pem\"\nweight = 2").unwrap();
+    cfg.apply(Overrides {
+        central: CentralOverrides {
+            fingerprint: Some(fp.clone()),
+            ..CentralOverrides::default()
+        },
+        ..Overrides::default()
+    });
+    cfg.validate().unwrap();
+    let central = cfg.central.unwrap();
+    assert_eq!((central.ca_cert, central.weight), (None, 2));
+
+    // --central without a token file names what is missing.
+    let mut cfg = PeerConfig::default();
+    cfg.apply(Overrides {
+        central: CentralOverrides {
+            token_file: None,
+            ..flags()
+        },
+        ..Overrides::default()
+    });
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("`central.token_file`") && err.contains("--token-file"),
+        "{err}"
+    );
+    // No peer-mode flag: standalone stays standalone.
+    let mut cfg = PeerConfig::default();
+    cfg.apply(Overrides::default());
+    assert!(cfg.central.is_none());
 }

@@ -1,13 +1,13 @@
 //! `sluice-peer`: the flow collector (standalone, or a Peer of Central).
 
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use sluice_peer::central;
-use sluice_peer::config::{Overrides, PeerConfig};
+use sluice_peer::config::{CentralOverrides, Overrides, PeerConfig};
 use sluice_peer::metrics::Metrics;
 use sluice_peer::output::OutputConfig;
 use sluice_peer::pipeline::{Running, Shutdown};
@@ -22,7 +22,11 @@ Examples:
       --output file:/var/log/flows.jsonl --metrics 127.0.0.1:9108
 
   # A config file, with flags overriding it
-  sluice-peer run --config /etc/sluice/peer.toml --output syslog+tcp://127.0.0.1:514";
+  sluice-peer run --config /etc/sluice/peer.toml --output syslog+tcp://127.0.0.1:514
+
+  # Peer of Central (token from `sluice-central token generate`, fingerprint from its log)
+  sluice-peer run --listen 198.18.2.2:2055 --central https://198.18.0.1:8443 \\
+      --token-file /etc/sluice/token --fingerprint sha256:<64 hex digits>";
 
 #[derive(Parser)]
 #[command(name = "sluice-peer", version, about = "Sluice flow collector: NetFlow v5/v9, IPFIX and sFlow v5 in, JSON records out", after_help = EXAMPLES)]
@@ -70,6 +74,21 @@ struct RunArgs {
     /// Multiply bytes and packets by the exporter's sampling rate.
     #[arg(long)]
     apply_sampling: bool,
+    /// Peer mode: Central's control API; replaces `central.url`.
+    #[arg(long, value_name = "https://HOST:PORT")]
+    central: Option<String>,
+    /// File holding Central's access token; replaces `central.token_file`.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Pin Central's certificate by fingerprint; replaces the file's pin.
+    #[arg(long, value_name = "sha256:HEX", conflicts_with = "ca_cert")]
+    fingerprint: Option<String>,
+    /// Pin Central's certificate (PEM) or its CA; replaces the file's pin.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Address Central forwards datagrams to; replaces `central.data_address`.
+    #[arg(long, value_name = "ADDR")]
+    data_address: Option<IpAddr>,
 }
 
 impl RunArgs {
@@ -104,6 +123,13 @@ impl RunArgs {
             sockets_per_port: self.sockets_per_port,
             rcvbuf_bytes: self.rcvbuf,
             apply_sampling: self.apply_sampling,
+            central: CentralOverrides {
+                url: self.central,
+                token_file: self.token_file,
+                fingerprint: self.fingerprint,
+                ca_cert: self.ca_cert,
+                data_address: self.data_address,
+            },
         });
         config.validate()?;
         Ok(config)

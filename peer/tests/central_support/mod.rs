@@ -94,7 +94,20 @@ pub struct PeerProcess {
 impl PeerProcess {
     /// `sluice-peer run --config CONFIG --metrics 127.0.0.1:0`, once it logged `ready`.
     pub fn start(config: &Path) -> PeerProcess {
-        let mut child = spawn(config);
+        Self::start_with_args(&["--config", config.to_str().unwrap()])
+    }
+
+    /// `sluice-peer run ARGS --metrics 127.0.0.1:0`, once it logged `ready`.
+    pub fn start_with_args(args: &[&str]) -> PeerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
+            .arg("run")
+            .args(args)
+            .args(["--metrics", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice-peer");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = log.clone();
@@ -196,18 +209,6 @@ impl Drop for PeerProcess {
             let _ = self.child.wait();
         }
     }
-}
-
-fn spawn(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
-        .args(["run", "--config"])
-        .arg(config)
-        .args(["--metrics", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice-peer")
 }
 
 /// Runs `sluice-peer run --config CONFIG` expecting it to fail at start: (status, stderr).
