@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// A NetFlow v5 datagram with one flow record; `sequence` is its flow sequence number.
-pub fn netflow_v5(sequence: u32, uptime: Duration) -> Vec<u8> {
+fn netflow_v5(sequence: u32, uptime: Duration) -> Vec<u8> {
     let ms = uptime.as_millis() as u32;
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -215,8 +215,6 @@ pub struct Seen {
     pub count: u64,
     /// When the first arrived.
     pub first: Instant,
-    /// When the last arrived.
-    pub last: Instant,
 }
 
 /// Per peer, per exporter: what was seen.
@@ -248,15 +246,11 @@ impl Arrivals {
                         let now = Instant::now();
                         let mut g = seen.lock().expect("arrivals");
                         g[i].entry(src)
-                            .and_modify(|s: &mut Seen| {
-                                s.count += 1;
-                                s.last = now;
-                            })
                             .or_insert(Seen {
-                                count: 1,
+                                count: 0,
                                 first: now,
-                                last: now,
-                            });
+                            })
+                            .count += 1;
                     }
                 })
             })
