@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -175,6 +175,8 @@ impl PeerMode {
             metrics: running.metrics().clone(),
             templates: running.templates().clone(),
             resend: resend.clone(),
+            installs: AtomicU64::new(0),
+            install_log: LogLimiter::default(),
             install_errors: LogLimiter::default(),
         });
         let (client, handle) = PeerClient::new(client_config, hooks)?;
@@ -282,6 +284,8 @@ struct Hooks {
     templates: TemplateControl,
     /// Set on every registration: Central may have lost what it was told before.
     resend: Arc<AtomicBool>,
+    installs: AtomicU64,
+    install_log: LogLimiter,
     install_errors: LogLimiter,
 }
 
@@ -320,12 +324,24 @@ impl PeerHooks for Hooks {
                 }
             }
         }
-        tracing::info!(
-            exporters,
-            templates = installed,
-            failed,
-            "templates installed from Central"
-        );
+        // One line per installation would be one per moved exporter in a failover.
+        let installs_total = self.installs.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.install_log.allow() {
+            tracing::info!(
+                exporters,
+                templates = installed,
+                failed,
+                installs_total,
+                "templates installed from Central"
+            );
+        } else {
+            tracing::debug!(
+                exporters,
+                templates = installed,
+                failed,
+                "templates installed from Central"
+            );
+        }
     }
 
     fn registered(&self, _registered: &Registered) {

@@ -392,7 +392,7 @@ fn an_unreachable_central_is_retried_while_the_peer_collects() {
 }
 
 #[test]
-fn an_unreadable_token_or_certificate_fails_at_start() {
+fn an_unreadable_token_or_certificate_fails_at_start_and_check_shows_the_token_hash() {
     let rt = runtime();
     let server = rt.block_on(Server::start_live());
     let dir = tempfile::tempdir().unwrap();
@@ -405,6 +405,16 @@ fn an_unreadable_token_or_certificate_fails_at_start() {
         "outputs = []",
     );
     let original = std::fs::read_to_string(&config).unwrap();
+    // `check` verifies the token file and the pin, and shows the token's hash.
+    let (status, stdout, stderr) = run_to_exit("check", &config);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "access token hash {}",
+            token_hash(&server.peer_token)
+        )),
+        "{stdout}"
+    );
 
     let missing = dir.path().join("missing.token");
     let token_line = original
@@ -420,7 +430,7 @@ fn an_unreadable_token_or_certificate_fails_at_start() {
         ),
     )
     .unwrap();
-    let (status, stderr) = run_to_exit(&config);
+    let (status, _, stderr) = run_to_exit("run", &config);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("`central.token_file`"), "{stderr}");
     assert!(stderr.contains("missing.token"), "{stderr}");
@@ -440,7 +450,7 @@ fn an_unreadable_token_or_certificate_fails_at_start() {
         ),
     )
     .unwrap();
-    let (status, stderr) = run_to_exit(&config);
+    let (status, _, stderr) = run_to_exit("run", &config);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("central.pem"), "{stderr}");
     assert_eq!(

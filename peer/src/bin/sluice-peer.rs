@@ -154,6 +154,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 config.effective_outputs().len(),
                 config.pipeline.shards
             );
+            if let Some(c) = &config.central {
+                let credentials = central::Credentials::load(c)?;
+                println!(
+                    "peer of {}: access token hash {}",
+                    c.url,
+                    credentials.token_hash()
+                );
+            }
             Ok(())
         }
         Command::Run(args) => serve(args.config()?),

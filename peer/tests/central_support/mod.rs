@@ -211,18 +211,17 @@ impl Drop for PeerProcess {
     }
 }
 
-/// Runs `sluice-peer run --config CONFIG` expecting it to fail at start: (status, stderr).
-pub fn run_to_exit(config: &Path) -> (ExitStatus, String) {
+/// Runs `sluice-peer COMMAND --config CONFIG` to its exit: (status, stdout, stderr).
+pub fn run_to_exit(command: &str, config: &Path) -> (ExitStatus, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
-        .args(["run", "--config"])
+        .args([command, "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .output()
         .expect("run sluice-peer");
     (
         out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
