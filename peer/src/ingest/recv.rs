@@ -51,6 +51,11 @@ impl RecvBatch {
         }
     }
 
+    /// Datagrams one call can return.
+    pub fn capacity(&self) -> usize {
+        self.headers.len()
+    }
+
     /// Takes the queued datagrams, up to the batch size; with `wait`, first waits (up to the
     /// socket's receive timeout) for one. Returns how many arrived; nothing is `WouldBlock`.
     pub fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
