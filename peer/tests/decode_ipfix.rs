@@ -309,3 +309,46 @@ fn sequence_gaps_count_lost_records() {
     decode(&mut dec, &message(7, &[&DATA_SET])).0.unwrap();
     assert_eq!(dec.stats().lost_total, 3);
 }
+
+#[test]
+fn sys_uptime_times_use_the_system_init_time_from_options_data() {
+    #[rustfmt::skip]
+    let options_template = [
+        0x00, 0x03, 0x00, 0x12, // options template set, length 18
+        0x01, 0x91, 0x00, 0x02, // template 401, 2 fields
+        0x00, 0x01,             // 1 scope field
+        0x00, 0x95, 0x00, 0x04, // scope: observationDomainId
+        0x00, 0xa0, 0x00, 0x08, // systemInitTimeMilliseconds, 8
+    ];
+    #[rustfmt::skip]
+    let options_data = [
+        0x01, 0x91, 0x00, 0x10, // set 401, length 16
+        0x00, 0x00, 0x00, 0x05, // domain 5
+        0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x64, 0x18, // booted at 1699999999000 ms
+    ];
+    #[rustfmt::skip]
+    let template = [
+        0x00, 0x02, 0x00, 0x10, // template set, length 16
+        0x01, 0x02, 0x00, 0x02, // template 258, 2 fields
+        0x00, 0x16, 0x00, 0x04, // flowStartSysUpTime
+        0x00, 0x15, 0x00, 0x04, // flowEndSysUpTime
+    ];
+    #[rustfmt::skip]
+    let data = [
+        0x01, 0x02, 0x00, 0x0c, // set 258, length 12
+        0x00, 0x00, 0x01, 0xf4, // start 500 ms after init
+        0x00, 0x00, 0x03, 0xe8, // end 1000 ms after init
+    ];
+    let mut dec = ShardDecoder::new(DecoderConfig::default());
+    let m = message(0, &[&options_template, &options_data, &template, &data]);
+    let (r, out) = decode(&mut dec, &m);
+    assert_eq!(r.unwrap().records, 1);
+    assert_eq!(out[0].time_flow_start_ns, 1_699_999_999_500_000_000);
+    assert_eq!(out[0].time_flow_end_ns, 1_700_000_000_000_000_000);
+    // The init time travels with the template snapshots.
+    let snaps = dec.export_templates(exporter());
+    let mut other = ShardDecoder::new(DecoderConfig::default());
+    other.import_templates(exporter(), &snaps).unwrap();
+    let (_, out2) = decode(&mut other, &message(1, &[&data]));
+    assert_eq!(out2[0].time_flow_start_ns, 1_699_999_999_500_000_000);
+}

@@ -350,6 +350,7 @@ fn templates_move_between_decoders() {
         protocol: Protocol::NetflowV9,
         observation_domain_id: 33,
         sampling_rate: 1000,
+        system_init_ms: None,
     }));
     // Snapshots survive JSON (what Central stores and sends).
     let json = serde_json::to_string(&snaps).unwrap();

@@ -229,11 +229,14 @@ pub enum TemplateSnapshot {
         options: bool,
         fields: Vec<FieldSpec>,
     },
-    /// The sampling rate learned from options data.
+    /// What options data said about the domain: the sampling rate (0 = none announced) and
+    /// the IPFIX system init time that flowStart/EndSysUpTime are relative to.
     Sampling {
         protocol: Protocol,
         observation_domain_id: u32,
         sampling_rate: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system_init_ms: Option<u64>,
     },
 }
 
@@ -261,8 +264,8 @@ struct Held {
 #[derive(Debug, Default)]
 struct Exporter {
     templates: HashMap<TemplateKey, Template>,
-    /// Sampling rate per (protocol, observation domain) from options data.
-    sampling: HashMap<(Protocol, u32), u64>,
+    /// What options data said per (protocol, observation domain).
+    domains: HashMap<(Protocol, u32), template::DomainOptions>,
     /// Next expected sequence number per (protocol, stream id).
     next_seq: HashMap<(Protocol, u32), u32>,
     held: VecDeque<Held>,
@@ -399,11 +402,12 @@ impl ShardDecoder {
             .iter()
             .map(|(key, t)| t.snapshot(*key))
             .collect();
-        snaps.extend(st.sampling.iter().map(|(&(protocol, domain), &rate)| {
+        snaps.extend(st.domains.iter().map(|(&(protocol, domain), o)| {
             TemplateSnapshot::Sampling {
                 protocol,
                 observation_domain_id: domain,
-                sampling_rate: rate,
+                sampling_rate: o.sampling_rate,
+                system_init_ms: o.system_init_ms,
             }
         }));
         snaps.sort_by_key(snapshot_order);
@@ -464,13 +468,45 @@ impl ShardDecoder {
                 protocol,
                 observation_domain_id,
                 sampling_rate,
+                system_init_ms,
             } = s
             {
-                st.sampling
-                    .insert((*protocol, *observation_domain_id), *sampling_rate);
+                st.domains.insert(
+                    (*protocol, *observation_domain_id),
+                    template::DomainOptions {
+                        sampling_rate: *sampling_rate,
+                        system_init_ms: *system_init_ms,
+                    },
+                );
             }
         }
         Ok(())
+    }
+
+    /// Decodes the data sets `exporter` holds for templates it has now (call after
+    /// [`Self::import_templates`]: a moved exporter's first datagrams may beat the template
+    /// hand-over). Appends the records to `out` and returns how many.
+    pub fn release_held(&mut self, exporter: IpAddr, out: &mut Vec<FlowRecord>) -> usize {
+        let Some(state) = self.exporters.get_mut(&exporter) else {
+            return 0;
+        };
+        if state.held.is_empty() {
+            return 0;
+        }
+        let keys: Vec<TemplateKey> = state.templates.keys().copied().collect();
+        let before = out.len();
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            exporter,
+            // Unused: every held set keeps its own receive time.
+            time_received_ns: 0,
+        };
+        let released = netflow::release_held(&mut ctx, state, &keys, out);
+        for r in &out[before..] {
+            self.stats.records.add(r.flow_type, 1);
+        }
+        released
     }
 }
 

@@ -39,6 +39,7 @@ fn parse_header(protocol: Protocol, d: &[u8]) -> Result<(Header, usize, usize), 
             time: TimeBase {
                 export_ns: u64::from(unix_secs) * 1_000_000_000,
                 sys_uptime_ms: Some(sys_uptime),
+                system_init_ms: None,
             },
         };
         Ok((header, V9_HEADER_LEN, d.len()))
@@ -62,6 +63,7 @@ fn parse_header(protocol: Protocol, d: &[u8]) -> Result<(Header, usize, usize), 
             time: TimeBase {
                 export_ns: u64::from(export_time) * 1_000_000_000,
                 sys_uptime_ms: None,
+                system_init_ms: None,
             },
         };
         Ok((header, IPFIX_HEADER_LEN, length))
@@ -301,31 +303,41 @@ fn data_set(
         ctx.stats.template_misses += 1;
         return Ok(None);
     };
+    let domain_key = (key.protocol, key.domain);
     if template.is_options() {
-        let (n, rate) = template.decode_options(body).map_err(|s| s.offset)?;
+        let (n, learned) = template.decode_options(body).map_err(|s| s.offset)?;
         ctx.stats.options_records += n as u64;
-        if let Some(rate) = rate
-            && state.sampling.insert((key.protocol, key.domain), rate) != Some(rate)
-        {
+        let known = state.domains.entry(domain_key).or_default();
+        let merged = super::template::DomainOptions {
+            sampling_rate: if learned.sampling_rate > 0 {
+                learned.sampling_rate
+            } else {
+                known.sampling_rate
+            },
+            system_init_ms: learned.system_init_ms.or(known.system_init_ms),
+        };
+        if merged != *known {
+            *known = merged;
             state.templates_changed = true;
         }
         return Ok(Some(n));
     }
+    let domain = state.domains.get(&domain_key).copied().unwrap_or_default();
     let base = FlowRecord {
         flow_type: header.protocol,
         time_received_ns,
         sequence_num: header.sequence,
-        sampling_rate: state
-            .sampling
-            .get(&(key.protocol, key.domain))
-            .copied()
-            .unwrap_or(0),
+        sampling_rate: domain.sampling_rate,
         sampler_address: Some(ctx.exporter),
         observation_domain_id: header.domain,
         ..FlowRecord::default()
     };
+    let time = TimeBase {
+        system_init_ms: domain.system_init_ms,
+        ..header.time
+    };
     let first = out.len();
-    let result = template.decode_data(body, &base, &header.time, out);
+    let result = template.decode_data(body, &base, &time, out);
     if ctx.cfg.apply_sampling {
         for r in out.get_mut(first..).unwrap_or_default() {
             ctx.apply_sampling(r);
@@ -360,7 +372,7 @@ fn hold(ctx: &mut Ctx<'_>, state: &mut Exporter, key: TemplateKey, header: Heade
 }
 
 /// Decode held data sets whose template is among `keys`, oldest first.
-fn release_held(
+pub(super) fn release_held(
     ctx: &mut Ctx<'_>,
     state: &mut Exporter,
     keys: &[TemplateKey],

@@ -180,12 +180,23 @@ pub(crate) struct Template {
     min_len: usize,
 }
 
+/// What options data told us about an observation domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DomainOptions {
+    /// Sampling rate (0 = none announced).
+    pub(crate) sampling_rate: u64,
+    /// IPFIX systemInitTimeMilliseconds: the base of flowStart/EndSysUpTime (fields 22/21).
+    pub(crate) system_init_ms: Option<u64>,
+}
+
 /// Export-header facts that data records are interpreted against.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeBase {
     pub(crate) export_ns: u64,
     /// NetFlow v9 only: the exporter's sysUptime (ms) at export.
     pub(crate) sys_uptime_ms: Option<u32>,
+    /// IPFIX: systemInitTimeMilliseconds from the domain's options data.
+    pub(crate) system_init_ms: Option<u64>,
 }
 
 /// Per-record values that need finishing once all fields are read.
@@ -311,7 +322,7 @@ fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
 
 #[inline(always)]
 fn finish(r: &mut FlowRecord, p: &Pending, tb: &TimeBase) {
-    let relative = |stamp: u32| match (tb.sys_uptime_ms, p.sys_init_ms) {
+    let relative = |stamp: u32| match (tb.sys_uptime_ms, p.sys_init_ms.or(tb.system_init_ms)) {
         (_, Some(init_ms)) => Some(
             init_ms
                 .saturating_add(u64::from(stamp))
@@ -530,24 +541,30 @@ impl Template {
     }
 
     /// Decode the options data records of a set body; returns how many records were read and
-    /// the last sampling rate they carried.
-    pub(crate) fn decode_options(&self, body: &[u8]) -> Result<(usize, Option<u64>), ShortRecord> {
+    /// what they said about the observation domain (the last value of each wins).
+    pub(crate) fn decode_options(
+        &self,
+        body: &[u8],
+    ) -> Result<(usize, DomainOptions), ShortRecord> {
         let mut off = 0usize;
         let mut n = 0usize;
-        let mut rate = None;
+        let mut learned = DomainOptions::default();
         while body.len().saturating_sub(off) >= self.min_len {
             let mut r = FlowRecord::default();
             let mut p = Pending::default();
             match self.run(body, off, &mut r, &mut p) {
                 Some(next) => {
-                    rate = p.sampling_rate().or(rate);
+                    if let Some(rate) = p.sampling_rate() {
+                        learned.sampling_rate = rate;
+                    }
+                    learned.system_init_ms = p.sys_init_ms.or(learned.system_init_ms);
                     n += 1;
                     off = next;
                 }
                 None => break,
             }
         }
-        padding_or_short(body, off).map(|()| (n, rate))
+        padding_or_short(body, off).map(|()| (n, learned))
     }
 }
 
@@ -621,6 +638,7 @@ mod tests {
         let tb = TimeBase {
             export_ns: 0,
             sys_uptime_ms: None,
+            system_init_ms: None,
         };
         let mut out = Vec::new();
         assert_eq!(
