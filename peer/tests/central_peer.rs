@@ -1,5 +1,7 @@
 //! Peer mode end to end: the real `sluice-peer` binary against an in-process Central (TLS
 //! control API, real controller, in-memory data plane) on loopback.
+// Helpers outside `#[test]` functions are test code too: a panic is the failure report.
+#![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
 
 mod central_support;
 
@@ -148,58 +150,146 @@ fn flags_alone_make_a_peer_of_central() {
     rt.block_on(server.stop());
 }
 
-fn mapped(addr: IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+/// Central with two peers: A (no outputs) and B (records to a file).
+struct Lab {
+    rt: tokio::runtime::Runtime,
+    server: Server,
+    admin: AdminClient,
+    a: PeerProcess,
+    b: PeerProcess,
+    flows: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn start() -> Lab {
+        let rt = runtime();
+        let server = rt.block_on(Server::start_live());
+        let dir = tempfile::tempdir().unwrap();
+        let flows = dir.path().join("b.jsonl");
+        let token = &server.peer_token;
+        let config_a = peer_config(dir.path(), "peer-a", &server, token, "", "outputs = []");
+        let file = format!(
+            "[[outputs]]\ntype = \"file\"\npath = \"{}\"",
+            flows.display()
+        );
+        let config_b = peer_config(dir.path(), "peer-b", &server, token, "", &file);
+        let mut a = PeerProcess::start(&config_a);
+        let mut b = PeerProcess::start(&config_b);
+        a.wait_log("registered with Central");
+        b.wait_log("registered with Central");
+        let admin =
+            AdminClient::new(&server.url, &server.pin(), Some(server.admin_token.clone())).unwrap();
+        Lab {
+            rt,
+            server,
+            admin,
+            a,
+            b,
+            flows,
+            _dir: dir,
+        }
+    }
+
+    /// A v9 exporter sending templates (and sampling options) only in its first datagram.
+    fn exporter(addr: &str) -> Exporter {
+        Exporter::new(
+            addr.parse().unwrap(),
+            Protocol::NetflowV9,
+            EncoderConfig {
+                template_every: 0,
+                observation_domain_id: 7,
+                sampling_rate: 100,
+                ..EncoderConfig::default()
+            },
+        )
+    }
+
+    /// What Central keeps for `exporter`.
+    fn reported(&self, exporter: IpAddr) -> Vec<sluice_common::protocol::Templates> {
+        let controller = self.server.live.as_ref().unwrap();
+        controller.lock().unwrap().templates_for(exporter)
+    }
+
+    /// `first` reaches A, which reports its templates; the data plane pins the exporter on A.
+    fn learn_on_a(&self, exporter: &Exporter, first: &[u8]) {
+        let addr = exporter.addr();
+        exporter.send(first, self.a.listen);
+        wait_until(
+            "templates reported by peer-a",
+            || self.a.log(),
+            || !self.reported(addr).is_empty(),
+        );
+        let id_a = peer_view(&self.server, "peer-a").unwrap().id;
+        let addr16 = match addr {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let event = ExporterEvent {
+            addr: addr16,
+            kind: event_kind::NEW_EXPORTER,
+            pool_id: 0,
+            peer_id: id_a,
+            _pad: 0,
+        };
+        let controller = self.server.live.as_ref().unwrap();
+        controller
+            .lock()
+            .unwrap()
+            .on_exporter_event(&event, std::time::Instant::now())
+            .unwrap();
+    }
+
+    /// The operator moves the exporter to B; returns once the map entry points at B.
+    fn move_to_b(&self, addr: IpAddr) {
+        let move_it = AdminRequest::ExportersMove {
+            addr,
+            peer: "peer-b".into(),
+        };
+        self.rt.block_on(self.admin.call(&move_it)).unwrap();
+        let on_b = || {
+            let list = self
+                .rt
+                .block_on(self.admin.call(&AdminRequest::ExportersList));
+            let Ok(AdminReply::Exporters(list)) = list else {
+                panic!("not an exporter list: {list:?}");
+            };
+            list.iter()
+                .any(|x| x.address == addr && x.peer.as_deref() == Some("peer-b"))
+        };
+        wait_until("the exporter on peer-b", || self.b.log(), on_b);
+    }
+
+    /// Waits until B's decoder counters show `datagrams` v9 datagrams.
+    fn b_decoded(&self, datagrams: f64) {
+        wait_until(
+            "peer-b's decoder counters",
+            || self.b.log(),
+            || {
+                self.b
+                    .metric("sluice_peer_decoded_datagrams_total{protocol=\"NETFLOW_V9\"}")
+                    >= datagrams
+            },
+        );
+    }
+
+    fn b_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.flows)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
 /// Peer A learns an exporter's v9 templates and sampling options and reports them; Central
 /// moves the exporter to peer B, which installs them before the flip, so the exporter's next
-/// datagram (data only) decodes on B at once.
+/// datagram (data only) decodes on B at once. Data that beats the hand-over (a failover flips
+/// at once) is held and decoded as soon as the templates are installed.
 #[test]
 fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start_live());
-    let controller = server.live.clone().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("b.jsonl");
-    let config_a = peer_config(
-        dir.path(),
-        "peer-a",
-        &server,
-        &server.peer_token,
-        "",
-        "outputs = []",
-    );
-    let config_b = peer_config(
-        dir.path(),
-        "peer-b",
-        &server,
-        &server.peer_token,
-        "",
-        &format!(
-            "[[outputs]]\ntype = \"file\"\npath = \"{}\"",
-            flows.display()
-        ),
-    );
-    let mut a = PeerProcess::start(&config_a);
-    let mut b = PeerProcess::start(&config_b);
-    a.wait_log("registered with Central");
-    b.wait_log("registered with Central");
-
-    // Templates (and sampling options) only in the first datagram.
-    let mut exporter = Exporter::new(
-        "127.0.0.30".parse().unwrap(),
-        Protocol::NetflowV9,
-        EncoderConfig {
-            template_every: 0,
-            observation_domain_id: 7,
-            sampling_rate: 100,
-            ..EncoderConfig::default()
-        },
-    );
+    let mut lab = Lab::start();
+    let mut exporter = Lab::exporter("127.0.0.30");
     let addr = exporter.addr();
     let (first, _) = exporter.datagram(5);
     let (second, records) = exporter.datagram(8);
@@ -209,15 +299,8 @@ fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
     assert_eq!(outcome.records, 0);
     assert!(outcome.held_sets > 0, "{outcome:?}");
 
-    // A learns the templates and reports them to Central.
-    exporter.send(&first, a.listen);
-    let reported = || controller.lock().unwrap().templates_for(addr);
-    wait_until(
-        "templates reported by peer-a",
-        || a.log(),
-        || !reported().is_empty(),
-    );
-    let reported = reported();
+    lab.learn_on_a(&exporter, &first);
+    let reported = lab.reported(addr);
     assert_eq!(reported.len(), 1);
     assert_eq!(reported[0].observation_domain, 7);
     let snaps = decode_snapshots(&reported[0].bytes).unwrap();
@@ -245,73 +328,58 @@ fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
         "{snaps:?}"
     );
 
-    // The data plane placed the exporter on A; the operator moves it to B.
-    let id_a = peer_view(&server, "peer-a").unwrap().id;
-    controller
-        .lock()
-        .unwrap()
-        .on_exporter_event(
-            &ExporterEvent {
-                addr: mapped(addr),
-                kind: event_kind::NEW_EXPORTER,
-                pool_id: 0,
-                peer_id: id_a,
-                _pad: 0,
-            },
-            std::time::Instant::now(),
-        )
-        .unwrap();
-    let admin =
-        AdminClient::new(&server.url, &server.pin(), Some(server.admin_token.clone())).unwrap();
-    rt.block_on(admin.call(&AdminRequest::ExportersMove {
-        addr,
-        peer: "peer-b".into(),
-    }))
-    .unwrap();
-    let on_b = || {
-        let AdminReply::Exporters(list) = rt
-            .block_on(admin.call(&AdminRequest::ExportersList))
-            .unwrap()
-        else {
-            panic!("not an exporter list");
-        };
-        list.iter()
-            .any(|x| x.address == addr && x.peer.as_deref() == Some("peer-b"))
-    };
-    wait_until("the exporter on peer-b", || b.log(), on_b);
-    let line = b.wait_log("templates installed from Central");
-    assert!(
-        line.contains("templates=") && line.contains("failed=0"),
-        "{line}"
-    );
+    lab.move_to_b(addr);
+    let line = lab.b.wait_log("templates installed from Central");
+    assert!(line.contains("failed=0"), "{line}");
 
     // The first datagram B ever sees from the exporter has no template, and decodes.
-    exporter.send(&second, b.listen);
-    wait_until(
-        "peer-b decodes the data-only datagram",
-        || b.log(),
-        || b.metric("sluice_peer_flows_total") >= records.len() as f64,
+    exporter.send(&second, lab.b.listen);
+    lab.b_decoded(1.0);
+    assert_eq!(
+        lab.b.metric("sluice_peer_flows_total"),
+        records.len() as f64
     );
-    assert_eq!(b.metric("sluice_peer_flows_total"), records.len() as f64);
-    wait_until(
-        "decoder counters published",
-        || b.log(),
-        || b.metric("sluice_peer_decoded_datagrams_total{protocol=\"NETFLOW_V9\"}") >= 1.0,
-    );
-    assert_eq!(b.metric("sluice_peer_held_data_sets"), 0.0);
-    assert_eq!(b.metric("sluice_peer_template_misses_total"), 0.0);
+    assert_eq!(lab.b.metric("sluice_peer_held_data_sets"), 0.0);
+    assert_eq!(lab.b.metric("sluice_peer_template_misses_total"), 0.0);
     wait_until(
         "records in B's file",
-        || b.log(),
-        || std::fs::read_to_string(&flows).is_ok_and(|t| t.lines().count() == records.len()),
+        || lab.b.log(),
+        || lab.b_records().len() == records.len(),
     );
-    let text = std::fs::read_to_string(&flows).unwrap();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["sampling_rate"], 100, "{line}");
-        assert_eq!(v["sampler_address"], addr.to_string(), "{line}");
+    for v in lab.b_records() {
+        assert_eq!(v["sampling_rate"], 100, "{v}");
+        assert_eq!(v["sampler_address"], addr.to_string(), "{v}");
     }
 
+    // Another exporter's data reaches B before its templates do: held, then released by the
+    // installation.
+    let mut early = Lab::exporter("127.0.0.31");
+    let (first, _) = early.datagram(5);
+    let (data, early_records) = early.datagram(6);
+    lab.learn_on_a(&early, &first);
+    early.send(&data, lab.b.listen);
+    lab.b_decoded(2.0);
+    assert!(lab.b.metric("sluice_peer_held_data_sets") > 0.0);
+    lab.move_to_b(early.addr());
+    let total = (records.len() + early_records.len()) as f64;
+    wait_until(
+        "held data released by the installation",
+        || lab.b.log(),
+        || lab.b.metric("sluice_peer_flows_total") >= total,
+    );
+    wait_until(
+        "decoder counters published",
+        || lab.b.log(),
+        || lab.b.metric("sluice_peer_held_data_sets") == 0.0,
+    );
+    let misses = lab.b.metric("sluice_peer_template_misses_total");
+    assert!(misses > 0.0);
+    assert_eq!(lab.b.metric("sluice_peer_held_released_total"), misses);
+    assert_eq!(lab.b.metric("sluice_peer_flows_total"), total);
+
+    let Lab {
+        rt, server, a, b, ..
+    } = lab;
     for peer in [a, b] {
         let (status, log) = peer.stop();
         assert!(status.success(), "{status}\n{log}");

@@ -230,3 +230,34 @@ fn flags_create_or_amend_the_central_section() {
     cfg.apply(Overrides::default());
     assert!(cfg.central.is_none());
 }
+
+#[test]
+fn data_held_before_an_import_is_released_by_it() {
+    let exporter: IpAddr = "198.18.0.9".parse().unwrap();
+    let cfg = EncoderConfig {
+        template_every: 0,
+        ..EncoderConfig::default()
+    };
+    let v9 = datagrams(Protocol::NetflowV9, cfg, 2);
+    let mut learned = ShardDecoder::new(DecoderConfig::default());
+    learned
+        .decode(exporter, 1, &v9[0], &mut Vec::new())
+        .unwrap();
+
+    let mut d = ShardDecoder::new(DecoderConfig::default());
+    let mut out = Vec::new();
+    assert_eq!(d.release_held(exporter, &mut out), 0);
+    let outcome = d.decode(exporter, 2, &v9[1], &mut out).unwrap();
+    assert!(outcome.held_sets > 0 && out.is_empty(), "{outcome:?}");
+    d.import_templates(exporter, &learned.export_templates(exporter))
+        .unwrap();
+    assert_eq!(d.release_held(exporter, &mut out), 4);
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|r| r.time_received_ns == 2));
+    let stats = d.stats();
+    assert_eq!(
+        (stats.held, stats.held_released),
+        (0, outcome.held_sets as u64)
+    );
+    assert_eq!(stats.records.netflow_v9, 4);
+}

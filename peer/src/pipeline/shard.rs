@@ -75,7 +75,16 @@ impl Shard {
                 templates,
                 reply,
             } => {
-                let _ = reply.send(self.decoder.import_templates(exporter, &templates));
+                let imported = self.decoder.import_templates(exporter, &templates);
+                let ok = imported.is_ok();
+                let _ = reply.send(imported);
+                if ok {
+                    // Data that beat the templates here decodes now, not at the next template.
+                    let mut records = Vec::new();
+                    self.decoder.release_held(exporter, &mut records);
+                    let oldest = records.iter().map(|r| r.time_received_ns).min();
+                    self.emit(&mut records, || oldest.unwrap_or(0));
+                }
             }
             ShardRequest::Changed { reply } => {
                 let _ = reply.send(self.decoder.take_changed_templates());
@@ -105,6 +114,14 @@ impl Shard {
                 );
             }
         }
+        self.emit(records, || {
+            batch.iter().map(|d| d.received_ns).min().unwrap_or(0)
+        });
+    }
+
+    /// Counts `records` and hands them to the outputs, leaving `records` empty. `oldest_ns`:
+    /// when the oldest of their datagrams was received.
+    fn emit(&mut self, records: &mut Vec<FlowRecord>, oldest_ns: impl FnOnce() -> u64) {
         if records.is_empty() {
             return;
         }
@@ -116,8 +133,7 @@ impl Shard {
             return;
         }
         let mut encoded = EncodedBatch::with_capacity(records.len(), records.len() * JSON_BYTES);
-        let oldest = batch.iter().map(|d| d.received_ns).min().unwrap_or(0);
-        encoded.set_received_ns(oldest);
+        encoded.set_received_ns(oldest_ns());
         for record in records.drain(..) {
             encoded.push_with(|buf| record.write_json(buf));
         }
