@@ -150,6 +150,44 @@ fn flags_alone_make_a_peer_of_central() {
     rt.block_on(server.stop());
 }
 
+/// Listening on 0.0.0.0 names no address: the peer registers the one it reaches Central from.
+#[test]
+fn an_unspecified_listen_address_registers_the_route_to_central() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start_live());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &server.peer_token).unwrap();
+    let port = std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut peer = PeerProcess::start_with_args(&[
+        "--name",
+        "peer-r",
+        "--listen",
+        &format!("0.0.0.0:{port}"),
+        "--output",
+        "none",
+        "--central",
+        &server.url,
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--fingerprint",
+        &server.fingerprint,
+    ]);
+    let line = peer.wait_log("`central.data_address` not set");
+    assert!(line.contains("data_address=127.0.0.1"), "{line}");
+    peer.wait_log("registered with Central");
+    let view = peer_view(&server, "peer-r").unwrap();
+    assert_eq!(view.data_addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(view.ports, vec![port]);
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{status}\n{log}");
+    rt.block_on(server.stop());
+}
+
 /// Central with two peers: A (no outputs) and B (records to a file).
 struct Lab {
     rt: tokio::runtime::Runtime,
