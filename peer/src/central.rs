@@ -365,7 +365,7 @@ fn import(
 }
 
 /// The opaque bytes of one [`Templates`].
-pub fn encode_snapshots(snaps: &[TemplateSnapshot]) -> Vec<u8> {
+fn encode_snapshots(snaps: &[TemplateSnapshot]) -> Vec<u8> {
     // Serializing plain data to JSON cannot fail.
     serde_json::to_vec(snaps).unwrap_or_default()
 }

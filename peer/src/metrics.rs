@@ -219,8 +219,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let started = SystemTime::now();
         Metrics {
-            started: SystemTime::now(),
+            started,
             datagrams: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             receive_errors: AtomicU64::new(0),
@@ -231,9 +232,17 @@ impl Default for Metrics {
             sockets: Mutex::default(),
             outputs: Mutex::default(),
             decoders: Mutex::default(),
-            peer: Mutex::default(),
+            // Heartbeats sent before the first sample carry the start time too.
+            peer: Mutex::new(PeerMetrics {
+                start_time_unix_s: unix_s(started),
+                ..PeerMetrics::default()
+            }),
         }
     }
+}
+
+fn unix_s(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -812,10 +821,7 @@ impl Sampler {
             input_pps: rate(datagrams, self.datagrams),
             flows_per_s: rate(records, self.records),
             total_drops: m.total_drops(),
-            start_time_unix_s: m
-                .started
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            start_time_unix_s: unix_s(m.started),
         };
         self.datagrams = datagrams;
         self.records = records;

@@ -261,3 +261,9 @@ fn data_held_before_an_import_is_released_by_it() {
     );
     assert_eq!(stats.records.netflow_v9, 4);
 }
+
+#[test]
+fn the_first_heartbeat_already_carries_the_start_time() {
+    let m = sluice_peer::metrics::Metrics::new();
+    assert!(m.peer_metrics().start_time_unix_s > 1_600_000_000);
+}
