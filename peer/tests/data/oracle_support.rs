@@ -124,14 +124,15 @@ pub fn read_pcap_udp(path: &Path) -> Vec<(IpAddr, Vec<u8>)> {
         "little-endian µs pcap"
     );
     assert_eq!(
-        u32::from_le_bytes(b[20..24].try_into().unwrap()),
+        u32::from_le_bytes(b[20..24].try_into().expect("pcap header")),
         1,
         "Ethernet pcap"
     );
     let mut off = 24;
     let mut out = Vec::new();
     while off + 16 <= b.len() {
-        let len = u32::from_le_bytes(b[off + 8..off + 12].try_into().unwrap()) as usize;
+        let len =
+            u32::from_le_bytes(b[off + 8..off + 12].try_into().expect("record header")) as usize;
         let f = &b[off + 16..off + 16 + len];
         off += 16 + len;
         assert_eq!(&f[12..14], &[0x08, 0x00], "IPv4 frame");
@@ -367,7 +368,7 @@ pub fn assert_same(ours: &[Vec<FlowRecord>], theirs: &[TsharkFrame]) -> usize {
             if let Some(iv) = f.get("cflow.sampling_packet_interval") {
                 let space = f.get("cflow.sampling_packet_space").map_or(0, |s| num(s));
                 let iv = num(iv);
-                sampling.insert(key.clone(), if iv > 0 { (iv + space) / iv } else { 0 });
+                sampling.insert(key.clone(), (iv + space).checked_div(iv).unwrap_or(0));
             }
             if let Some(t) = f.get("cflow.sys_init_time") {
                 sys_init_ns = Some(date_to_ns(t));
@@ -451,6 +452,12 @@ pub fn assert_same(ours: &[Vec<FlowRecord>], theirs: &[TsharkFrame]) -> usize {
                         u64::from(r.icmp_type) << 8 | u64::from(r.icmp_code),
                         num(v),
                     ),
+                    "cflow.icmp_ipv4_type" | "cflow.icmp_ipv6_type" => {
+                        check(k, u64::from(r.icmp_type), num(v))
+                    }
+                    "cflow.icmp_ipv4_code" | "cflow.icmp_ipv6_code" => {
+                        check(k, u64::from(r.icmp_code), num(v))
+                    }
                     "cflow.timestart" => check(k, r.time_flow_start_ns, rel_time(secs_to_ns(v))),
                     "cflow.timeend" => check(k, r.time_flow_end_ns, rel_time(secs_to_ns(v))),
                     "cflow.abstimestart" => check(k, r.time_flow_start_ns, abs_time(v)),
