@@ -364,6 +364,10 @@ fn templates_move_between_decoders() {
     assert_eq!(r.unwrap().records, 2);
     assert_eq!(out, expected(8, 1000, RECEIVED_NS));
 
+    // Removing the exporter hands back the same state and forgets it.
+    assert_eq!(b.remove_exporter(exporter()), snaps);
+    assert!(b.export_templates(exporter()).is_empty());
+
     // A bad snapshot is rejected whole.
     let bad = vec![TemplateSnapshot::Template {
         protocol: Protocol::NetflowV9,

@@ -429,6 +429,18 @@ impl ShardDecoder {
             .collect()
     }
 
+    /// Forget `exporter` (it moved to another peer): returns its template state as
+    /// [`Self::export_templates`] would; its held data is dropped and counted in `held_expired`.
+    pub fn remove_exporter(&mut self, exporter: IpAddr) -> Vec<TemplateSnapshot> {
+        let snaps = self.export_templates(exporter);
+        if let Some(st) = self.exporters.remove(&exporter) {
+            let held = st.held.len() as u64;
+            self.stats.held = self.stats.held.saturating_sub(held);
+            self.stats.held_expired += held;
+        }
+        snaps
+    }
+
     /// Install templates exported by another decoder for `exporter`. Held data waiting for one
     /// of them is released on the next datagram that defines a template, or expires.
     pub fn import_templates(
