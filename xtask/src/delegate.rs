@@ -23,7 +23,9 @@ fn release_dir() -> PathBuf {
 /// this process with it; returns only on error.
 pub fn exec_bin(bin: &str, args: &[String]) -> Result<()> {
     let mut build = cmd::cargo();
+    // The demo and benches run the daemons and the generator next to themselves.
     build.args(["build", "--release", "-p", PKG, "--bin", bin]);
+    build.args(["-p", "sluice-central", "-p", "sluice-peer", "--bins"]);
     cmd::run(&mut build).with_context(|| {
         format!("cannot build `{bin}` (package {PKG}, expected at tests/src/bin/{bin}.rs)")
     })?;

@@ -93,6 +93,11 @@ fn ci_env(cmd: &mut Command, ci: bool) {
     }
 }
 
+fn skip_ebpf(mut c: Command) -> Command {
+    c.env("AYA_BUILD_SKIP", "1");
+    c
+}
+
 fn cargo_in(ci: bool, args: &[&str]) -> Command {
     let mut c = cmd::cargo();
     c.args(args);
@@ -137,7 +142,9 @@ fn tier_steps(tier: Tier, root: &Path, ci: bool) -> Result<Vec<Step>> {
             Step::run("fmt", cargo_in(ci, &["fmt", "--all", "--check"])),
             Step::run(
                 "clippy host",
-                cargo_in(
+                // Lints never run the XDP object: skip building it (aya-build's switch) instead
+                // of compiling the eBPF crate once more for clippy's build directory.
+                skip_ebpf(cargo_in(
                     ci,
                     &[
                         "clippy",
@@ -149,7 +156,7 @@ fn tier_steps(tier: Tier, root: &Path, ci: bool) -> Result<Vec<Step>> {
                         "-D",
                         "warnings",
                     ],
-                ),
+                )),
             ),
             Step::run(
                 "clippy eBPF",
@@ -196,7 +203,25 @@ fn tier_steps(tier: Tier, root: &Path, ci: bool) -> Result<Vec<Step>> {
         Tier::Netns if netns.is_empty() => {
             vec![Step::skip("netns", "no tests/tests/*.rs besides xdp_*")]
         }
-        Tier::Netns => vec![Step::tests("netns", test_files_cmd(ci, &netns, true))],
+        Tier::Netns => vec![
+            // The end-to-end tests run the real daemons (sluice-central, sluice-peer,
+            // sluice-flowgen) from the target directory.
+            Step::run(
+                "build daemons",
+                cargo_in(
+                    ci,
+                    &[
+                        "build",
+                        "--bins",
+                        "-p",
+                        "sluice-central",
+                        "-p",
+                        "sluice-peer",
+                    ],
+                ),
+            ),
+            Step::tests("netns", test_files_cmd(ci, &netns, true)),
+        ],
         Tier::Fuzz => fuzz_steps(root, FUZZ_SMOKE_SECONDS, ci)?,
     })
 }
