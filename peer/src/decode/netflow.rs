@@ -87,23 +87,27 @@ pub(super) fn decode(
     out: &mut Vec<FlowRecord>,
 ) -> Result<DecodeOutcome, DecodeError> {
     let (header, start, end) = parse_header(protocol, d)?;
-    let mut outcome = DecodeOutcome::default();
     let mut walk = Walk {
         header,
         new_templates: Vec::new(),
         data_records: 0,
-        held_any: false,
+        held_sets: 0,
     };
-    let result = walk.sets(ctx, state, d, start, end, out, &mut outcome);
+    let msg = d.get(..end).unwrap_or(d);
+    let result = walk.sets(ctx, state, msg, start, out);
     // Sequence numbers: v9 counts export packets, IPFIX counts data records (unknowable when
     // part of the message was held, so tracking resynchronises on the next message).
     let advance = match protocol {
         Protocol::NetflowV9 => Some(1),
-        _ if walk.held_any || result.is_err() => None,
+        _ if walk.held_sets > 0 || result.is_err() => None,
         _ => u32::try_from(walk.data_records).ok(),
     };
     let lost = state.track_sequence((protocol, header.domain), header.sequence, advance);
     ctx.add_lost(lost);
+    let mut outcome = DecodeOutcome {
+        held_sets: walk.held_sets,
+        ..DecodeOutcome::default()
+    };
     if !walk.new_templates.is_empty() {
         outcome.released_records = release_held(ctx, state, &walk.new_templates, out);
     }
@@ -114,24 +118,22 @@ struct Walk {
     header: Header,
     new_templates: Vec<TemplateKey>,
     data_records: usize,
-    held_any: bool,
+    held_sets: usize,
 }
 
 impl Walk {
-    #[allow(clippy::too_many_arguments)]
+    /// Walk the sets of `msg` (the message, without anything after its end) from `start`.
     fn sets(
         &mut self,
         ctx: &mut Ctx<'_>,
         state: &mut Exporter,
-        d: &[u8],
+        msg: &[u8],
         start: usize,
-        end: usize,
         out: &mut Vec<FlowRecord>,
-        outcome: &mut DecodeOutcome,
     ) -> Result<(), DecodeError> {
         let protocol = self.header.protocol;
         let (tmpl_id, opts_id) = template_set_ids(protocol);
-        let msg = d.get(..end).unwrap_or(d);
+        let end = msg.len();
         let mut off = start;
         // v9 exporters may pad the packet after the last flowset.
         while end.saturating_sub(off) >= 4 {
@@ -169,8 +171,7 @@ impl Walk {
                 ) {
                     Ok(Some(n)) => self.data_records += n,
                     Ok(None) => {
-                        self.held_any = true;
-                        outcome.held_sets += 1;
+                        self.held_sets += 1;
                         hold(ctx, state, key, self.header, body);
                     }
                     Err(short) => {
