@@ -11,11 +11,13 @@ pub struct FlowSynth {
     state: u64,
     /// Fraction of IPv6 flows, in 1/256 (0 for NetFlow v5, which is IPv4-only).
     v6_per_256: u64,
+    /// sFlow: every flow is one sampled packet.
+    packet_samples: bool,
 }
 
 impl FlowSynth {
     /// A generator of flows `protocol` can carry: IPv4 only for NetFlow v5, one IPv6 flow in
-    /// eight otherwise.
+    /// eight otherwise; for sFlow each flow is one sampled frame of 64 to 1518 bytes.
     pub fn new(seed: u64, protocol: Protocol) -> Self {
         FlowSynth {
             state: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -24,6 +26,7 @@ impl FlowSynth {
             } else {
                 32
             },
+            packet_samples: protocol == Protocol::Sflow5,
         }
     }
 
@@ -80,8 +83,12 @@ impl FlowSynth {
             ),
             _ => (0, 0, 0, if v6 { 128 } else { 8 }, 0),
         };
-        let packets = 1 + self.below(1000);
-        let bytes = packets * (40 + self.below(1400));
+        let (packets, bytes) = if self.packet_samples {
+            (1, 64 + self.below(1455))
+        } else {
+            let packets = 1 + self.below(1000);
+            (packets, packets * (40 + self.below(1400)))
+        };
         let now_ms = now_ns / 1_000_000;
         let end_ms = now_ms.saturating_sub(self.below(1000));
         let start_ms = end_ms.saturating_sub(self.below(60_000));
