@@ -106,9 +106,14 @@ pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, tos: u8, l4: &[u8]) -
 
 /// A UDP datagram from `src` to 198.18.0.1:2055 in an Ethernet/IPv4 frame.
 pub fn udp_frame(src: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    udp_frame_to(src, 2055, payload)
+}
+
+/// A UDP datagram from `src` to 198.18.0.1:`port` in an Ethernet/IPv4 frame.
+pub fn udp_frame_to(src: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
     let mut udp = Vec::new();
     udp.extend_from_slice(&40_000u16.to_be_bytes());
-    udp.extend_from_slice(&2055u16.to_be_bytes());
+    udp.extend_from_slice(&port.to_be_bytes());
     udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
@@ -170,18 +175,19 @@ pub struct TsharkFrame {
     pub records: Vec<(bool, BTreeMap<String, String>)>,
 }
 
-/// Sort key for tshark subtree names like "pdu 2/3", "FlowSet 10 [id=0] ...", "Set 3", "Flow 12".
-fn natural(key: &str) -> (String, u64) {
+/// Sort key restoring wire order of tshark subtree names like "pdu 2/3", "FlowSet 10 [id=0]",
+/// "Set 3", "Flow 12" or "Expanded flow sample, seq 7" (serde_json's map sorts keys).
+pub fn natural(key: &str) -> (u64, String) {
     let prefix: String = key.chars().take_while(|c| !c.is_ascii_digit()).collect();
     let num: String = key
         .chars()
-        .skip(prefix.len())
+        .skip(prefix.chars().count())
         .take_while(|c| c.is_ascii_digit())
         .collect();
-    (prefix, num.parse().unwrap_or(0))
+    (num.parse().unwrap_or(0), prefix)
 }
 
-fn flatten(v: &Value, out: &mut BTreeMap<String, String>) {
+pub fn flatten(v: &Value, out: &mut BTreeMap<String, String>) {
     if let Value::Object(m) = v {
         for (k, v) in m {
             match v {
@@ -301,7 +307,7 @@ fn date_to_ns(s: &str) -> i128 {
     i128::from(secs) * 1_000_000_000 + secs_to_ns(&format!("0.{frac}"))
 }
 
-fn num(s: &str) -> u64 {
+pub fn num(s: &str) -> u64 {
     match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16).expect("hex number"),
         None => s.parse().unwrap_or_else(|_| panic!("number {s:?}")),
