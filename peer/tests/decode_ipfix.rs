@@ -352,3 +352,22 @@ fn sys_uptime_times_use_the_system_init_time_from_options_data() {
     let (_, out2) = decode(&mut other, &message(1, &[&data]));
     assert_eq!(out2[0].time_flow_start_ns, 1_699_999_999_500_000_000);
 }
+
+#[test]
+fn templates_per_exporter_are_bounded() {
+    let mut dec = ShardDecoder::new(DecoderConfig {
+        max_templates_per_exporter: 1,
+        ..DecoderConfig::default()
+    });
+    decode(&mut dec, &message(0, &[&TEMPLATE_SET])).0.unwrap();
+    // Re-defining the same template is fine; a second one is not.
+    decode(&mut dec, &message(0, &[&TEMPLATE_SET])).0.unwrap();
+    assert!(matches!(
+        decode(&mut dec, &message(0, &[&OPTIONS_TEMPLATE_SET])).0,
+        Err(DecodeError::BadTemplate {
+            template_id: 400,
+            ..
+        })
+    ));
+    assert_eq!(dec.stats().errors.bad_template, 1);
+}

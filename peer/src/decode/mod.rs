@@ -42,6 +42,9 @@ pub struct DecoderConfig {
     pub max_held_bytes_per_exporter: usize,
     /// Held data older than this is dropped by [`ShardDecoder::expire`] (counted in `held_expired`).
     pub held_timeout_ns: u64,
+    /// At most this many templates per exporter (all domains); more are rejected as bad
+    /// templates, so a broken or hostile exporter cannot grow memory without bound.
+    pub max_templates_per_exporter: usize,
 }
 
 impl Default for DecoderConfig {
@@ -51,6 +54,7 @@ impl Default for DecoderConfig {
             max_held_per_exporter: 256,
             max_held_bytes_per_exporter: 1 << 20,
             held_timeout_ns: 60_000_000_000,
+            max_templates_per_exporter: 4096,
         }
     }
 }

@@ -257,6 +257,16 @@ impl Walk {
                 });
             }
             let template = Template::compile(key, fields, scope_fields, options)?;
+            if !state.templates.contains_key(&key)
+                && state.templates.len() >= ctx.cfg.max_templates_per_exporter
+            {
+                return Err(DecodeError::BadTemplate {
+                    protocol,
+                    domain,
+                    template_id,
+                    reason: "too many templates from this exporter",
+                });
+            }
             ctx.stats.templates_received += 1;
             // A refresh with the same definition is not a change.
             if state
