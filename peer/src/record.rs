@@ -250,155 +250,259 @@ fn masked_net(addr: Option<IpAddr>, mask: u8) -> (IpAddr, u8) {
     }
 }
 
-/// Writes `s` as a JSON string body (no escaping needed: every string we write is ASCII
-/// without quotes or backslashes).
-fn push_str(out: &mut Vec<u8>, key: &str, s: &str) {
-    out.push(b'"');
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":\"");
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
+/// Writes JSON into a pre-sized slice: bounds-checked, but without the per-write capacity
+/// checks and small `memcpy` calls of pushing onto a `Vec`. A write that does not fit sets
+/// `overflow` (the caller then falls back to serde).
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    overflow: bool,
 }
 
-fn push_num(out: &mut Vec<u8>, key: &str, v: u64) {
-    out.push(b'"');
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = v;
-    loop {
-        i -= 1;
-        // `n % 10` is < 10, so the cast cannot truncate.
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl Cursor<'_> {
+    #[inline(always)]
+    fn lit(&mut self, b: &[u8]) {
+        match self.buf.get_mut(self.pos..self.pos + b.len()) {
+            Some(d) => {
+                d.copy_from_slice(b);
+                self.pos += b.len();
+            }
+            None => self.overflow = true,
         }
     }
-    out.extend_from_slice(&buf[i..]);
-}
 
-fn push_display(out: &mut Vec<u8>, key: &str, v: impl fmt::Display) {
-    out.push(b'"');
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":\"");
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{v}");
-    out.push(b'"');
-}
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        match self.buf.get_mut(self.pos) {
+            Some(d) => {
+                *d = b;
+                self.pos += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
 
-fn push_ip(out: &mut Vec<u8>, key: &str, v: Option<IpAddr>) {
-    match v {
-        Some(a) => push_display(out, key, a),
-        None => push_str(out, key, ""),
+    /// Decimal digits, written in place from the last digit, two at a time.
+    #[inline]
+    fn dec(&mut self, v: u64) {
+        let digits = v.checked_ilog10().unwrap_or(0) as usize + 1;
+        let Some(d) = self.buf.get_mut(self.pos..self.pos + digits) else {
+            self.overflow = true;
+            return;
+        };
+        let mut n = v;
+        let mut i = digits;
+        while i >= 2 {
+            // `n % 100` < 100, so the index stays inside PAIRS.
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            i -= 2;
+            if let (Some(dst), Some(src)) = (d.get_mut(i..i + 2), PAIRS.get(pair..pair + 2)) {
+                dst.copy_from_slice(src);
+            }
+        }
+        if i == 1
+            && let Some(first) = d.first_mut()
+        {
+            // One digit left, so `n` < 10.
+            *first = b'0' + n as u8;
+        }
+        self.pos += digits;
+    }
+
+    fn addr(&mut self, a: IpAddr) {
+        match a {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                self.dec(u64::from(a));
+                self.byte(b'.');
+                self.dec(u64::from(b));
+                self.byte(b'.');
+                self.dec(u64::from(c));
+                self.byte(b'.');
+                self.dec(u64::from(d));
+            }
+            IpAddr::V6(v6) => {
+                // Format straight into the buffer (`&mut [u8]` is an `io::Write`).
+                let Some(mut rest) = self.buf.get_mut(self.pos..) else {
+                    self.overflow = true;
+                    return;
+                };
+                let room = rest.len();
+                if write!(rest, "{v6}").is_err() {
+                    self.overflow = true;
+                }
+                self.pos += room - rest.len();
+            }
+        }
+    }
+
+    /// `,"key":` (or `{"key":` for the first field): keys are literals, so the copy length is
+    /// known at compile time.
+    #[inline(always)]
+    fn key(&mut self, k: &[u8]) {
+        self.lit(k);
+    }
+
+    #[inline(always)]
+    fn num(&mut self, k: &[u8], v: u64) {
+        self.key(k);
+        self.dec(v);
+    }
+
+    #[inline(always)]
+    fn str(&mut self, k: &[u8], v: &str) {
+        self.key(k);
+        self.byte(b'"');
+        self.lit(v.as_bytes());
+        self.byte(b'"');
+    }
+
+    #[inline(always)]
+    fn ip(&mut self, k: &[u8], v: Option<IpAddr>) {
+        self.key(k);
+        self.byte(b'"');
+        if let Some(a) = v {
+            self.addr(a);
+        }
+        self.byte(b'"');
+    }
+
+    #[inline(always)]
+    fn mac(&mut self, k: &[u8], m: Mac) {
+        self.key(k);
+        let mut t = *b"\"00:00:00:00:00:00\"";
+        for (i, b) in m.0.into_iter().enumerate() {
+            if let (Some(hi), Some(lo)) =
+                (HEX.get(usize::from(b >> 4)), HEX.get(usize::from(b & 0x0f)))
+                && let Some(dst) = t.get_mut(1 + i * 3..3 + i * 3)
+            {
+                dst.copy_from_slice(&[*hi, *lo]);
+            }
+        }
+        self.lit(&t);
+    }
+
+    #[inline(always)]
+    fn net(&mut self, k: &[u8], addr: Option<IpAddr>, mask: u8) {
+        let (net, len) = masked_net(addr, mask);
+        self.key(k);
+        self.byte(b'"');
+        self.addr(net);
+        self.byte(b'/');
+        self.dec(u64::from(len));
+        self.byte(b'"');
+    }
+
+    #[inline(always)]
+    fn named(&mut self, k: &[u8], name: Option<&str>, v: u64) {
+        match name {
+            Some(n) => self.str(k, n),
+            None => {
+                self.key(k);
+                self.byte(b'"');
+                self.dec(v);
+                self.byte(b'"');
+            }
+        }
     }
 }
 
-fn push_named(out: &mut Vec<u8>, key: &str, name: Option<&str>, v: u64) {
-    match name {
-        Some(n) => push_str(out, key, n),
-        None => push_display(out, key, v),
-    }
-}
+/// Room for the largest possible record (all addresses IPv6, all numbers at their maximum).
+const MAX_JSON: usize = 2048;
 
 impl FlowRecord {
     /// Appends this record as one JSON object (no trailing newline) to `out`; byte-for-byte what
     /// `serde_json::to_vec(self)` produces, several times faster.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        push_str(out, "type", self.flow_type.as_str());
-        out.push(b',');
-        push_num(out, "time_received_ns", self.time_received_ns);
-        out.push(b',');
-        push_num(out, "sequence_num", u64::from(self.sequence_num));
-        out.push(b',');
-        push_num(out, "sampling_rate", self.sampling_rate);
-        out.push(b',');
-        push_ip(out, "sampler_address", self.sampler_address);
-        out.push(b',');
-        push_num(out, "time_flow_start_ns", self.time_flow_start_ns);
-        out.push(b',');
-        push_num(out, "time_flow_end_ns", self.time_flow_end_ns);
-        out.push(b',');
-        push_num(out, "bytes", self.bytes);
-        out.push(b',');
-        push_num(out, "packets", self.packets);
-        out.push(b',');
-        push_ip(out, "src_addr", self.src_addr);
-        out.push(b',');
-        push_ip(out, "dst_addr", self.dst_addr);
-        out.push(b',');
-        push_named(out, "etype", etype_name(self.etype), u64::from(self.etype));
-        out.push(b',');
-        push_named(out, "proto", proto_name(self.proto), u64::from(self.proto));
-        out.push(b',');
-        push_num(out, "src_port", u64::from(self.src_port));
-        out.push(b',');
-        push_num(out, "dst_port", u64::from(self.dst_port));
-        out.push(b',');
-        push_num(out, "in_if", u64::from(self.in_if));
-        out.push(b',');
-        push_num(out, "out_if", u64::from(self.out_if));
-        out.push(b',');
-        push_display(out, "src_mac", self.src_mac);
-        out.push(b',');
-        push_display(out, "dst_mac", self.dst_mac);
-        out.push(b',');
-        push_num(out, "src_vlan", u64::from(self.src_vlan));
-        out.push(b',');
-        push_num(out, "dst_vlan", u64::from(self.dst_vlan));
-        out.push(b',');
-        push_num(out, "vlan_id", u64::from(self.vlan_id));
-        out.push(b',');
-        push_num(out, "ip_tos", u64::from(self.ip_tos));
-        out.push(b',');
-        push_num(out, "forwarding_status", u64::from(self.forwarding_status));
-        out.push(b',');
-        push_num(out, "ip_ttl", u64::from(self.ip_ttl));
-        out.push(b',');
-        push_num(out, "ip_flags", u64::from(self.ip_flags));
-        out.push(b',');
-        push_num(out, "tcp_flags", u64::from(self.tcp_flags));
-        out.push(b',');
-        push_num(out, "icmp_type", u64::from(self.icmp_type));
-        out.push(b',');
-        push_num(out, "icmp_code", u64::from(self.icmp_code));
-        out.push(b',');
-        push_num(out, "ipv6_flow_label", u64::from(self.ipv6_flow_label));
-        out.push(b',');
-        push_num(out, "fragment_id", u64::from(self.fragment_id));
-        out.push(b',');
-        push_num(out, "fragment_offset", u64::from(self.fragment_offset));
-        out.push(b',');
-        push_num(out, "src_as", u64::from(self.src_as));
-        out.push(b',');
-        push_num(out, "dst_as", u64::from(self.dst_as));
-        out.push(b',');
-        push_ip(out, "next_hop", self.next_hop);
-        out.push(b',');
-        push_num(out, "next_hop_as", u64::from(self.next_hop_as));
-        out.push(b',');
-        let (net, len) = masked_net(self.src_addr, self.src_mask);
-        push_display(out, "src_net", format_args!("{net}/{len}"));
-        out.push(b',');
-        let (net, len) = masked_net(self.dst_addr, self.dst_mask);
-        push_display(out, "dst_net", format_args!("{net}/{len}"));
-        out.push(b',');
-        push_ip(out, "bgp_next_hop", self.bgp_next_hop);
-        out.push(b',');
-        push_num(
-            out,
-            "observation_domain_id",
+        let start = out.len();
+        out.resize(start + MAX_JSON, 0);
+        let used = {
+            let mut c = Cursor {
+                buf: out.get_mut(start..).unwrap_or_default(),
+                pos: 0,
+                overflow: false,
+            };
+            self.fill(&mut c);
+            (!c.overflow).then_some(c.pos)
+        };
+        match used {
+            Some(n) => out.truncate(start + n),
+            None => {
+                // Cannot happen with MAX_JSON sized for the worst case; stay correct anyway.
+                out.truncate(start);
+                let _ = serde_json::to_writer(&mut *out, self);
+            }
+        }
+    }
+
+    fn fill(&self, c: &mut Cursor<'_>) {
+        c.str(b"{\"type\":", self.flow_type.as_str());
+        c.num(b",\"time_received_ns\":", self.time_received_ns);
+        c.num(b",\"sequence_num\":", u64::from(self.sequence_num));
+        c.num(b",\"sampling_rate\":", self.sampling_rate);
+        c.ip(b",\"sampler_address\":", self.sampler_address);
+        c.num(b",\"time_flow_start_ns\":", self.time_flow_start_ns);
+        c.num(b",\"time_flow_end_ns\":", self.time_flow_end_ns);
+        c.num(b",\"bytes\":", self.bytes);
+        c.num(b",\"packets\":", self.packets);
+        c.ip(b",\"src_addr\":", self.src_addr);
+        c.ip(b",\"dst_addr\":", self.dst_addr);
+        c.named(
+            b",\"etype\":",
+            etype_name(self.etype),
+            u64::from(self.etype),
+        );
+        c.named(
+            b",\"proto\":",
+            proto_name(self.proto),
+            u64::from(self.proto),
+        );
+        c.num(b",\"src_port\":", u64::from(self.src_port));
+        c.num(b",\"dst_port\":", u64::from(self.dst_port));
+        c.num(b",\"in_if\":", u64::from(self.in_if));
+        c.num(b",\"out_if\":", u64::from(self.out_if));
+        c.mac(b",\"src_mac\":", self.src_mac);
+        c.mac(b",\"dst_mac\":", self.dst_mac);
+        c.num(b",\"src_vlan\":", u64::from(self.src_vlan));
+        c.num(b",\"dst_vlan\":", u64::from(self.dst_vlan));
+        c.num(b",\"vlan_id\":", u64::from(self.vlan_id));
+        c.num(b",\"ip_tos\":", u64::from(self.ip_tos));
+        c.num(
+            b",\"forwarding_status\":",
+            u64::from(self.forwarding_status),
+        );
+        c.num(b",\"ip_ttl\":", u64::from(self.ip_ttl));
+        c.num(b",\"ip_flags\":", u64::from(self.ip_flags));
+        c.num(b",\"tcp_flags\":", u64::from(self.tcp_flags));
+        c.num(b",\"icmp_type\":", u64::from(self.icmp_type));
+        c.num(b",\"icmp_code\":", u64::from(self.icmp_code));
+        c.num(b",\"ipv6_flow_label\":", u64::from(self.ipv6_flow_label));
+        c.num(b",\"fragment_id\":", u64::from(self.fragment_id));
+        c.num(b",\"fragment_offset\":", u64::from(self.fragment_offset));
+        c.num(b",\"src_as\":", u64::from(self.src_as));
+        c.num(b",\"dst_as\":", u64::from(self.dst_as));
+        c.ip(b",\"next_hop\":", self.next_hop);
+        c.num(b",\"next_hop_as\":", u64::from(self.next_hop_as));
+        c.net(b",\"src_net\":", self.src_addr, self.src_mask);
+        c.net(b",\"dst_net\":", self.dst_addr, self.dst_mask);
+        c.ip(b",\"bgp_next_hop\":", self.bgp_next_hop);
+        c.num(
+            b",\"observation_domain_id\":",
             u64::from(self.observation_domain_id),
         );
-        out.push(b',');
-        push_num(
-            out,
-            "observation_point_id",
+        c.num(
+            b",\"observation_point_id\":",
             u64::from(self.observation_point_id),
         );
-        out.push(b'}');
+        c.byte(b'}');
     }
 }
 
@@ -653,6 +757,92 @@ mod tests {
                 String::from_utf8(fast).unwrap(),
                 String::from_utf8(serde).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn worst_case_record_fits_and_matches_serde() {
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap();
+        let r = FlowRecord {
+            flow_type: Protocol::NetflowV9,
+            time_received_ns: u64::MAX,
+            sequence_num: u32::MAX,
+            sampling_rate: u64::MAX,
+            sampler_address: Some(v6),
+            time_flow_start_ns: u64::MAX,
+            time_flow_end_ns: u64::MAX,
+            bytes: u64::MAX,
+            packets: u64::MAX,
+            src_addr: Some(v6),
+            dst_addr: Some(v6),
+            etype: 0xffff,
+            proto: 255,
+            src_port: u16::MAX,
+            dst_port: u16::MAX,
+            in_if: u32::MAX,
+            out_if: u32::MAX,
+            src_mac: Mac([0xff; 6]),
+            dst_mac: Mac([0xff; 6]),
+            src_vlan: u16::MAX,
+            dst_vlan: u16::MAX,
+            vlan_id: u16::MAX,
+            ip_tos: u8::MAX,
+            forwarding_status: u8::MAX,
+            ip_ttl: u8::MAX,
+            ip_flags: u8::MAX,
+            tcp_flags: u16::MAX,
+            icmp_type: u8::MAX,
+            icmp_code: u8::MAX,
+            ipv6_flow_label: u32::MAX,
+            fragment_id: u32::MAX,
+            fragment_offset: u16::MAX,
+            src_as: u32::MAX,
+            dst_as: u32::MAX,
+            next_hop: Some(v6),
+            next_hop_as: u32::MAX,
+            src_mask: 127,
+            dst_mask: 127,
+            bgp_next_hop: Some(v6),
+            observation_domain_id: u32::MAX,
+            observation_point_id: u32::MAX,
+        };
+        let mut fast = b"prefix".to_vec();
+        r.write_json(&mut fast);
+        assert!(fast.len() < MAX_JSON);
+        let mut want = b"prefix".to_vec();
+        want.extend_from_slice(&serde_json::to_vec(&r).unwrap());
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+    }
+
+    #[test]
+    fn decimal_digits() {
+        for v in [
+            0,
+            7,
+            9,
+            10,
+            42,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            65_535,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let mut buf = [0u8; 20];
+            let mut c = Cursor {
+                buf: &mut buf,
+                pos: 0,
+                overflow: false,
+            };
+            c.dec(v);
+            let n = c.pos;
+            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), v.to_string());
         }
     }
 

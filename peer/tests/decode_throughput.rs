@@ -80,3 +80,32 @@ fn decode_flows_per_cpu_second() {
         assert_eq!(dec.stats().errors.total(), 0);
     }
 }
+
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn json_records_per_cpu_second() {
+    let corpus = corpus(Protocol::Ipfix, 30);
+    let mut dec = ShardDecoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    for (addr, d) in &corpus {
+        let _ = dec.decode(*addr, 1, d, &mut records);
+    }
+    let mut line = Vec::with_capacity(1024);
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    let start = cpu_time();
+    while cpu_time() - start < Duration::from_secs(2) {
+        for r in &records {
+            line.clear();
+            r.write_json(&mut line);
+            bytes += line.len();
+            n += 1;
+        }
+    }
+    let secs = (cpu_time() - start).as_secs_f64();
+    println!(
+        "write_json: {:.2} M records per CPU-second, {} bytes per record",
+        n as f64 / secs / 1e6,
+        bytes as u64 / n
+    );
+}
