@@ -262,6 +262,16 @@ proptest! {
     }
 
     #[test]
+    fn fast_json_equals_serde_and_parses_back(f in any_flow(), etype in any::<u16>(), proto in any::<u8>()) {
+        let r = FlowRecord { etype, proto, ..f };
+        let mut fast = Vec::new();
+        r.write_json(&mut fast);
+        prop_assert_eq!(&fast, &serde_json::to_vec(&r).unwrap());
+        let back: FlowRecord = serde_json::from_slice(&fast).unwrap();
+        prop_assert_eq!(back, r);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600), version in prop::sample::select(vec![5u16, 9, 10, 0])) {
         let mut dec = ShardDecoder::new(DecoderConfig::default());
         let mut out = Vec::new();
