@@ -268,9 +268,10 @@ fn truncations_and_bad_sets() {
     let (r, out) = decode(&mut dec, &message(0, &[&TEMPLATE_SET, &cut_set]));
     assert!(matches!(
         r,
-        Err(DecodeError::Truncated {
+        Err(DecodeError::ShortRecord {
             protocol: Protocol::Ipfix,
-            what: "data record",
+            domain: 5,
+            template_id: 256,
             offset: 92
         })
     ));

@@ -286,8 +286,10 @@ fn truncated_and_bad_lengths() {
     let (r, out) = decode(&mut dec, RECEIVED_NS, &packet(2, 2, &[&short[..48]]));
     assert!(matches!(
         r,
-        Err(DecodeError::Truncated {
-            what: "data record",
+        Err(DecodeError::ShortRecord {
+            protocol: Protocol::NetflowV9,
+            domain: 33,
+            template_id: 260,
             ..
         })
     ));

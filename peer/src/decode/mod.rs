@@ -90,6 +90,16 @@ pub enum DecodeError {
         length: usize,
         offset: usize,
     },
+    /// A data record cut short inside its set (records before it were decoded).
+    #[error(
+        "{protocol} observation domain {domain} template {template_id}: data record cut short at byte {offset}"
+    )]
+    ShortRecord {
+        protocol: Protocol,
+        domain: u32,
+        template_id: u16,
+        offset: usize,
+    },
     /// A template (or template snapshot) that cannot be used.
     #[error("{protocol} observation domain {domain} template {template_id}: {reason}")]
     BadTemplate {
@@ -105,7 +115,7 @@ impl DecodeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DecodeError::UnknownVersion { .. } => ErrorKind::UnknownVersion,
-            DecodeError::Truncated { .. } => ErrorKind::Truncated,
+            DecodeError::Truncated { .. } | DecodeError::ShortRecord { .. } => ErrorKind::Truncated,
             DecodeError::BadLength { .. } => ErrorKind::BadLength,
             DecodeError::BadTemplate { .. } => ErrorKind::BadTemplate,
         }

@@ -175,7 +175,12 @@ impl Walk {
                         hold(ctx, state, key, self.header, body);
                     }
                     Err(short) => {
-                        return Err(truncated(protocol, "data record", off + 4 + short));
+                        return Err(DecodeError::ShortRecord {
+                            protocol,
+                            domain: key.domain,
+                            template_id: key.template_id,
+                            offset: off + 4 + short,
+                        });
                     }
                 }
             }
