@@ -5,11 +5,11 @@
 //! about templates, held data and sampling.
 //!
 //! # Layout
-//! - [`reader`]: checked big-endian reads.
-//! - [`netflow5`]: NetFlow v5 (fixed format).
-//! - [`template`]: NetFlow v9 / IPFIX templates compiled into field programs, shared by both.
-//! - [`netflow`]: NetFlow v9 and IPFIX messages (sets, templates, options, data, withdrawal).
-//! - [`sflow`] and [`packet`]: sFlow v5 and the sampled-header parser (Ethernet → L4).
+//! - `reader`: checked big-endian reads.
+//! - `netflow5`: NetFlow v5 (fixed format).
+//! - `template`: NetFlow v9 / IPFIX templates compiled into field programs, shared by both.
+//! - `netflow`: NetFlow v9 and IPFIX messages (sets, templates, options, data, withdrawal).
+//! - `sflow` and `packet`: sFlow v5 and the sampled-header parser (Ethernet → L4).
 
 mod netflow;
 mod netflow5;
