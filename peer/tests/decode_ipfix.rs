@@ -372,3 +372,18 @@ fn templates_per_exporter_are_bounded() {
     ));
     assert_eq!(dec.stats().errors.bad_template, 1);
 }
+
+#[test]
+fn sequence_numbered_after_the_message_is_not_loss() {
+    // softflowd numbers IPFIX messages after counting their own records: 2, 4, 6 for messages
+    // of two records each. That is no loss; a real gap after it still counts.
+    let mut dec = ShardDecoder::new(DecoderConfig::default());
+    decode(&mut dec, &message(2, &[&TEMPLATE_SET, &DATA_SET]))
+        .0
+        .unwrap();
+    decode(&mut dec, &message(4, &[&DATA_SET])).0.unwrap();
+    decode(&mut dec, &message(6, &[&DATA_SET])).0.unwrap();
+    assert_eq!(dec.stats().lost_total, 0);
+    decode(&mut dec, &message(12, &[&DATA_SET])).0.unwrap();
+    assert_eq!(dec.stats().lost_total, 4);
+}

@@ -280,8 +280,8 @@ struct Exporter {
     templates: HashMap<TemplateKey, Template>,
     /// What options data said per (protocol, observation domain).
     domains: HashMap<(Protocol, u32), template::DomainOptions>,
-    /// Next expected sequence number per (protocol, stream id).
-    next_seq: HashMap<(Protocol, u32), u32>,
+    /// Last sequence number and unit count per (protocol, stream id).
+    last_seq: HashMap<(Protocol, u32), (u32, u32)>,
     held: VecDeque<Held>,
     held_bytes: usize,
     /// Templates or sampling changed since [`ShardDecoder::take_changed_templates`] looked.
@@ -289,24 +289,35 @@ struct Exporter {
 }
 
 impl Exporter {
-    /// Records a sequence number and returns how many units were lost before it.
-    /// `advance` is how many units this datagram carries; `None` resynchronises on the next one.
-    fn track_sequence(&mut self, stream: (Protocol, u32), seq: u32, advance: Option<u32>) -> u64 {
-        let lost = match self.next_seq.get(&stream) {
-            // A gap of less than half the sequence space is loss; anything else is a restart or
-            // reordering, which resynchronises without counting.
-            Some(&expected) => {
-                let gap = seq.wrapping_sub(expected);
-                if gap < 0x8000_0000 { u64::from(gap) } else { 0 }
+    /// Records a datagram's sequence number and returns how many units were lost before it.
+    /// `count` is how many units this datagram carries; `None` (unknown) resynchronises on the
+    /// next one.
+    ///
+    /// The standard numbering gives the units sent *before* this datagram, so the next one is
+    /// expected at `seq + count`. Some exporters (softflowd's IPFIX) number after counting their
+    /// own units, so the next one arrives at `seq + its own count`: a datagram matching either
+    /// convention loses nothing, and otherwise the smaller gap is counted. A jump of half the
+    /// sequence space or more is a restart or reordering, which resynchronises without counting.
+    fn track_sequence(&mut self, stream: (Protocol, u32), seq: u32, count: Option<u32>) -> u64 {
+        let lost = match self.last_seq.get(&stream) {
+            Some(&(prev, prev_count)) => {
+                let standard = Some(seq.wrapping_sub(prev.wrapping_add(prev_count)));
+                let counted_first = count.map(|c| seq.wrapping_sub(prev.wrapping_add(c)));
+                [standard, counted_first]
+                    .into_iter()
+                    .flatten()
+                    .filter(|gap| *gap < 0x8000_0000)
+                    .min()
+                    .map_or(0, u64::from)
             }
             None => 0,
         };
-        match advance {
-            Some(n) => {
-                self.next_seq.insert(stream, seq.wrapping_add(n));
+        match count {
+            Some(c) => {
+                self.last_seq.insert(stream, (seq, c));
             }
             None => {
-                self.next_seq.remove(&stream);
+                self.last_seq.remove(&stream);
             }
         }
         lost

@@ -165,6 +165,11 @@ pub fn decode_all(datagrams: &[(IpAddr, Vec<u8>)]) -> Vec<Vec<FlowRecord>> {
         })
         .collect();
     assert_eq!(dec.stats().held, 0, "nothing may stay held");
+    assert_eq!(
+        dec.stats().lost_total,
+        0,
+        "no sequence gaps in these captures"
+    );
     out
 }
 
