@@ -107,15 +107,29 @@ impl OutputStats {
         }
     }
 
-    /// Takes room for `n` records in the buffer; false (and counted as overflow) when full.
-    pub fn reserve(&self, n: usize) -> bool {
-        let before = self.buffered.fetch_add(n, Relaxed);
-        if before + n <= self.capacity {
-            return true;
+    /// Takes room for up to `n` records in the buffer and returns how many fit; the rest are
+    /// counted as overflow.
+    pub fn reserve(&self, n: usize) -> usize {
+        let mut buffered = self.buffered.load(Relaxed);
+        let granted = loop {
+            let granted = n.min(self.capacity.saturating_sub(buffered));
+            if granted == 0 {
+                break 0;
+            }
+            match self.buffered.compare_exchange_weak(
+                buffered,
+                buffered + granted,
+                Relaxed,
+                Relaxed,
+            ) {
+                Ok(_) => break granted,
+                Err(now) => buffered = now,
+            }
+        };
+        if granted < n {
+            self.overflowed(n - granted);
         }
-        self.buffered.fetch_sub(n, Relaxed);
-        self.overflowed(n);
-        false
+        granted
     }
 
     /// `n` records did not fit (or the output thread is gone): counted and logged, rate-limited.
@@ -998,8 +1012,8 @@ mod tests {
         m.register_shards(2);
         m.dropped(DropReason::QueueFull, "198.18.0.7".parse().unwrap(), 3);
         let out = m.register_output("0-file".into(), 10);
-        assert!(out.reserve(8));
-        assert!(!out.reserve(5));
+        assert_eq!(out.reserve(8), 8);
+        assert_eq!(out.reserve(5), 2);
         let text = m.render();
         assert!(
             text.contains("sluice_peer_drops_total{reason=\"queue_full\"} 3\n"),
@@ -1008,13 +1022,13 @@ mod tests {
         assert!(text.contains(
             "sluice_peer_exporter_drops_total{exporter=\"198.18.0.7\",reason=\"queue_full\"} 3\n"
         ));
-        assert!(text.contains("sluice_peer_output_overflow_records_total{output=\"0-file\"} 5\n"));
-        assert!(text.contains("sluice_peer_output_buffered_records{output=\"0-file\"} 8\n"));
+        assert!(text.contains("sluice_peer_output_overflow_records_total{output=\"0-file\"} 3\n"));
+        assert!(text.contains("sluice_peer_output_buffered_records{output=\"0-file\"} 10\n"));
         assert!(text.contains("sluice_peer_shards 2\n"));
         assert!(text.contains(
             "sluice_peer_output_latency_seconds_bucket{output=\"0-file\",le=\"+Inf\"} 0\n"
         ));
-        assert_eq!(m.total_drops(), 8);
+        assert_eq!(m.total_drops(), 6);
     }
 
     #[test]

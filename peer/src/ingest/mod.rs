@@ -32,6 +32,7 @@ pub struct Ingest {
     local: Vec<SocketAddr>,
     batch_size: usize,
     slot: usize,
+    linger: Duration,
 }
 
 impl Ingest {
@@ -64,6 +65,7 @@ impl Ingest {
             local,
             batch_size: config.batch_size,
             slot: config.max_datagram_bytes,
+            linger: Duration::from_micros(config.linger_us),
         })
     }
 
@@ -87,6 +89,7 @@ impl Ingest {
                 router: router(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
+                linger: self.linger,
             };
             let (batch_size, slot) = (self.batch_size, self.slot);
             let name = format!(
@@ -113,11 +116,6 @@ fn is_missing_ipv6(addr: SocketAddr, error: &std::io::Error) -> bool {
         )
 }
 
-/// How long a receive thread whose socket ran dry waits for more datagrams before handing its
-/// batches to the shards. Each hand-over may wake a shard thread (costly, especially on VMs); at
-/// moderate rates this turns one hand-over per datagram into one per millisecond, for at most
-/// this much added latency.
-const LINGER: Duration = Duration::from_millis(1);
 /// Reads (of up to `batch_size` datagrams) gathered into one hand-over at most.
 const MAX_READS_PER_FLUSH: usize = 4;
 
@@ -127,6 +125,7 @@ struct Receiver {
     router: Router,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
+    linger: Duration,
 }
 
 impl Receiver {
@@ -162,15 +161,17 @@ impl Receiver {
     }
 
     /// After a read, collects more datagrams before the batches are handed over: when the
-    /// socket ran dry, waits [`LINGER`] once, then reads on while reads come back full.
+    /// socket ran dry, waits `ingest.linger_us` once, then reads on while reads come back full.
+    /// Each hand-over may wake a shard thread (costly, especially on VMs); at moderate rates this
+    /// turns one hand-over per datagram into one per linger period.
     fn gather(&mut self, fd: std::os::fd::RawFd, batch: &mut RecvBatch, mut n: usize) {
         let mut lingered = false;
         for _ in 1..MAX_READS_PER_FLUSH {
             if n < batch.capacity() {
-                if lingered {
+                if lingered || self.linger.is_zero() {
                     return;
                 }
-                std::thread::sleep(LINGER);
+                std::thread::sleep(self.linger);
                 lingered = true;
             }
             match batch.recv(fd, false) {

@@ -1,7 +1,8 @@
 //! One thread per output behind a bounded buffer.
 //!
 //! Shards call [`Fanout::send`], which never blocks: it reserves room for the batch's records in
-//! each output's buffer (counting overflow when there is none) and queues a shared `Arc`. The
+//! each output's buffer (records that do not fit are counted as overflow; the newest ones of the
+//! batch are kept) and queues a shared `Arc` with the number of lines to skip. The
 //! output thread writes batches in order; a failed write is retried with exponential backoff
 //! while new batches wait in the buffer. At shutdown (all shards gone) the thread drains its
 //! buffer; a destination still failing after `drain_timeout` has its remaining records counted
@@ -33,8 +34,20 @@ pub struct OutputError {
     pub source: std::io::Error,
 }
 
+/// A batch as one output sees it: its first `skip` lines did not fit the buffer.
+struct Queued {
+    batch: Arc<EncodedBatch>,
+    skip: usize,
+}
+
+impl Queued {
+    fn records(&self) -> usize {
+        self.batch.len() - self.skip
+    }
+}
+
 struct Route {
-    tx: Sender<Arc<EncodedBatch>>,
+    tx: Sender<Queued>,
     stats: Arc<OutputStats>,
 }
 
@@ -58,17 +71,22 @@ impl Fanout {
         let n = batch.len();
         let batch = Arc::new(batch);
         for route in self.routes.iter() {
-            if !route.stats.reserve(n) {
+            let granted = route.stats.reserve(n);
+            if granted == 0 {
                 continue;
             }
+            let queued = Queued {
+                batch: batch.clone(),
+                skip: n - granted,
+            };
             // The record reservation is the real bound. The channel holds `capacity` batches
             // (up to MAX_QUEUED_BATCHES), so it fills first only with very many tiny batches;
             // it is disconnected only if the output thread died. Either way: overflow.
-            if let Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) =
-                route.tx.try_send(batch.clone())
+            if let Err(TrySendError::Full(q) | TrySendError::Disconnected(q)) =
+                route.tx.try_send(queued)
             {
-                route.stats.release(b.len());
-                route.stats.overflowed(b.len());
+                route.stats.release(q.records());
+                route.stats.overflowed(q.records());
             }
         }
     }
@@ -127,7 +145,7 @@ impl OutputSet {
 
 struct Worker {
     sink: Box<dyn Sink>,
-    rx: Receiver<Arc<EncodedBatch>>,
+    rx: Receiver<Queued>,
     stats: Arc<OutputStats>,
     shutdown: Shutdown,
     drain_timeout: Duration,
@@ -146,9 +164,9 @@ impl Worker {
         }
         loop {
             match self.rx.recv_timeout(TICK) {
-                Ok(batch) => {
-                    self.deliver(&batch);
-                    self.stats.release(batch.len());
+                Ok(queued) => {
+                    self.deliver(&queued.batch, queued.skip);
+                    self.stats.release(queued.records());
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(error) = self.sink.tick() {
@@ -171,16 +189,17 @@ impl Worker {
         }
     }
 
-    /// Writes `batch`, retrying failures with backoff, until written or given up at shutdown.
-    fn deliver(&mut self, batch: &EncodedBatch) {
-        let mut done = 0;
+    /// Writes `batch` from line `skip` on, retrying failures with backoff, until written or
+    /// given up at shutdown.
+    fn deliver(&mut self, batch: &EncodedBatch, skip: usize) {
+        let mut done = skip;
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.sink.write(batch, done) {
                 Ok(()) => {
                     if batch.received_ns() > 0 {
                         let latency = crate::pipeline::now_ns().saturating_sub(batch.received_ns());
-                        self.stats.observe_latency(latency, batch.len());
+                        self.stats.observe_latency(latency, batch.len() - skip);
                     }
                     self.stats.written(batch.len() - done);
                     self.stats.succeeded();
