@@ -467,7 +467,8 @@ impl ShardDecoder {
     }
 
     /// Install templates exported by another decoder for `exporter`. Held data waiting for one
-    /// of them is released on the next datagram that defines a template, or expires.
+    /// of them is decoded by [`Self::release_held`] (or on the next datagram that defines a
+    /// template), or expires.
     pub fn import_templates(
         &mut self,
         exporter: IpAddr,
