@@ -387,3 +387,22 @@ fn templates_move_between_decoders() {
         })
     ));
 }
+
+#[test]
+fn imported_templates_release_data_held_before_them() {
+    let mut a = ShardDecoder::new(DecoderConfig::default());
+    decode(&mut a, RECEIVED_NS, &packet(7, 1, &[&TEMPLATE_SET]))
+        .0
+        .unwrap();
+    // The exporter moves: its next data reaches the new decoder before the templates do.
+    let mut b = ShardDecoder::new(DecoderConfig::default());
+    let (r, out) = decode(&mut b, RECEIVED_NS, &packet(8, 2, &[&DATA_SET]));
+    assert_eq!((r.unwrap().held_sets, out.len()), (1, 0));
+    b.import_templates(exporter(), &a.export_templates(exporter()))
+        .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(b.release_held(exporter(), &mut out), 2);
+    assert_eq!(out, expected(8, 0, RECEIVED_NS));
+    let s = b.stats();
+    assert_eq!((s.held, s.held_released, s.records.netflow_v9), (0, 1, 2));
+}
