@@ -2,6 +2,7 @@
 //! guards, a pin-directory guard, and an independent packet builder used to state expected
 //! bytes (it shares no code with the XDP program).
 
+pub mod bench;
 pub mod fixture;
 pub mod lab;
 pub mod netns;
