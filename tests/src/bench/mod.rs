@@ -1,7 +1,9 @@
 //! `cargo xtask bench` measurements (the `sluice-bench` binary prints them): BPF_PROG_TEST_RUN
-//! cost per packet, and forwarding rate and CPU per packet on the namespace lab.
+//! cost per packet, forwarding rate and CPU per packet on the namespace lab, and failover time
+//! with real peers.
 
 pub mod cpu;
+pub mod failover;
 pub mod forwarding;
 pub mod netflow;
 pub mod test_run;

@@ -2,14 +2,16 @@
 //!
 //! `xdp`: BPF_PROG_TEST_RUN cost per packet of the XDP program next to an empty program, then
 //! forwarding rate and CPU per packet on the namespace lab for XDP, the slow-path relay alone
-//! and pmacct's nfacctd. Everything started is stopped by pid and the namespaces are removed,
-//! also on error and on Ctrl-C.
+//! and pmacct's nfacctd. `failover`: SIGKILL of a peer → first datagram of each of its exporters
+//! at the survivor, over 10 runs. Everything started is stopped by pid and the namespaces are
+//! removed, also on error and on Ctrl-C.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use sluice_tests::bench::{
+    failover,
     forwarding::{self, DATAGRAM_LEN, Forwarder, GIVE_UP_LOSS, RATES, STEP, Step},
     test_run::{self, FRAME_LEN, REPEAT, TestRunReport},
 };
@@ -26,6 +28,9 @@ enum Bench {
     /// XDP data plane: BPF_PROG_TEST_RUN ns/packet vs an empty program; lab forwarding rate and
     /// CPU per packet vs the slow-path relay and nfacctd.
     Xdp,
+    /// Failover: SIGKILL of a peer → first datagram of each of its exporters at the survivor,
+    /// median and max over 10 runs, default settings.
+    Failover,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -48,6 +53,7 @@ fn main() -> Result<()> {
     }
     match cli.command {
         Bench::Xdp => xdp(),
+        Bench::Failover => failover::bench(&STOP),
     }
 }
 
