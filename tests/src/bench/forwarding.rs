@@ -120,6 +120,13 @@ impl Step {
         self.delivered + self.held_back >= self.sent
     }
 
+    /// False when the step was unpaced or the sender fell 5% or more short of the paced rate:
+    /// the sender's ceiling.
+    pub fn paced(&self) -> bool {
+        self.target
+            .is_some_and(|t| self.sent_rate() >= 0.95 * t as f64)
+    }
+
     /// Fraction of the sent datagrams that did not arrive.
     pub fn loss(&self) -> f64 {
         self.sent.saturating_sub(self.delivered) as f64 / self.sent.max(1) as f64
@@ -165,8 +172,7 @@ pub fn run(
             usage: usage(&start, &end, process.pid()),
         };
         progress(&step);
-        paced_done = target
-            .is_some_and(|t| step.loss() >= GIVE_UP_LOSS || step.sent_rate() < 0.95 * t as f64);
+        paced_done = target.is_some() && (step.loss() >= GIVE_UP_LOSS || !step.paced());
         steps.push(step);
     }
     if let Ok(Some(_)) = process.child().try_wait() {

@@ -271,10 +271,12 @@ fn summary(results: &[(Forwarder, Vec<Step>)]) {
             f.label(),
             lossless.map_or_else(
                 || "none".to_owned(),
-                |s| if s.target.is_none() {
-                    format!("{:.0} (ceiling)", s.delivered_rate())
-                } else {
-                    rate(s.target)
+                |s| {
+                    format!(
+                        "{:.0}{}",
+                        s.delivered_rate(),
+                        if s.paced() { "" } else { " (ceiling)" }
+                    )
                 }
             ),
             ceiling.map_or_else(
@@ -310,13 +312,11 @@ fn summary(results: &[(Forwarder, Vec<Step>)]) {
         );
     }
     if best.is_finite() {
+        // Both bounds include work every forwarder shares (sender, receivers, veth delivery),
+        // so the forwarder-only ratio is higher by an amount this lab cannot isolate.
         println!(
-            "  target ≥ 8× less CPU per datagram than the best user-space forwarder: measured lower bound {best:.2}× ({})",
-            if best >= 8.0 {
-                "met"
-            } else {
-                "not shown: the forwarder-only ratio is between this bound and what veth accounting can isolate"
-            }
+            "  target: XDP ≥ 8× less CPU per datagram than the best user-space forwarder: {} (measured lower bound {best:.2}×)",
+            if best >= 8.0 { "met" } else { "not shown" }
         );
     }
 }
