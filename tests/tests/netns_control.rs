@@ -3,7 +3,6 @@
 //! exporter namespace, taps on the peers' links. Failover, rebalancing, and a Central restart.
 
 use std::{
-    net::Ipv4Addr,
     thread,
     time::{Duration, Instant},
 };
@@ -40,12 +39,8 @@ fn killing_a_peer_moves_its_exporters_to_the_survivor_within_the_timeout() {
     let arrivals = Arrivals::start(&lab);
     let _sender = Sender::start(&lab, &[200; 6]);
     let assigned = lab.wait_assigned(6, Duration::from_secs(5));
-    let victim = usize::from(assigned.iter().filter(|&&p| p == 1).count() > 3);
+    let (victim, moved) = lab.busiest_peer(&assigned);
     let survivor = 1 - victim;
-    let moved: Vec<Ipv4Addr> = (0..6)
-        .filter(|&e| assigned[e] == victim)
-        .map(|e| lab.exporter_addrs[e])
-        .collect();
     thread::sleep(Duration::from_millis(500));
 
     let times = arrivals.time_failover(
@@ -98,6 +93,26 @@ fn killing_a_peer_moves_its_exporters_to_the_survivor_within_the_timeout() {
         "still sent to the dead peer: {seen:?}"
     );
     assert_eq!(seen[survivor].len(), 6, "every exporter at the survivor");
+
+    // The killed peer comes back and rejoins empty: nothing moves back until a rebalance.
+    agents[victim] = lab.start_peer_agent(victim);
+    lab.wait_peers_online(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", agents[victim].log_text()));
+    let rejoined = lab.peers_list();
+    let held = |i: usize| {
+        rejoined
+            .iter()
+            .find(|p| p.name == peer_name(i))
+            .map(|p| p.exporters)
+    };
+    assert_eq!((held(victim), held(survivor)), (Some(0), Some(6)));
+    arrivals.take();
+    thread::sleep(Duration::from_millis(500));
+    let seen = arrivals.take();
+    assert!(
+        seen[victim].is_empty(),
+        "rejoined peer got traffic: {seen:?}"
+    );
 }
 
 #[test]

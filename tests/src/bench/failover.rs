@@ -5,7 +5,6 @@
 //! peer then restarts and rejoins empty, so the next run kills the other one.
 
 use std::{
-    net::Ipv4Addr,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -59,11 +58,7 @@ pub fn run(stop: &AtomicBool, mut each: impl FnMut(usize, &Run)) -> Result<Vec<R
             bail!("interrupted");
         }
         let assigned = lab.wait_assigned(EXPORTERS, Duration::from_secs(5));
-        let victim = usize::from(assigned.iter().filter(|&&p| p == 1).count() * 2 > EXPORTERS);
-        let moved: Vec<Ipv4Addr> = (0..EXPORTERS)
-            .filter(|&e| assigned[e] == victim)
-            .map(|e| lab.exporter_addrs[e])
-            .collect();
+        let (victim, moved) = lab.busiest_peer(&assigned);
         // Kill at a different phase of the heartbeat and of Central's tick every run.
         std::thread::sleep(Duration::from_millis(1000 + 97 * n as u64));
         let times = arrivals.time_failover(

@@ -181,6 +181,23 @@ shards = 1
         }
     }
 
+    /// Of the peers in `assigned` (peer index per exporter, as [`Lab::wait_assigned`] returns
+    /// it): the one holding the most exporters (the first on a tie), and their addresses.
+    pub fn busiest_peer(&self, assigned: &[usize]) -> (usize, Vec<Ipv4Addr>) {
+        let held = |p: usize| assigned.iter().filter(|&&q| q == p).count();
+        let busiest = (0..self.peers.len())
+            .rev()
+            .max_by_key(|&p| held(p))
+            .unwrap_or(0);
+        let exporters = assigned
+            .iter()
+            .zip(&self.exporter_addrs)
+            .filter(|&(&p, _)| p == busiest)
+            .map(|(_, a)| *a)
+            .collect();
+        (busiest, exporters)
+    }
+
     /// Tokens, Central without static peers (with `extra` arguments) and a registered
     /// `sluice-peer` in every peer namespace, all ONLINE.
     pub fn start_control_plane(&self, extra: &[&str]) -> (LabProcess, Vec<LabProcess>) {
