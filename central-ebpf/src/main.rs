@@ -13,8 +13,8 @@ mod rt;
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
-        xdp_action,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup as FibParams, xdp_action,
     },
     btf_maps::{
         Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
@@ -27,8 +27,9 @@ use aya_ebpf::{
 use sluice_common::{
     AddrKey, EVENT_INTERVAL_NS, EVENTS_BYTES, ExporterEvent, ExporterStats, ExporterValue,
     ListenerKey, ListenerValue, MAX_DEVICES, MAX_EXPORTERS, MAX_LISTENERS, MAX_PEERS, MAX_POOLS,
-    MAX_SOURCE_GROUPS, NO_PEER, POOL_TABLE_SIZE, PeerEntry, PeerStats, REASON_COUNT, Reason,
-    Settings, SourceGroupValue, event_kind, family, hash::table_slot, peer_state, settings_flags,
+    MAX_SOURCE_GROUPS, NEXTHOP_TTL_NS, NO_PEER, NextHop, POOL_TABLE_SIZE, PeerEntry, PeerStats,
+    REASON_COUNT, Reason, Settings, SourceGroupValue, event_kind, family, hash::table_slot,
+    peer_state, settings_flags,
 };
 
 use crate::parse::{Headers, L3};
@@ -59,6 +60,8 @@ static EVENT_SEEN: LruHashMap<AddrKey, u64, 16384> = LruHashMap::new();
 static DEVMAP: DevMapHash<{ MAX_DEVICES as usize }> = DevMapHash::new();
 #[btf_map]
 static SETTINGS: Array<Settings, 1> = Array::new();
+#[btf_map]
+static NEXTHOPS: PerCpuArray<NextHop, { MAX_PEERS as usize }> = PerCpuArray::new();
 
 #[xdp]
 pub fn sluice_xdp(ctx: XdpContext) -> u32 {
@@ -111,7 +114,7 @@ fn steer(ctx: &XdpContext) -> (u32, Reason) {
     if matches!(h.l3, L3::V6) && h.udp_csum == 0 {
         return (PASS, Reason::PassBadChecksum);
     }
-    forward(ctx, &h, peer_id, peer)
+    forward(ctx, &h, peer_id, peer, now)
 }
 
 /// Per-exporter per-CPU counters (LRU: a flood of spoofed sources cannot fill it for good).
@@ -209,49 +212,26 @@ fn report(exporter: &AddrKey, kind: u32, pool_id: u32, peer_id: u32, now: u64) {
 }
 
 #[inline(always)]
-fn forward(ctx: &XdpContext, h: &Headers, peer_id: u32, peer: &PeerEntry) -> (u32, Reason) {
+fn forward(
+    ctx: &XdpContext,
+    h: &Headers,
+    peer_id: u32,
+    peer: &PeerEntry,
+    now: u64,
+) -> (u32, Reason) {
     let new_port = if peer.port == 0 { h.dport } else { peer.port };
     let ifindex = ctx.ingress_ifindex() as u32;
 
     // Route first, rewrite second: anything that cannot be forwarded goes up unmodified.
-    let mut fib: FibParams = unsafe { core::mem::zeroed() };
-    fib.ifindex = ifindex;
-    fib.l4_protocol = 17;
-    fib.sport = h.sport.to_be();
-    fib.dport = new_port.to_be();
-    fib.__bindgen_anon_1.tot_len = h.l3_len;
-    match h.l3 {
-        L3::V4 => {
-            fib.family = 2; // AF_INET
-            fib.__bindgen_anon_3.ipv4_src =
-                u32::from_ne_bytes([h.src[12], h.src[13], h.src[14], h.src[15]]);
-            fib.__bindgen_anon_4.ipv4_dst =
-                u32::from_ne_bytes([peer.addr[12], peer.addr[13], peer.addr[14], peer.addr[15]]);
-        }
-        L3::V6 => {
-            fib.family = 10; // AF_INET6
-            fib.__bindgen_anon_3.ipv6_src = words(&h.src);
-            fib.__bindgen_anon_4.ipv6_dst = words(&peer.addr);
-        }
-    }
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx.cast(),
-            &mut fib,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
+    let hop = match next_hop(ctx, h, peer_id, peer, new_port, ifindex, now) {
+        Ok(hop) => hop,
+        Err(reason) => return (PASS, reason),
     };
-    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
-        return (PASS, Reason::PassNoNeigh);
-    }
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+    if u32::from(h.l3_len) > hop.mtu {
+        // The slow path fragments it.
         return (PASS, Reason::PassFibFailed);
     }
-    let tx = fib.ifindex == ifindex;
-    if !tx && DEVMAP.get(fib.ifindex).is_none() {
-        return (PASS, Reason::PassNoEgressDev);
-    }
+    let tx = hop.ifindex == ifindex;
 
     let decrement = SETTINGS
         .get(0)
@@ -262,7 +242,7 @@ fn forward(ctx: &XdpContext, h: &Headers, peer_id: u32, peer: &PeerEntry) -> (u3
     // Tags only make sense on the segment they came from: keep them for XDP_TX, strip them
     // when the packet leaves through another interface.
     let strip = if tx { 0 } else { u32::from(h.vlans) * 4 };
-    if parse::set_macs(ctx, strip as usize, &fib.dmac, &fib.smac).is_err() {
+    if parse::set_macs(ctx, strip as usize, &hop.dmac, &hop.smac).is_err() {
         return (PASS, Reason::PassTruncated);
     }
     if strip != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx.cast(), strip as i32) } != 0 {
@@ -277,9 +257,91 @@ fn forward(ctx: &XdpContext, h: &Headers, peer_id: u32, peer: &PeerEntry) -> (u3
     if tx {
         return (xdp_action::XDP_TX, Reason::Tx);
     }
-    match DEVMAP.redirect(fib.ifindex, 0) {
+    match DEVMAP.redirect(hop.ifindex, 0) {
         Ok(action) => (action, Reason::Redirect),
         Err(action) => (action, Reason::PassNoEgressDev),
+    }
+}
+
+/// The route and neighbour towards `peer`: from this CPU's cache while fresh, else from
+/// `bpf_fib_lookup` (cached on success). The lookup costs more than everything else on the
+/// path (about 60 ns for IPv4, 100 ns for IPv6 on the reference VM).
+#[inline(always)]
+fn next_hop(
+    ctx: &XdpContext,
+    h: &Headers,
+    peer_id: u32,
+    peer: &PeerEntry,
+    port: u16,
+    ifindex: u32,
+    now: u64,
+) -> Result<NextHop, Reason> {
+    let slot = NEXTHOPS.get_ptr_mut(peer_id).ok_or(Reason::PassFibFailed)?;
+    // SAFETY: this CPU's slot; nothing else writes it while we run.
+    let cached = unsafe { &mut *slot };
+    if cached.expires_ns > now && cached.ingress == ifindex && cached.addr == peer.addr {
+        return Ok(*cached);
+    }
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.ifindex = ifindex;
+    fib.l4_protocol = 17;
+    fib.sport = h.sport.to_be();
+    fib.dport = port.to_be();
+    match h.l3 {
+        L3::V4 => {
+            fib.family = 2; // AF_INET
+            fib.__bindgen_anon_3.ipv4_src =
+                u32::from_ne_bytes([h.src[12], h.src[13], h.src[14], h.src[15]]);
+            fib.__bindgen_anon_4.ipv4_dst =
+                u32::from_ne_bytes([peer.addr[12], peer.addr[13], peer.addr[14], peer.addr[15]]);
+        }
+        L3::V6 => {
+            fib.family = 10; // AF_INET6
+            fib.__bindgen_anon_3.ipv6_src = words(&h.src);
+            fib.__bindgen_anon_4.ipv6_dst = words(&peer.addr);
+        }
+    }
+    // Ask with the largest length first: FRAG_NEEDED reports the egress MTU, which the fast
+    // path then checks per packet; then ask again for the neighbour.
+    fib.__bindgen_anon_1.tot_len = u16::MAX;
+    let mut rc = fib_lookup(ctx, &mut fib);
+    let mut mtu = u32::from(u16::MAX);
+    if rc == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+        mtu = u32::from(unsafe { fib.__bindgen_anon_1.mtu_result });
+        fib.__bindgen_anon_1.tot_len = 0;
+        rc = fib_lookup(ctx, &mut fib);
+    }
+    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        return Err(Reason::PassNoNeigh);
+    }
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return Err(Reason::PassFibFailed);
+    }
+    if fib.ifindex != ifindex && DEVMAP.get(fib.ifindex).is_none() {
+        return Err(Reason::PassNoEgressDev);
+    }
+    *cached = NextHop {
+        addr: peer.addr,
+        ingress: ifindex,
+        ifindex: fib.ifindex,
+        mtu,
+        dmac: fib.dmac,
+        smac: fib.smac,
+        expires_ns: now + NEXTHOP_TTL_NS,
+    };
+    Ok(*cached)
+}
+
+#[inline(always)]
+fn fib_lookup(ctx: &XdpContext, fib: &mut FibParams) -> i64 {
+    // SAFETY: `fib` is a valid, fully initialised parameter block of the size we pass.
+    unsafe {
+        bpf_fib_lookup(
+            ctx.ctx.cast(),
+            fib,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use aya::{
 use sluice_common::{
     AddrKey, EVENTS_BYTES, ExporterStats, ExporterValue, ListenerKey, ListenerValue, MAX_DEVICES,
     MAX_EXPORTERS, MAX_LISTENERS, MAX_PEERS, MAX_POOLS, MAX_SOURCE_GROUPS, POOL_TABLE_SIZE,
-    PeerEntry, PeerStats, REASON_COUNT, Settings, SourceGroupValue, names, settings_flags,
+    NextHop, PeerEntry, PeerStats, REASON_COUNT, Settings, SourceGroupValue, names, settings_flags,
 };
 
 use crate::maps::Maps;
@@ -378,6 +378,7 @@ fn expected_layout(name: &str) -> Option<(u32, u32, u32)> {
         names::EVENT_SEEN => l(s::<AddrKey>(), 8, 16384),
         names::DEVMAP => l(4, 8, MAX_DEVICES),
         names::SETTINGS => l(4, s::<Settings>(), 1),
+        names::NEXTHOPS => l(4, s::<NextHop>(), MAX_PEERS),
         _ => None,
     }
 }

@@ -33,6 +33,8 @@ pub mod names {
     pub const DEVMAP: &str = "DEVMAP";
     /// The single [`super::Settings`] entry.
     pub const SETTINGS: &str = "SETTINGS";
+    /// Per-CPU cache of `bpf_fib_lookup` results by peer id ([`super::NextHop`]).
+    pub const NEXTHOPS: &str = "NEXTHOPS";
 
     /// Every pinned map.
     pub const ALL: &[&str] = &[
@@ -48,6 +50,7 @@ pub mod names {
         EVENT_SEEN,
         DEVMAP,
         SETTINGS,
+        NEXTHOPS,
     ];
 }
 
@@ -69,6 +72,9 @@ pub const MAX_DEVICES: u32 = 64;
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Peer id stored in a table slot when the pool has no healthy peer.
 pub const NO_PEER: u32 = u32::MAX;
+/// How long a cached route and neighbour ([`NextHop`]) is used before `bpf_fib_lookup` is asked
+/// again: bounds how long a changed neighbour MAC or route goes unnoticed.
+pub const NEXTHOP_TTL_NS: u64 = 250_000_000;
 /// Minimum time between two events for the same exporter.
 pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -199,6 +205,28 @@ pub struct ExporterEvent {
     pub _pad: u32,
 }
 
+/// Value of [`names::NEXTHOPS`] (per CPU, by peer id): a `bpf_fib_lookup` result the XDP program
+/// reuses for [`NEXTHOP_TTL_NS`]. Only successful lookups are cached (an unresolved neighbour
+/// keeps going to the slow path until the kernel resolves it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// Peer address the entry was computed for (a changed `PEERS` entry misses).
+    pub addr: [u8; 16],
+    /// Ingress interface it was computed for.
+    pub ingress: u32,
+    /// Egress interface.
+    pub ifindex: u32,
+    /// Egress MTU (larger packets go to the slow path, which fragments).
+    pub mtu: u32,
+    /// Neighbour MAC.
+    pub dmac: [u8; 6],
+    /// Egress interface MAC.
+    pub smac: [u8; 6],
+    /// `bpf_ktime_get_ns` after which the entry is refreshed.
+    pub expires_ns: u64,
+}
+
 /// Settings flags in [`Settings::flags`].
 pub mod settings_flags {
     /// Decrement TTL / hop limit when forwarding (loop protection). On by default.
@@ -226,6 +254,7 @@ const _: () = {
     assert!(core::mem::size_of::<PeerStats>() == 16);
     assert!(core::mem::size_of::<ExporterEvent>() == 32);
     assert!(core::mem::size_of::<Settings>() == 8);
+    assert!(core::mem::size_of::<NextHop>() == 48);
 };
 
 #[cfg(feature = "user")]
@@ -243,6 +272,7 @@ mod pod {
     unsafe impl aya::Pod for PeerStats {}
     unsafe impl aya::Pod for ExporterEvent {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for NextHop {}
 }
 
 #[cfg(feature = "std")]

@@ -425,3 +425,47 @@ fn bpftool_prints_field_names_of_pinned_maps() {
         }
     }
 }
+
+#[test]
+fn cached_next_hop_follows_a_neighbour_change_within_its_ttl() {
+    if !privileged("nexthop_cache") {
+        return;
+    }
+    let mut lab = XdpLab::new("nexthop");
+    let f = v4(PINNED4, 2055);
+    expect_redirect_to(&mut lab, &f, 0);
+    // Peer a's MAC changes (a replaced NIC, a failed-over router): served from the cache for at
+    // most NEXTHOP_TTL_NS, then the new one.
+    run("ip neigh replace 198.18.2.2 lladdr 02:00:00:00:0a:0a dev fx0 nud permanent");
+    std::thread::sleep(
+        std::time::Duration::from_nanos(sluice_common::NEXTHOP_TTL_NS)
+            + std::time::Duration::from_millis(50),
+    );
+    let (action, out, _) = lab.run(&f.build());
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(
+        out,
+        forwarded(
+            &f,
+            PEER_A.into(),
+            [0x02, 0, 0, 0, 0x0a, 0x0a],
+            lab.egress_mac,
+            false
+        )
+    );
+}
+
+#[test]
+fn datagrams_larger_than_the_egress_mtu_go_to_the_slow_path() {
+    if !privileged("nexthop_mtu") {
+        return;
+    }
+    let mut lab = XdpLab::new("mtu");
+    run("ip link set fx0 mtu 1280");
+    let (action, _, counters) = lab.run(&v4(PINNED4, 2055).build());
+    assert_eq!(action, XDP_PASS, "1400-byte frame over a 1280-byte MTU");
+    assert_eq!(counters, vec![(Reason::PassFibFailed, 1)]);
+    let mut small = v4(PINNED4, 2055);
+    small.payload.truncate(1000);
+    expect_redirect_to(&mut lab, &small, 0);
+}

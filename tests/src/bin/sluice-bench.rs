@@ -27,7 +27,11 @@ struct Cli {
 enum Bench {
     /// XDP data plane: BPF_PROG_TEST_RUN ns/packet vs an empty program; lab forwarding rate and
     /// CPU per packet vs the slow-path relay and nfacctd.
-    Xdp,
+    Xdp {
+        /// Only the BPF_PROG_TEST_RUN part (seconds instead of a minute; for tuning the program).
+        #[arg(long)]
+        test_run_only: bool,
+    },
     /// Failover: SIGKILL of a peer → first datagram of each of its exporters at the survivor,
     /// median and max over 10 runs, default settings.
     Failover,
@@ -52,12 +56,12 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     match cli.command {
-        Bench::Xdp => xdp(),
+        Bench::Xdp { test_run_only } => xdp(test_run_only),
         Bench::Failover => failover::bench(&STOP),
     }
 }
 
-fn xdp() -> Result<()> {
+fn xdp(test_run_only: bool) -> Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "sluice-bench xdp: {} CPUs, load average {} (other work on the machine shares them)\n",
@@ -68,6 +72,9 @@ fn xdp() -> Result<()> {
             .join(" ")
     );
     print_test_run(&test_run::run(&STOP)?);
+    if test_run_only {
+        return Ok(());
+    }
     println!();
     lab()
 }
