@@ -19,8 +19,9 @@ use aya::{
 };
 use sluice_common::{
     AddrKey, EVENTS_BYTES, ExporterStats, ExporterValue, ListenerKey, ListenerValue, MAX_DEVICES,
-    MAX_EXPORTERS, MAX_LISTENERS, MAX_PEERS, MAX_POOLS, MAX_SOURCE_GROUPS, POOL_TABLE_SIZE,
-    NextHop, PeerEntry, PeerStats, REASON_COUNT, Settings, SourceGroupValue, names, settings_flags,
+    MAX_EXPORTERS, MAX_LISTENERS, MAX_PEERS, MAX_POOLS, MAX_SOURCE_GROUPS, NextHop,
+    POOL_TABLE_SIZE, PeerEntry, PeerStats, REASON_COUNT, Settings, SourceGroupValue, names,
+    settings_flags,
 };
 
 use crate::maps::Maps;
