@@ -132,22 +132,10 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
     let stop = Arc::new(AtomicBool::new(false));
     let relay_stats = Arc::new(RelayStats::default());
     let mut threads = Vec::new();
-    if dp.slow_path {
-        let listeners: Vec<SocketAddr> = cfg.listener_addrs().into_iter().map(|(a, _)| a).collect();
-        for (addr, sock) in relay::bind_listeners(&listeners)? {
-            let resolver = MapResolver(Maps::open_pinned(&dp.pin_dir)?);
-            let (stats, stop) = (relay_stats.clone(), stop.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("relay {addr}"))
-                    .spawn(move || {
-                        if let Err(e) = relay::serve(addr, sock, resolver, stats, stop) {
-                            tracing::error!(%addr, error = %e, "slow-path relay stopped");
-                        }
-                    })?,
-            );
-        }
-    }
+    let mut relays = Relays::new(dp.slow_path, &dp.pin_dir, relay_stats.clone());
+    // Listeners from the file and those added at run time (in the saved state) alike; a
+    // listener that cannot be bound at start is a configuration error.
+    relays.sync(&listener_set(&controller))?;
     {
         let (c, l, stop, store) = (
             controller.clone(),
@@ -159,7 +147,8 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
             std::thread::Builder::new()
                 .name("controller".into())
                 .spawn(move || {
-                    periodic(&c, &l, events, &statics, &store, &stop);
+                    periodic(&c, &l, events, &statics, &store, &mut relays, &stop);
+                    relays.stop_all();
                 })?,
         );
     }
@@ -191,6 +180,7 @@ fn periodic(
     mut events: aya::maps::RingBuf<aya::maps::MapData>,
     statics: &[String],
     store: &StateStore,
+    relays: &mut Relays,
     stop: &AtomicBool,
 ) {
     let mut next_tick = Instant::now();
@@ -240,6 +230,9 @@ fn periodic(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "controller tick failed"),
             }
+        }
+        if egress && let Err(e) = relays.sync(&listener_set(c)) {
+            tracing::warn!(error = %e, "slow-path relay for a new listener not started; retrying");
         }
         if now >= next_save {
             next_save = now + Duration::from_secs(1);
@@ -387,6 +380,83 @@ fn name_hash(name: &str) -> u128 {
         .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58du128, |h, b| {
             (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
         })
+}
+
+/// Listener addresses the controller knows (file and run time).
+fn listener_set(c: &SharedController) -> BTreeSet<SocketAddr> {
+    lock(c)
+        .snapshot()
+        .listeners
+        .into_iter()
+        .map(|l| l.addr)
+        .collect()
+}
+
+/// The slow-path relay: one thread per listener, following the controller's listeners (checked
+/// every 5 s, so a listener added with `sluicectl` gets its relay socket too).
+struct Relays {
+    enabled: bool,
+    pin_dir: std::path::PathBuf,
+    stats: Arc<RelayStats>,
+    running: std::collections::BTreeMap<SocketAddr, (Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Relays {
+    fn new(enabled: bool, pin_dir: &std::path::Path, stats: Arc<RelayStats>) -> Self {
+        Self {
+            enabled,
+            pin_dir: pin_dir.to_owned(),
+            stats,
+            running: Default::default(),
+        }
+    }
+
+    fn sync(&mut self, wanted: &BTreeSet<SocketAddr>) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let gone: Vec<SocketAddr> = self
+            .running
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some((stop, thread)) = self.running.remove(&addr) {
+                stop.store(true, Ordering::Relaxed);
+                let _ = thread.join();
+                tracing::info!(%addr, "slow-path relay stopped (listener removed)");
+            }
+        }
+        let new: Vec<SocketAddr> = wanted
+            .iter()
+            .filter(|a| !self.running.contains_key(a))
+            .copied()
+            .collect();
+        for (addr, sock) in relay::bind_listeners(&new)? {
+            let resolver = MapResolver(Maps::open_pinned(&self.pin_dir)?);
+            let stop = Arc::new(AtomicBool::new(false));
+            let (stats, flag) = (self.stats.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("relay {addr}"))
+                .spawn(move || {
+                    if let Err(e) = relay::serve(addr, sock, resolver, stats, flag) {
+                        tracing::error!(%addr, error = %e, "slow-path relay stopped");
+                    }
+                })?;
+            self.running.insert(addr, (stop, thread));
+        }
+        Ok(())
+    }
+
+    fn stop_all(self) {
+        for (stop, _) in self.running.values() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        for (_, (_, thread)) in self.running {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The relay resolves through the pinned maps, exactly as the kernel does.
