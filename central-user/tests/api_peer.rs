@@ -402,3 +402,51 @@ async fn malformed_and_oversized_frames_close_the_connection_only() {
     registers(&server).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_broken_session_is_reported_lost_but_a_replaced_one_is_not() {
+    let server = Server::start().await;
+    let mut first = raw_session(&server).await;
+    first
+        .write(&register_msg(&server.peer_token))
+        .await
+        .unwrap();
+    assert!(matches!(
+        first.read::<CentralMessage>().await.unwrap(),
+        Some(CentralMessage::Registered(_))
+    ));
+    // The same peer registers again (a restart): the old session is replaced, not lost.
+    let mut second = raw_session(&server).await;
+    second
+        .write(&register_msg(&server.peer_token))
+        .await
+        .unwrap();
+    assert!(matches!(
+        second.read::<CentralMessage>().await.unwrap(),
+        Some(CentralMessage::Registered(_))
+    ));
+    expect_refusal(&mut first, ErrorCode::Conflict).await;
+    assert!(
+        server
+            .control
+            .state
+            .lock()
+            .unwrap()
+            .sessions_lost
+            .is_empty()
+    );
+    // The peer process dies: its connection breaks and Central hears of it at once.
+    drop(second);
+    assert!(
+        eventually(5, || server
+            .control
+            .state
+            .lock()
+            .unwrap()
+            .sessions_lost
+            .len()
+            == 1)
+        .await
+    );
+    server.stop().await;
+}

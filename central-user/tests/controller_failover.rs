@@ -354,3 +354,52 @@ fn failover_fills_survivors_by_weight() {
     let on = lab.by_peer();
     assert_eq!((on[&a].len(), on[&b].len()), (10, 30));
 }
+
+fn tick_at(lab: &mut Lab, ms: u64, alive: &[&str]) -> Vec<String> {
+    lab.now = Duration::from_millis(ms);
+    for n in alive {
+        lab.c
+            .heartbeat(n, PeerMetrics::default(), lab.at())
+            .unwrap();
+    }
+    lab.c.tick(lab.at()).unwrap().offline
+}
+
+#[test]
+fn a_lost_session_fails_over_after_the_grace_not_the_whole_timeout() {
+    let mut lab = lab(&["a", "b"]);
+    for i in 0..20 {
+        lab.send(exporter(i), 100);
+    }
+    lab.kill("b");
+    assert!(tick_at(&mut lab, 500, &["a", "b"]).is_empty());
+    // b's process dies at 0.6 s: its TLS session breaks at once.
+    lab.now = Duration::from_millis(600);
+    lab.c.session_lost("b", lab.at()).unwrap();
+    assert!(
+        tick_at(&mut lab, 1500, &["a"]).is_empty(),
+        "still within the 1 s grace"
+    );
+    assert_eq!(
+        tick_at(&mut lab, 1600, &["a"]),
+        vec!["b".to_string()],
+        "1 s after the loss, not 3 s after the last heartbeat"
+    );
+    assert_eq!(status_of(&lab, "b"), PeerStatus::Offline);
+}
+
+#[test]
+fn a_peer_that_reconnects_within_the_grace_keeps_its_exporters() {
+    let mut lab = lab(&["a", "b"]);
+    for i in 0..20 {
+        lab.send(exporter(i), 100);
+    }
+    let before = lab.by_peer();
+    lab.now = Duration::from_millis(600);
+    lab.c.session_lost("b", lab.at()).unwrap();
+    // b restarts and heartbeats again half a second later.
+    assert!(tick_at(&mut lab, 1100, &["a", "b"]).is_empty());
+    assert!(tick_at(&mut lab, 3000, &["a", "b"]).is_empty());
+    assert_eq!(status_of(&lab, "b"), PeerStatus::Online);
+    assert_eq!(lab.by_peer(), before, "nothing moved");
+}

@@ -77,6 +77,10 @@ pub trait ControlPlane: Send + Sync + 'static {
     ) -> Result<(), ControlError>;
     /// The peer installed the templates of `InstallTemplates { request_id }`.
     fn templates_installed(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError>;
+    /// The peer's session ended (closed or broken, not replaced by a newer one): unless it
+    /// registers again within the grace period, it fails over without waiting for the whole
+    /// heartbeat timeout.
+    fn session_lost(&self, peer: &SessionPeer) -> Result<(), ControlError>;
 
     /// Health summary. The API fills in `fingerprint` and `auth_failures`.
     fn status(&self) -> Result<StatusView, ControlError>;

@@ -87,6 +87,10 @@ impl<D: DataPlane + 'static> ControlPlane for LiveControl<D> {
         self.with(|c, now| c.heartbeat(&peer.name, metrics, now))
     }
 
+    fn session_lost(&self, peer: &SessionPeer) -> Result<(), ControlError> {
+        self.with(|c, now| c.session_lost(&peer.name, now))
+    }
+
     fn templates_learned(
         &self,
         peer: &SessionPeer,

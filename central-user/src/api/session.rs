@@ -67,7 +67,15 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut conn = Connection::new(stream);
     let result = match register(ctx, &mut conn, source).await {
-        Ok((peer, _attached, outbound)) => serve(ctx, &mut conn, &peer, outbound, &mut stop).await,
+        Ok((peer, _attached, outbound)) => {
+            let result = serve(ctx, &mut conn, &peer, outbound, &mut stop).await;
+            // A newer session of the same peer, or Central shutting down, is not a lost peer.
+            let superseded = matches!(&result, Err(Refusal(b)) if matches!(b.code, ErrorCode::Conflict | ErrorCode::Internal));
+            if !superseded && let Err(error) = ctx.control.session_lost(&peer) {
+                debug!(peer_id = peer.id, %error, "session loss not recorded");
+            }
+            result
+        }
         Err(refusal) => Err(refusal),
     };
     if let Err(Refusal(body)) = result {

@@ -33,6 +33,9 @@ fn check_weight(weight: u32) -> Result<()> {
     }
 }
 
+/// How long a peer whose session ended may take to come back before it fails over.
+pub const SESSION_LOSS_GRACE: Duration = Duration::from_secs(1);
+
 impl<D: DataPlane> Controller<D> {
     /// Registers (or re-registers) a peer; it is ONLINE from now on. A new peer joins the pool
     /// it names (or [`DEFAULT_POOL`]) with the weight it announces; a known peer keeps the pool
@@ -126,6 +129,29 @@ impl<D: DataPlane> Controller<D> {
                 self.sync_pool(pool)?;
                 self.evacuate(pool, now, "peer online")?;
             }
+        }
+        Ok(())
+    }
+
+    /// The peer's control session ended (its process died, or it closed the connection): it
+    /// goes OFFLINE [`SESSION_LOSS_GRACE`] from now unless it registers or heartbeats again
+    /// before, instead of a whole `peer_timeout_ms` after its last heartbeat. A network
+    /// partition that leaves the session hanging still waits for the timeout.
+    pub fn session_lost(&mut self, peer: &str, now: Instant) -> Result<()> {
+        let id = self.peer_by_name(peer)?;
+        let timeout = Duration::from_millis(self.balancer.peer_timeout_ms);
+        let deadline = timeout.saturating_sub(SESSION_LOSS_GRACE);
+        if let Some(p) = self.peers.get_mut(&id)
+            && p.state.online
+            && let Some(earlier) = now.checked_sub(deadline)
+        {
+            p.last_seen = Some(p.last_seen.map_or(earlier, |t| t.min(earlier)));
+            info!(
+                peer,
+                id,
+                grace_ms = SESSION_LOSS_GRACE.as_millis() as u64,
+                "peer session lost; failing over unless it returns"
+            );
         }
         Ok(())
     }

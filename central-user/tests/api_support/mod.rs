@@ -30,6 +30,7 @@ pub struct State {
     pub heartbeats: u64,
     pub templates: Vec<(u32, Templates)>,
     pub installed: Vec<(u32, u64)>,
+    pub sessions_lost: Vec<u32>,
 }
 
 /// Just enough controller to answer every call.
@@ -129,6 +130,12 @@ impl ControlPlane for FakeControl {
     fn templates_installed(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError> {
         let mut s = self.state.lock().expect("test setup");
         s.installed.push((peer.id, request_id));
+        Ok(())
+    }
+
+    fn session_lost(&self, peer: &SessionPeer) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        s.sessions_lost.push(peer.id);
         Ok(())
     }
 
