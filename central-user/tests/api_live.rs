@@ -1,18 +1,20 @@
 //! The control API on the real controller (in-memory data plane): peers register through the
-//! client library, the admin API drives pools, and a manual move installs the exporter's
-//! templates on the new peer before the map entry flips.
+//! client library, the admin API drives pools, listeners and source groups, and a manual move
+//! installs the exporter's templates on the new peer before the map entry flips.
 
 mod api_support;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api_support::{Server, eventually};
 use sluice_central::cli::client::{AdminClient, CallError};
+use sluice_central::controller::{Controller, ListenerState, MemoryDataPlane, SourceGroupState};
 use sluice_common::client::{Endpoint, PeerClient, PeerClientConfig, PeerHandle, PeerHooks};
 use sluice_common::protocol::{
-    AdminReply, AdminRequest, ErrorCode, PeerMetrics, PeerStatus, Templates,
+    AdminReply, AdminRequest, Cidr, ErrorCode, ListenerView, PeerMetrics, PeerStatus,
+    SourceGroupView, Templates,
 };
 use sluice_common::{ExporterEvent, event_kind};
 
@@ -210,5 +212,203 @@ async fn peers_pools_and_a_template_first_move() {
 
     a.shutdown();
     b.shutdown();
+    server.stop().await;
+}
+
+async fn call_err(admin: &AdminClient, request: AdminRequest) -> (ErrorCode, String) {
+    match admin.call(&request).await {
+        Err(CallError::Api { code, message }) => (code, message),
+        other => panic!("{request:?}: expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn listeners_and_source_groups_at_run_time() {
+    let server = Server::start_live().await;
+    let controller = server.live.clone().unwrap();
+    let admin =
+        AdminClient::new(&server.url, &server.pin(), Some(server.admin_token.clone())).unwrap();
+    admin
+        .call(&AdminRequest::PoolsCreate {
+            name: "edge".into(),
+        })
+        .await
+        .unwrap();
+    let edge = controller.lock().unwrap().snapshot().pools[1].clone();
+    assert_eq!(edge.name, "edge");
+
+    let listener: SocketAddr = "198.18.0.1:4739".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::1]:2055".parse().unwrap();
+    let group: Cidr = "10.20.0.0/16".parse().unwrap();
+    for request in [
+        AdminRequest::ListenersAdd {
+            addr: listener,
+            pool: "edge".into(),
+        },
+        AdminRequest::ListenersAdd {
+            addr: v6,
+            pool: "default".into(),
+        },
+        AdminRequest::GroupsAdd {
+            cidr: group,
+            pool: "default".into(),
+        },
+    ] {
+        let reply = admin.call(&request).await.unwrap();
+        assert!(matches!(reply, AdminReply::Done(_)), "{reply:?}");
+    }
+
+    let AdminReply::Listeners(listeners) = admin.call(&AdminRequest::ListenersList).await.unwrap()
+    else {
+        panic!("not a listener list");
+    };
+    assert_eq!(
+        listeners,
+        [
+            ListenerView {
+                address: listener,
+                pool: "edge".into()
+            },
+            ListenerView {
+                address: v6,
+                pool: "default".into()
+            },
+        ]
+    );
+    let AdminReply::Groups(groups) = admin.call(&AdminRequest::GroupsList).await.unwrap() else {
+        panic!("not a source group list");
+    };
+    assert_eq!(
+        groups,
+        [SourceGroupView {
+            cidr: group,
+            pool: "default".into()
+        }]
+    );
+
+    // The maps: a new exporter inside the group goes to its pool, any other to the listener's.
+    {
+        let mut c = controller.lock().unwrap();
+        let dp = c.data_plane_mut();
+        assert_eq!(dp.listener(listener), Some(edge.id));
+        assert_eq!(dp.listener(v6), Some(0));
+        assert_eq!(dp.source_group("10.20.3.4".parse().unwrap()), Some(0));
+        let pool_of = |dp: &mut MemoryDataPlane, src: &str| {
+            dp.deliver(src.parse().unwrap(), listener, 100, 1)
+                .1
+                .map(|e| e.pool_id)
+        };
+        assert_eq!(pool_of(dp, "10.20.3.4"), Some(0));
+        assert_eq!(pool_of(dp, "198.51.100.7"), Some(edge.id));
+    }
+
+    // Persisted: in the snapshot, and back in fresh maps after a restore.
+    let snapshot = controller.lock().unwrap().snapshot();
+    assert_eq!(
+        snapshot.listeners,
+        [
+            ListenerState {
+                addr: listener,
+                pool: edge.id
+            },
+            ListenerState { addr: v6, pool: 0 },
+        ]
+    );
+    assert_eq!(
+        snapshot.source_groups,
+        [SourceGroupState {
+            net: group,
+            pool: 0
+        }]
+    );
+    let (restored, _) =
+        Controller::restore(MemoryDataPlane::new(), snapshot, Instant::now()).unwrap();
+    assert_eq!(restored.data_plane().listener(listener), Some(edge.id));
+    assert_eq!(
+        restored
+            .data_plane()
+            .source_group("10.20.255.255".parse().unwrap()),
+        Some(0)
+    );
+
+    // Unknown pools and entries are NotFound, naming them; a used pool cannot be deleted.
+    let (code, message) = call_err(
+        &admin,
+        AdminRequest::ListenersAdd {
+            addr: listener,
+            pool: "nope".into(),
+        },
+    )
+    .await;
+    assert_eq!(code, ErrorCode::NotFound);
+    assert!(message.contains("nope"), "{message}");
+    let (code, _) = call_err(
+        &admin,
+        AdminRequest::GroupsAdd {
+            cidr: group,
+            pool: "nope".into(),
+        },
+    )
+    .await;
+    assert_eq!(code, ErrorCode::NotFound);
+    assert_eq!(
+        controller.lock().unwrap().data_plane().listener(listener),
+        Some(edge.id)
+    );
+    let (code, message) = call_err(
+        &admin,
+        AdminRequest::GroupsRemove {
+            cidr: "10.30.0.0/16".parse().unwrap(),
+        },
+    )
+    .await;
+    assert_eq!(code, ErrorCode::NotFound);
+    assert!(message.contains("10.30.0.0/16"), "{message}");
+    let (code, _) = call_err(
+        &admin,
+        AdminRequest::PoolsDelete {
+            name: "edge".into(),
+        },
+    )
+    .await;
+    assert_eq!(code, ErrorCode::Conflict);
+
+    // Moving a listener to another pool, then removing both.
+    admin
+        .call(&AdminRequest::ListenersAdd {
+            addr: listener,
+            pool: "default".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        controller.lock().unwrap().data_plane().listener(listener),
+        Some(0)
+    );
+    admin
+        .call(&AdminRequest::ListenersRemove { addr: listener })
+        .await
+        .unwrap();
+    admin
+        .call(&AdminRequest::GroupsRemove { cidr: group })
+        .await
+        .unwrap();
+    {
+        let c = controller.lock().unwrap();
+        assert_eq!(c.data_plane().listener(listener), None);
+        assert_eq!(
+            c.data_plane().source_group("10.20.3.4".parse().unwrap()),
+            None
+        );
+        let snapshot = c.snapshot();
+        assert_eq!(snapshot.listeners, [ListenerState { addr: v6, pool: 0 }]);
+        assert!(snapshot.source_groups.is_empty());
+    }
+    admin
+        .call(&AdminRequest::PoolsDelete {
+            name: "edge".into(),
+        })
+        .await
+        .unwrap();
     server.stop().await;
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use api_support::Server;
+use sluice_central::auth::RateLimit;
 
 /// Runs a server on a runtime of its own so the blocking `sluicectl` calls can run here.
 struct Running {
@@ -14,13 +15,23 @@ struct Running {
 }
 
 impl Running {
+    /// On the fake controller.
     fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// On the real controller over the in-memory data plane.
+    fn start_live() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(live: bool) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("test setup");
-        let server = runtime.block_on(Server::start());
+        let server = runtime.block_on(Server::start_with(RateLimit::default(), live));
         Running {
             server: Some(server),
             runtime,
@@ -181,6 +192,51 @@ fn failures_are_one_line_and_a_non_zero_exit() {
 }
 
 #[test]
+fn listeners_and_groups_steer_the_real_controller() {
+    let run = Running::start_live();
+    let token = run.token_file();
+    let controller = run.server().live.clone().expect("live server");
+
+    let added = stdout(&run.ctl(&token, &["listeners", "add", "198.18.0.1:4739", "default"]));
+    assert!(added.contains("listener 198.18.0.1:4739"), "{added}");
+    let listener = "198.18.0.1:4739".parse().unwrap();
+    assert_eq!(
+        controller.lock().unwrap().data_plane().listener(listener),
+        Some(0)
+    );
+    let table = stdout(&run.ctl(&token, &["listeners", "list"]));
+    assert_eq!(
+        table.lines().collect::<Vec<_>>(),
+        ["LISTENER         POOL", "198.18.0.1:4739  default"]
+    );
+
+    stdout(&run.ctl(&token, &["groups", "add", "10.20.7.1/16", "default"]));
+    let groups: serde_json::Value =
+        serde_json::from_str(&stdout(&run.ctl(&token, &["groups", "list", "--json"]))).unwrap();
+    assert_eq!(
+        groups,
+        serde_json::json!([{ "cidr": "10.20.0.0/16", "pool": "default" }])
+    );
+
+    one_error_line(
+        &run.ctl(&token, &["listeners", "add", "198.18.0.1", "default"]),
+        "invalid value '198.18.0.1'",
+    );
+    one_error_line(
+        &run.ctl(&token, &["groups", "add", "10.0.0.0/33", "default"]),
+        "prefix length",
+    );
+    one_error_line(
+        &run.ctl(&token, &["groups", "add", "10.0.0.0/8", "nope"]),
+        "unknown pool \"nope\"",
+    );
+    one_error_line(
+        &run.ctl(&token, &["listeners", "remove", "198.18.0.1:2055"]),
+        "unknown listener 198.18.0.1:2055",
+    );
+}
+
+#[test]
 fn help_shows_a_working_example() {
     let out = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
         .arg("--help")
@@ -188,7 +244,16 @@ fn help_shows_a_working_example() {
         .unwrap();
     let help = stdout(&out);
     assert!(help.contains("sluicectl --central https://"), "{help}");
-    for verb in ["status", "peers", "pools", "exporters", "balancer", "token"] {
+    for verb in [
+        "status",
+        "peers",
+        "pools",
+        "listeners",
+        "groups",
+        "exporters",
+        "balancer",
+        "token",
+    ] {
         assert!(help.contains(verb), "{help}");
     }
 }

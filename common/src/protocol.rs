@@ -13,7 +13,7 @@
 //! ([`decode_payload`]), so a reader can wait for more bytes without parsing twice.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::string::String;
 use std::vec::Vec;
 
@@ -275,6 +275,36 @@ pub enum AdminRequest {
         /// Peer name.
         peer: String,
     },
+    /// Every listener (address and UDP port Central steers) with its pool.
+    ListenersList,
+    /// Steer flow datagrams sent to `addr` to `pool`: adds the listener, or moves it to
+    /// another pool (new exporters only; placed ones keep their peer).
+    ListenersAdd {
+        /// Address and UDP port.
+        addr: SocketAddr,
+        /// Pool name.
+        pool: String,
+    },
+    /// Stop steering datagrams sent to `addr` (they go to the kernel's stack).
+    ListenersRemove {
+        /// Address and UDP port.
+        addr: SocketAddr,
+    },
+    /// Every source group (exporter network → pool).
+    GroupsList,
+    /// New exporters inside `cidr` join `pool`, whichever listener they send to (the longest
+    /// prefix wins); adds the group or moves it to another pool.
+    GroupsAdd {
+        /// Exporter network.
+        cidr: Cidr,
+        /// Pool name.
+        pool: String,
+    },
+    /// Remove a source group.
+    GroupsRemove {
+        /// Exporter network.
+        cidr: Cidr,
+    },
     /// Every known exporter.
     ExportersList,
     /// Move an exporter to a peer now (templates first) and pin it there.
@@ -371,6 +401,79 @@ pub enum AdminParseError {
     Json(#[from] serde_json::Error),
 }
 
+/// An IP network: address with host bits cleared, and prefix length in its own family.
+/// Written `198.18.0.0/15` or `2001:db8::/32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix_len: u8,
+}
+
+impl Cidr {
+    /// `addr/prefix_len` with host bits cleared; `None` if the length exceeds the family's.
+    pub fn new(addr: IpAddr, prefix_len: u8) -> Option<Self> {
+        let bits = u32::from(prefix_len);
+        let addr = match addr {
+            IpAddr::V4(v4) if bits <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                IpAddr::from((u32::from(v4) & mask).to_be_bytes())
+            }
+            IpAddr::V6(v6) if bits <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::from((u128::from(v6) & mask).to_be_bytes())
+            }
+            _ => return None,
+        };
+        Some(Self { addr, prefix_len })
+    }
+
+    /// Network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// Prefix length, in bits of the address's family.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl core::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| std::format!("{s:?} is not ADDRESS/PREFIX"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|e| std::format!("{s:?}: bad address: {e}"))?;
+        let len: u8 = len
+            .parse()
+            .map_err(|e| std::format!("{s:?}: bad prefix length: {e}"))?;
+        Self::new(addr, len).ok_or_else(|| std::format!("{s:?}: prefix length too long"))
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Fields of [`AdminRequest::BalancerSet`]; absent fields keep their value.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,6 +499,10 @@ pub enum AdminReply {
     Peers(Vec<PeerView>),
     /// [`AdminRequest::PoolsList`].
     Pools(Vec<PoolView>),
+    /// [`AdminRequest::ListenersList`].
+    Listeners(Vec<ListenerView>),
+    /// [`AdminRequest::GroupsList`].
+    Groups(Vec<SourceGroupView>),
     /// [`AdminRequest::ExportersList`].
     Exporters(Vec<ExporterView>),
     /// [`AdminRequest::BalancerShow`], [`AdminRequest::BalancerSet`].
@@ -551,6 +658,24 @@ impl PoolView {
     }
 }
 
+/// A listener: flow datagrams sent to this address and port are steered to the pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListenerView {
+    /// Address and UDP port.
+    pub address: SocketAddr,
+    /// Pool name.
+    pub pool: String,
+}
+
+/// A source group: new exporters inside the network join the pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceGroupView {
+    /// Exporter network.
+    pub cidr: Cidr,
+    /// Pool name.
+    pub pool: String,
+}
+
 /// One exporter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExporterView {
@@ -686,6 +811,7 @@ impl StatusView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::string::ToString;
     use std::vec;
 
     fn register() -> PeerMessage {
@@ -764,6 +890,13 @@ mod tests {
                 addr: "198.18.0.5".parse().unwrap(),
                 peer: "b".into(),
             },
+            AdminRequest::ListenersAdd {
+                addr: "198.18.0.1:2055".parse().unwrap(),
+                pool: "edge".into(),
+            },
+            AdminRequest::GroupsRemove {
+                cidr: "2001:db8::/32".parse().unwrap(),
+            },
             AdminRequest::BalancerSet(BalancerPatch {
                 distribution_margin_pct: Some(2.5),
                 ..BalancerPatch::default()
@@ -795,12 +928,40 @@ mod tests {
     }
 
     #[test]
+    fn cidr_parses_normalises_and_round_trips() {
+        let c: Cidr = "198.18.1.77/15".parse().unwrap();
+        assert_eq!(c.to_string(), "198.18.0.0/15");
+        let c6: Cidr = "2001:db8::1/32".parse().unwrap();
+        assert_eq!(c6.to_string(), "2001:db8::/32");
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix_len(), 0);
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("10.0.0.0".parse::<Cidr>().is_err());
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, "\"198.18.0.0/15\"");
+        assert_eq!(serde_json::from_str::<Cidr>(&json).unwrap(), c);
+    }
+
+    #[test]
     fn admin_request_rejects_unknown_paths_and_fields() {
         assert!(AdminRequest::from_http("/api/v1/nope", b"").is_err());
         assert!(AdminRequest::from_http("/api/v1/pools_create", b"{\"name\":\"x\"}").is_err());
         assert!(AdminRequest::from_http("/other", b"").is_err());
         assert!(AdminRequest::from_http("/api/v1/pools/create", b"{\"nam\":\"x\"}").is_err());
         assert!(AdminRequest::from_http("/api/v1/pools/create", b"[1]").is_err());
+        assert!(
+            AdminRequest::from_http(
+                "/api/v1/groups/add",
+                br#"{"cidr":"10.0.0.0/33","pool":"x"}"#
+            )
+            .is_err()
+        );
+        assert!(
+            AdminRequest::from_http(
+                "/api/v1/listeners/add",
+                br#"{"addr":"10.0.0.1","pool":"x"}"#
+            )
+            .is_err()
+        );
         assert!(
             AdminRequest::from_http("/api/v1/status", b"{\"verb\":\"pools_create\"}")
                 .is_ok_and(|r| r == AdminRequest::Status)

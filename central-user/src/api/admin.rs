@@ -57,6 +57,26 @@ fn reply(ctx: &ApiContext, request: AdminRequest) -> Result<AdminReply, ControlE
             c.unassign(&pool, &peer)?;
             done(format!("peer {peer} removed from pool {pool}"))
         }
+        AdminRequest::ListenersList => Ok(AdminReply::Listeners(c.listeners()?)),
+        AdminRequest::ListenersAdd { addr, pool } => {
+            c.set_listener(addr, &pool)?;
+            done(format!(
+                "listener {addr} steers new exporters to pool {pool}"
+            ))
+        }
+        AdminRequest::ListenersRemove { addr } => {
+            c.remove_listener(addr)?;
+            done(format!("listener {addr} removed"))
+        }
+        AdminRequest::GroupsList => Ok(AdminReply::Groups(c.source_groups()?)),
+        AdminRequest::GroupsAdd { cidr, pool } => {
+            c.set_source_group(cidr, &pool)?;
+            done(format!("new exporters in {cidr} join pool {pool}"))
+        }
+        AdminRequest::GroupsRemove { cidr } => {
+            c.remove_source_group(cidr)?;
+            done(format!("source group {cidr} removed"))
+        }
         AdminRequest::ExportersList => Ok(AdminReply::Exporters(c.exporters()?)),
         AdminRequest::ExportersMove { addr, peer } => {
             c.move_exporter(addr, &peer)?;

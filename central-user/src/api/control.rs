@@ -7,14 +7,15 @@
 use std::net::{IpAddr, SocketAddr};
 
 use sluice_common::protocol::{
-    ApiErrorBody, BalancerPatch, BalancerSettings, ErrorCode, ExporterView, PeerMetrics, PeerView,
-    PlanView, PoolView, Register, Registered, StatusView, Templates,
+    ApiErrorBody, BalancerPatch, BalancerSettings, Cidr, ErrorCode, ExporterView, ListenerView,
+    PeerMetrics, PeerView, PlanView, PoolView, Register, Registered, SourceGroupView, StatusView,
+    Templates,
 };
 
 /// A controller operation that failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
-    /// Unknown peer, pool or exporter (the message names it).
+    /// Unknown peer, pool, exporter, listener or source group (the message names it).
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the current state.
@@ -98,6 +99,18 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn assign(&self, pool: &str, peer: &str, weight: Option<u32>) -> Result<(), ControlError>;
     /// Takes a peer out of a pool.
     fn unassign(&self, pool: &str, peer: &str) -> Result<(), ControlError>;
+    /// Every listener.
+    fn listeners(&self) -> Result<Vec<ListenerView>, ControlError>;
+    /// Adds a listener, or gives an existing one another pool (for new exporters).
+    fn set_listener(&self, addr: SocketAddr, pool: &str) -> Result<(), ControlError>;
+    /// Removes a listener.
+    fn remove_listener(&self, addr: SocketAddr) -> Result<(), ControlError>;
+    /// Every source group.
+    fn source_groups(&self) -> Result<Vec<SourceGroupView>, ControlError>;
+    /// Adds a source group, or gives an existing one another pool (for new exporters).
+    fn set_source_group(&self, cidr: Cidr, pool: &str) -> Result<(), ControlError>;
+    /// Removes a source group.
+    fn remove_source_group(&self, cidr: Cidr) -> Result<(), ControlError>;
     /// Every exporter.
     fn exporters(&self) -> Result<Vec<ExporterView>, ControlError>;
     /// Moves an exporter to a peer and pins it there.

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use sluice_common::protocol::{
-    BalancerPatch, BalancerSettings, CentralMessage, ExporterView, HEARTBEAT_INTERVAL_MS,
-    PeerMetrics, PeerView, PlanView, PoolView, Register, Registered, StatusView, Templates,
+    BalancerPatch, BalancerSettings, CentralMessage, Cidr, ExporterView, HEARTBEAT_INTERVAL_MS,
+    ListenerView, PeerMetrics, PeerView, PlanView, PoolView, Register, Registered, SourceGroupView,
+    StatusView, Templates,
 };
 use tracing::warn;
 
@@ -21,7 +22,9 @@ impl From<ControllerError> for ControlError {
         match e {
             ControllerError::UnknownPool(_)
             | ControllerError::UnknownPeer(_)
-            | ControllerError::UnknownExporter(_) => ControlError::NotFound(message),
+            | ControllerError::UnknownExporter(_)
+            | ControllerError::UnknownListener(_)
+            | ControllerError::UnknownSourceGroup(_) => ControlError::NotFound(message),
             ControllerError::Conflict(_) => ControlError::Conflict(message),
             ControllerError::Invalid { .. } => ControlError::Invalid(message),
             ControllerError::DataPlane(_) => ControlError::Internal(message),
@@ -153,6 +156,30 @@ impl<D: DataPlane + 'static> ControlPlane for LiveControl<D> {
 
     fn unassign(&self, pool: &str, peer: &str) -> Result<(), ControlError> {
         self.with(|c, now| c.unassign_peer(pool, peer, now))
+    }
+
+    fn listeners(&self) -> Result<Vec<ListenerView>, ControlError> {
+        self.with(|c, _| Ok(c.listener_views()))
+    }
+
+    fn set_listener(&self, addr: SocketAddr, pool: &str) -> Result<(), ControlError> {
+        self.with(|c, _| c.set_listener(addr, pool))
+    }
+
+    fn remove_listener(&self, addr: SocketAddr) -> Result<(), ControlError> {
+        self.with(|c, _| c.remove_listener(addr))
+    }
+
+    fn source_groups(&self) -> Result<Vec<SourceGroupView>, ControlError> {
+        self.with(|c, _| Ok(c.source_group_views()))
+    }
+
+    fn set_source_group(&self, cidr: Cidr, pool: &str) -> Result<(), ControlError> {
+        self.with(|c, _| c.set_source_group(cidr, pool))
+    }
+
+    fn remove_source_group(&self, cidr: Cidr) -> Result<(), ControlError> {
+        self.with(|c, _| c.remove_source_group(cidr))
     }
 
     fn exporters(&self) -> Result<Vec<ExporterView>, ControlError> {

@@ -1,16 +1,17 @@
 //! `sluicectl`: the operator's client of Central's control API.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use sluice_central::cli::client::AdminClient;
 use sluice_central::cli::{parse_duration, render};
 use sluice_common::client::Pin;
-use sluice_common::protocol::{AdminRequest, BalancerPatch};
+use sluice_common::protocol::{AdminRequest, BalancerPatch, Cidr};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -20,9 +21,11 @@ Examples:
   export SLUICE_CENTRAL=https://198.18.0.1:8443 SLUICE_CA_CERT=/var/lib/sluice/cert.pem \\
          SLUICE_TOKEN_FILE=admin.token
   sluicectl pools create edge && sluicectl pools assign edge peer-a --weight 2
+  sluicectl listeners add 198.18.0.1:4739 edge && sluicectl groups add 10.20.0.0/16 edge
   sluicectl --json exporters list | jq '.[] | select(.pps > 1000)'";
 
-/// Operate a Sluice Central: peers, pools, exporters, the rebalancer, tokens.
+/// Operate a Sluice Central: peers, pools, listeners, source groups, exporters, the rebalancer,
+/// tokens.
 #[derive(Parser, Debug)]
 #[command(name = "sluicectl", version, after_help = EXAMPLES)]
 struct Cli {
@@ -65,6 +68,17 @@ enum Command {
     /// Pools of peers.
     #[command(subcommand)]
     Pools(PoolsCmd),
+    /// Listeners: the addresses and UDP ports Central steers, each to a pool.
+    ///
+    /// A listener's pool applies to new exporters; placed ones keep their peer until moved.
+    #[command(subcommand)]
+    Listeners(ListenersCmd),
+    /// Source groups: exporter networks whose new exporters join a pool, whatever the listener.
+    ///
+    /// The longest prefix wins over the listener's pool; exporters already placed keep their
+    /// peer until moved.
+    #[command(subcommand)]
+    Groups(GroupsCmd),
     /// Exporters and their placement.
     #[command(subcommand)]
     Exporters(ExportersCmd),
@@ -104,6 +118,34 @@ enum PoolsCmd {
     },
     /// Take a peer out of a pool.
     Unassign { pool: String, peer: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ListenersCmd {
+    /// Address, port and pool of every listener.
+    List,
+    /// Steer datagrams sent to ADDR:PORT (`[2001:db8::1]:2055` for IPv6) to POOL, or move the
+    /// listener to POOL.
+    Add {
+        #[arg(value_name = "ADDR:PORT")]
+        addr: SocketAddr,
+        pool: String,
+    },
+    /// Stop steering datagrams sent to ADDR:PORT.
+    Remove {
+        #[arg(value_name = "ADDR:PORT")]
+        addr: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsCmd {
+    /// Network and pool of every source group.
+    List,
+    /// New exporters inside CIDR (`10.20.0.0/16`, `2001:db8::/32`) join POOL.
+    Add { cidr: Cidr, pool: String },
+    /// Remove the source group CIDR.
+    Remove { cidr: Cidr },
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +211,18 @@ impl Command {
             Command::Pools(PoolsCmd::Unassign { pool, peer }) => {
                 AdminRequest::PoolsUnassign { pool, peer }
             }
+            Command::Listeners(ListenersCmd::List) => AdminRequest::ListenersList,
+            Command::Listeners(ListenersCmd::Add { addr, pool }) => {
+                AdminRequest::ListenersAdd { addr, pool }
+            }
+            Command::Listeners(ListenersCmd::Remove { addr }) => {
+                AdminRequest::ListenersRemove { addr }
+            }
+            Command::Groups(GroupsCmd::List) => AdminRequest::GroupsList,
+            Command::Groups(GroupsCmd::Add { cidr, pool }) => {
+                AdminRequest::GroupsAdd { cidr, pool }
+            }
+            Command::Groups(GroupsCmd::Remove { cidr }) => AdminRequest::GroupsRemove { cidr },
             Command::Exporters(ExportersCmd::List) => AdminRequest::ExportersList,
             Command::Exporters(ExportersCmd::Move { addr, peer }) => {
                 AdminRequest::ExportersMove { addr, peer }
@@ -222,7 +276,16 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A malformed value (address, CIDR, duration, number) is one line like every other
+        // failure; other usage errors keep clap's full text. Exit code 2 as clap's.
+        Err(e) if e.kind() == ErrorKind::ValueValidation => {
+            eprintln!("{}", e.to_string().lines().next().unwrap_or_default());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

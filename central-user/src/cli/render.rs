@@ -204,6 +204,15 @@ fn pools(list: &[PoolView]) -> String {
     t.render()
 }
 
+/// Listeners and source groups: what is steered (an address:port or a CIDR), and to which pool.
+fn steering<'a>(what: &'static str, rows: impl Iterator<Item = (String, &'a str)>) -> String {
+    let mut t = Table::new(&[what, "POOL"]);
+    for (key, pool) in rows {
+        t.row(vec![key, pool.into()]);
+    }
+    t.render()
+}
+
 fn exporters(list: &[ExporterView]) -> String {
     let now = now_unix_ms();
     let mut t = Table::new(&[
@@ -332,6 +341,14 @@ pub fn human(reply: &AdminReply) -> String {
         AdminReply::Status(s) => status(s),
         AdminReply::Peers(p) => peers(p),
         AdminReply::Pools(p) => pools(p),
+        AdminReply::Listeners(l) => steering(
+            "LISTENER",
+            l.iter().map(|l| (l.address.to_string(), l.pool.as_str())),
+        ),
+        AdminReply::Groups(g) => steering(
+            "SOURCE GROUP",
+            g.iter().map(|g| (g.cidr.to_string(), g.pool.as_str())),
+        ),
         AdminReply::Exporters(x) => exporters(x),
         AdminReply::Balancer(b) => balancer(b),
         AdminReply::Plan(p) => plan(p),

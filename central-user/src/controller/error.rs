@@ -1,8 +1,9 @@
 //! Errors of controller operations (the API maps each variant to an error class).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::dataplane::DataPlaneError;
+use super::model::Cidr;
 
 /// A controller operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,12 @@ pub enum ControllerError {
     /// No exporter with that address.
     #[error("unknown exporter {0}")]
     UnknownExporter(IpAddr),
+    /// No listener on that address and port.
+    #[error("unknown listener {0}")]
+    UnknownListener(SocketAddr),
+    /// No source group with that network.
+    #[error("unknown source group {0}")]
+    UnknownSourceGroup(Cidr),
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),

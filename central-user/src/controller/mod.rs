@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sluice_common::protocol::PeerMetrics;
-use sluice_common::{ExporterValue, MAX_POOLS, NO_PEER, POOL_TABLE_SIZE, PeerEntry, family};
+use sluice_common::{
+    ExporterValue, MAX_LISTENERS, MAX_POOLS, MAX_SOURCE_GROUPS, NO_PEER, POOL_TABLE_SIZE,
+    PeerEntry, family,
+};
 use tracing::{error, info, warn};
 
 pub use dataplane::{DataPlane, DataPlaneError};
@@ -367,9 +370,11 @@ impl<D: DataPlane> Controller<D> {
         Ok(())
     }
 
-    /// Sends traffic for `addr` (address and UDP port) to `pool`.
+    /// Sends traffic for `addr` (address and UDP port) to `pool`: a new listener, or a new pool
+    /// for new exporters of an existing one.
     pub fn set_listener(&mut self, addr: SocketAddr, pool: &str) -> Result<()> {
         let id = self.pool_by_name(pool)?;
+        check_room(&self.listeners, &addr, "listeners", MAX_LISTENERS)?;
         self.dp.set_listener(addr, id)?;
         self.listeners.insert(addr, id);
         self.dirty = true;
@@ -379,7 +384,7 @@ impl<D: DataPlane> Controller<D> {
     /// Stops handling traffic for `addr`.
     pub fn remove_listener(&mut self, addr: SocketAddr) -> Result<()> {
         if self.listeners.remove(&addr).is_none() {
-            return Err(invalid("listener", format!("{addr} is not a listener")));
+            return Err(ControllerError::UnknownListener(addr));
         }
         self.dp.remove_listener(addr)?;
         self.dirty = true;
@@ -389,6 +394,12 @@ impl<D: DataPlane> Controller<D> {
     /// Puts exporters inside `net` in `pool` (new exporters; pinned ones stay where they are).
     pub fn set_source_group(&mut self, net: Cidr, pool: &str) -> Result<()> {
         let id = self.pool_by_name(pool)?;
+        check_room(
+            &self.source_groups,
+            &net,
+            "source groups",
+            MAX_SOURCE_GROUPS,
+        )?;
         self.dp.set_source_group(net.addr(), net.prefix_len(), id)?;
         self.source_groups.insert(net, id);
         self.dirty = true;
@@ -398,10 +409,7 @@ impl<D: DataPlane> Controller<D> {
     /// Removes a source group.
     pub fn remove_source_group(&mut self, net: Cidr) -> Result<()> {
         if self.source_groups.remove(&net).is_none() {
-            return Err(invalid(
-                "source group",
-                format!("{net} is not a source group"),
-            ));
+            return Err(ControllerError::UnknownSourceGroup(net));
         }
         self.dp.remove_source_group(net.addr(), net.prefix_len())?;
         self.dirty = true;
@@ -566,6 +574,17 @@ impl Exporter {
 
 fn invalid(field: &'static str, reason: String) -> ControllerError {
     ControllerError::Invalid { field, reason }
+}
+
+/// A new key fits in a map of `capacity` entries (an existing one is only updated).
+fn check_room<K: Ord, V>(map: &BTreeMap<K, V>, key: &K, what: &str, capacity: u32) -> Result<()> {
+    if map.contains_key(key) || map.len() < capacity as usize {
+        Ok(())
+    } else {
+        Err(ControllerError::Conflict(format!(
+            "all {capacity} {what} are in use"
+        )))
+    }
 }
 
 fn check_name(field: &'static str, name: &str) -> Result<()> {

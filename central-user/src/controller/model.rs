@@ -1,10 +1,9 @@
 //! The controller's persistent model: what `state.json` holds, and the settings it runs with.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+pub use sluice_common::protocol::Cidr;
 use uuid::Uuid;
 
 /// Rebalancer and failover settings (`[balancer]` in central.toml, `sluicectl balancer set`).
@@ -52,79 +51,6 @@ impl BalancerConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// An IP network: address with host bits cleared, and prefix length in its own family.
-/// Written `198.18.0.0/15` or `2001:db8::/32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix_len: u8,
-}
-
-impl Cidr {
-    /// `addr/prefix_len` with host bits cleared; `None` if the length exceeds the family's.
-    pub fn new(addr: IpAddr, prefix_len: u8) -> Option<Self> {
-        let bits = u32::from(prefix_len);
-        let addr = match addr {
-            IpAddr::V4(v4) if bits <= 32 => {
-                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-                IpAddr::from((u32::from(v4) & mask).to_be_bytes())
-            }
-            IpAddr::V6(v6) if bits <= 128 => {
-                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-                IpAddr::from((u128::from(v6) & mask).to_be_bytes())
-            }
-            _ => return None,
-        };
-        Some(Self { addr, prefix_len })
-    }
-
-    /// Network address.
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// Prefix length, in bits of the address's family.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|e| format!("{s:?}: bad address: {e}"))?;
-        let len: u8 = len
-            .parse()
-            .map_err(|e| format!("{s:?}: bad prefix length: {e}"))?;
-        Self::new(addr, len).ok_or_else(|| format!("{s:?}: prefix length too long"))
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -231,20 +157,6 @@ pub struct ControllerState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidr_parses_normalises_and_round_trips() {
-        let c: Cidr = "198.18.1.77/15".parse().unwrap();
-        assert_eq!(c.to_string(), "198.18.0.0/15");
-        let c6: Cidr = "2001:db8::1/32".parse().unwrap();
-        assert_eq!(c6.to_string(), "2001:db8::/32");
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix_len(), 0);
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("10.0.0.0".parse::<Cidr>().is_err());
-        let json = serde_json::to_string(&c).unwrap();
-        assert_eq!(json, "\"198.18.0.0/15\"");
-        assert_eq!(serde_json::from_str::<Cidr>(&json).unwrap(), c);
-    }
 
     #[test]
     fn balancer_defaults_and_validation() {

@@ -1,4 +1,5 @@
-//! The API's views of the model: Connected Peers, pools, exporters, plans and status.
+//! The API's views of the model: Connected Peers, pools, listeners, source groups, exporters,
+//! plans and status.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -6,8 +7,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sluice_common::protocol::{
-    BalancerSettings, ExporterView, MoveView, OversizedView, PeerStatus, PeerView, PlanView,
-    PoolHealth, PoolMember, PoolView,
+    BalancerSettings, ExporterView, ListenerView, MoveView, OversizedView, PeerStatus, PeerView,
+    PlanView, PoolHealth, PoolMember, PoolView, SourceGroupView,
 };
 
 use super::{Controller, DataPlane, Peer, PoolPlan, elapsed};
@@ -109,6 +110,28 @@ impl<D: DataPlane> Controller<D> {
                     })
                     .collect(),
                 exporters: count(self.exporters.values().filter(|e| e.state.pool == pool.id)),
+            })
+            .collect()
+    }
+
+    /// Every listener with its pool, by address.
+    pub fn listener_views(&self) -> Vec<ListenerView> {
+        self.listeners
+            .iter()
+            .map(|(&address, &pool)| ListenerView {
+                address,
+                pool: self.pool_name(pool),
+            })
+            .collect()
+    }
+
+    /// Every source group with its pool, by network.
+    pub fn source_group_views(&self) -> Vec<SourceGroupView> {
+        self.source_groups
+            .iter()
+            .map(|(&cidr, &pool)| SourceGroupView {
+                cidr,
+                pool: self.pool_name(pool),
             })
             .collect()
     }

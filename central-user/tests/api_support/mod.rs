@@ -18,8 +18,9 @@ use sluice_central::auth::{Authenticator, RateLimit, TokenKind, token_generate};
 use sluice_central::controller::{BalancerConfig, Controller, MemoryDataPlane};
 use sluice_common::client::Pin;
 use sluice_common::protocol::{
-    BalancerPatch, BalancerSettings, ExporterView, PeerMetrics, PeerStatus, PeerView, PlanView,
-    PoolHealth, PoolMember, PoolView, Register, Registered, StatusView, Templates,
+    BalancerPatch, BalancerSettings, Cidr, ExporterView, ListenerView, PeerMetrics, PeerStatus,
+    PeerView, PlanView, PoolHealth, PoolMember, PoolView, Register, Registered, SourceGroupView,
+    StatusView, Templates,
 };
 use tokio::sync::oneshot;
 
@@ -27,6 +28,8 @@ use tokio::sync::oneshot;
 pub struct State {
     pub peers: BTreeMap<String, PeerView>,
     pub pools: BTreeMap<String, Vec<String>>,
+    pub listeners: BTreeMap<SocketAddr, String>,
+    pub groups: BTreeMap<Cidr, String>,
     pub heartbeats: u64,
     pub templates: Vec<(u32, Templates)>,
     pub installed: Vec<(u32, u64)>,
@@ -241,6 +244,58 @@ impl ControlPlane for FakeControl {
         Self::peer_mut(&mut s, peer)?.pool = None;
         Self::pool_members(&mut s, pool)?.retain(|m| m != peer);
         Ok(())
+    }
+
+    fn listeners(&self) -> Result<Vec<ListenerView>, ControlError> {
+        let s = self.state.lock().expect("test setup");
+        Ok(s.listeners
+            .iter()
+            .map(|(&address, pool)| ListenerView {
+                address,
+                pool: pool.clone(),
+            })
+            .collect())
+    }
+
+    fn set_listener(&self, addr: SocketAddr, pool: &str) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        Self::pool_members(&mut s, pool)?;
+        s.listeners.insert(addr, pool.into());
+        Ok(())
+    }
+
+    fn remove_listener(&self, addr: SocketAddr) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        s.listeners
+            .remove(&addr)
+            .map(drop)
+            .ok_or_else(|| ControlError::NotFound(format!("unknown listener {addr}")))
+    }
+
+    fn source_groups(&self) -> Result<Vec<SourceGroupView>, ControlError> {
+        let s = self.state.lock().expect("test setup");
+        Ok(s.groups
+            .iter()
+            .map(|(&cidr, pool)| SourceGroupView {
+                cidr,
+                pool: pool.clone(),
+            })
+            .collect())
+    }
+
+    fn set_source_group(&self, cidr: Cidr, pool: &str) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        Self::pool_members(&mut s, pool)?;
+        s.groups.insert(cidr, pool.into());
+        Ok(())
+    }
+
+    fn remove_source_group(&self, cidr: Cidr) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        s.groups
+            .remove(&cidr)
+            .map(drop)
+            .ok_or_else(|| ControlError::NotFound(format!("unknown source group {cidr}")))
     }
 
     fn exporters(&self) -> Result<Vec<ExporterView>, ControlError> {
