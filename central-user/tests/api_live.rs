@@ -412,3 +412,37 @@ async fn listeners_and_source_groups_at_run_time() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_listener_map_is_a_conflict_not_a_failure() {
+    let server = Server::start_live().await;
+    let controller = server.live.clone().unwrap();
+    let admin =
+        AdminClient::new(&server.url, &server.pin(), Some(server.admin_token.clone())).unwrap();
+    let port = |i: u32| SocketAddr::new("198.18.0.1".parse().unwrap(), 1000 + i as u16);
+    {
+        let mut c = controller.lock().unwrap();
+        for i in 0..sluice_common::MAX_LISTENERS {
+            c.set_listener(port(i), "default").unwrap();
+        }
+    }
+    let (code, message) = call_err(
+        &admin,
+        AdminRequest::ListenersAdd {
+            addr: port(sluice_common::MAX_LISTENERS),
+            pool: "default".into(),
+        },
+    )
+    .await;
+    assert_eq!(code, ErrorCode::Conflict, "{message}");
+    assert!(message.contains("listeners are in use"), "{message}");
+    // An existing listener can still change pool.
+    admin
+        .call(&AdminRequest::ListenersAdd {
+            addr: port(0),
+            pool: "default".into(),
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+}
