@@ -433,7 +433,20 @@ impl Relays {
             .filter(|a| !self.running.contains_key(a))
             .copied()
             .collect();
-        for (addr, sock) in relay::bind_listeners(&new)? {
+        let mut failed = Vec::new();
+        for addr in new {
+            // One address at a time: a port taken by another process must not keep the other
+            // listeners of the same round from getting their relay.
+            let sock = match relay::bind_listeners(&[addr]) {
+                Ok(mut bound) => match bound.pop() {
+                    Some((_, sock)) => sock,
+                    None => continue,
+                },
+                Err(e) => {
+                    failed.push(e.to_string());
+                    continue;
+                }
+            };
             let resolver = MapResolver(Maps::open_pinned(&self.pin_dir)?);
             let stop = Arc::new(AtomicBool::new(false));
             let (stats, flag) = (self.stats.clone(), stop.clone());
@@ -445,6 +458,9 @@ impl Relays {
                     }
                 })?;
             self.running.insert(addr, (stop, thread));
+        }
+        if !failed.is_empty() {
+            bail!("slow-path relay: {}", failed.join("; "));
         }
         Ok(())
     }

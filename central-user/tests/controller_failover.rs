@@ -360,9 +360,9 @@ fn tick_at(lab: &mut Lab, ms: u64, alive: &[&str]) -> Vec<String> {
     for n in alive {
         lab.c
             .heartbeat(n, PeerMetrics::default(), lab.at())
-            .unwrap();
+            .expect("heartbeat");
     }
-    lab.c.tick(lab.at()).unwrap().offline
+    lab.c.tick(lab.at()).expect("tick").offline
 }
 
 #[test]
