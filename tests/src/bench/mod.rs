@@ -3,6 +3,7 @@
 //! with real peers.
 
 pub mod cpu;
+pub mod decode;
 pub mod failover;
 pub mod forwarding;
 pub mod netflow;

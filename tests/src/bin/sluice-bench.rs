@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use sluice_tests::bench::{
-    failover,
+    decode, failover,
     forwarding::{self, DATAGRAM_LEN, Forwarder, GIVE_UP_LOSS, RATES, STEP, Step},
     test_run::{self, FRAME_LEN, REPEAT, TestRunReport},
 };
@@ -35,6 +35,9 @@ enum Bench {
     /// Failover: SIGKILL of a peer → first datagram of each of its exporters at the survivor,
     /// median and max over 10 runs, default settings.
     Failover,
+    /// Peer decoding: flows per CPU-second in process and over UDP vs nfcapd; JSON file output's
+    /// loss-free rate, CPU per flow and latency vs nfacctd.
+    Decode,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -58,6 +61,7 @@ fn main() -> Result<()> {
     match cli.command {
         Bench::Xdp { test_run_only } => xdp(test_run_only),
         Bench::Failover => failover::bench(&STOP),
+        Bench::Decode => decode::run(&STOP),
     }
 }
 
