@@ -25,7 +25,7 @@ use sluice_peer::{
 
 use self::{
     corpus::{Corpus, EXPORTERS, RECORDS, TEMPLATE_EVERY},
-    daemons::{Cpu, Daemon, Metrics, TempDir, free_port},
+    daemons::{Cpu, Metrics, TempDir, free_port},
     send::{Sent, send},
 };
 
@@ -33,8 +33,9 @@ use self::{
 const INGEST_RATE: u64 = 50_000;
 const RUN: Duration = Duration::from_secs(2);
 /// Rates (datagrams/s) of the JSON steps of part 3.
-const PEER_RATES: [u64; 5] = [5_000, 25_000, 50_000, 100_000, 200_000];
-const NFACCTD_RATES: [u64; 3] = [5_000, 10_000, 20_000];
+const PEER_RATES: [u64; 7] = [2_500, 5_000, 25_000, 35_000, 50_000, 100_000, 200_000];
+/// nfacctd stops at its first step with loss.
+const NFACCTD_RATES: [u64; 4] = [2_500, 5_000, 10_000, 20_000];
 /// Flows each in-process measurement decodes (about).
 const IN_PROCESS_FLOWS: u64 = 6_000_000;
 
@@ -352,7 +353,7 @@ fn peer_json(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<Js
 fn nfacctd_json(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<JsonStep>> {
     let file = tmp.0.join("nfacctd.json");
     let port = free_port()?;
-    let mut d: Daemon = daemons::nfacctd(port, &tmp.0, &file)?;
+    let mut d = daemons::nfacctd(port, &tmp.0, &file)?;
     let mut steps = Vec::new();
     for rate in NFACCTD_RATES {
         // At most one pass over the corpus: its flows are unique, so none aggregate.
