@@ -32,10 +32,10 @@ use self::{
 /// Rate (datagrams/s) and duration of the ingest runs of part 2.
 const INGEST_RATE: u64 = 50_000;
 const RUN: Duration = Duration::from_secs(2);
-/// Rates (datagrams/s) of the JSON steps of part 3.
-const PEER_RATES: [u64; 7] = [2_500, 5_000, 25_000, 35_000, 50_000, 100_000, 200_000];
-/// nfacctd stops at its first step with loss.
-const NFACCTD_RATES: [u64; 4] = [2_500, 5_000, 10_000, 20_000];
+/// Rates (datagrams/s) of the JSON steps of part 3 (nfacctd stops after its first loss).
+const JSON_RATES: [u64; 8] = [
+    2_500, 5_000, 10_000, 25_000, 35_000, 50_000, 100_000, 200_000,
+];
 /// Flows each in-process measurement decodes (about).
 const IN_PROCESS_FLOWS: u64 = 6_000_000;
 
@@ -63,10 +63,9 @@ pub fn run(stop: &AtomicBool) -> Result<()> {
         rows.push(decode_row(*protocol, corpus, &tmp, stop)?);
     }
     print_decode(&rows);
-    let json = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
-    let peer = peer_json(&json, &tmp, stop)?;
-    let nfacctd = nfacctd_json(&json, &tmp, stop)?;
-    print_json(&json, &peer, &nfacctd);
+    let mixed = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
+    let (peer, nfacctd) = json(&mixed, &tmp, stop)?;
+    print_json(&mixed, &peer, &nfacctd);
     Ok(())
 }
 
@@ -321,19 +320,31 @@ impl JsonStep {
     }
 }
 
-fn peer_json(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<JsonStep>> {
-    let file = tmp.0.join("sluice.jsonl");
-    let (port, metrics) = (free_port()?, free_port()?);
-    let mut d = daemons::sluice_peer(port, metrics, &format!("file:{}", file.display()))?;
-    let mut steps = Vec::new();
-    for rate in PEER_RATES {
+/// Both collectors run side by side (idle while the other is measured), taking turns at each
+/// rate so that they see the same background load. nfacctd stops after its first step with
+/// loss.
+fn json(
+    corpus: &Corpus,
+    tmp: &TempDir,
+    stop: &AtomicBool,
+) -> Result<(Vec<JsonStep>, Vec<JsonStep>)> {
+    let peer_file = tmp.0.join("sluice.jsonl");
+    let (peer_port, metrics) = (free_port()?, free_port()?);
+    let mut peer =
+        daemons::sluice_peer(peer_port, metrics, &format!("file:{}", peer_file.display()))?;
+    let nfacctd_file = tmp.0.join("nfacctd.json");
+    let nfacctd_port = free_port()?;
+    let mut nfacctd = daemons::nfacctd(nfacctd_port, &tmp.0, &nfacctd_file)?;
+    let (mut peer_steps, mut nfacctd_steps) = (Vec::new(), Vec::new());
+    for rate in JSON_RATES {
         let before = daemons::scrape(metrics)?;
-        let (sent, cpu) = d.cpu_during(|| send(corpus, port, rate, rate * RUN.as_secs(), stop))?;
-        let written = daemons::settled_lines(&file, Duration::from_millis(300))?;
+        let (sent, cpu) =
+            peer.cpu_during(|| send(corpus, peer_port, rate, rate * RUN.as_secs(), stop))?;
+        let written = daemons::settled_lines(&peer_file, Duration::from_millis(300))?;
         let after = daemons::scrape(metrics)?;
-        daemons::truncate(&file)?;
+        daemons::truncate(&peer_file)?;
         let delta = |name: &str| (after.value(name) - before.value(name)) as u64;
-        steps.push(JsonStep {
+        peer_steps.push(JsonStep {
             rate,
             sent,
             written,
@@ -345,45 +356,36 @@ fn peer_json(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<Js
                 overflow: delta("sluice_peer_output_overflow_records_total"),
             }),
         });
-    }
-    d.stop()?;
-    Ok(steps)
-}
-
-fn nfacctd_json(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<JsonStep>> {
-    let file = tmp.0.join("nfacctd.json");
-    let port = free_port()?;
-    let mut d = daemons::nfacctd(port, &tmp.0, &file)?;
-    let mut steps = Vec::new();
-    for rate in NFACCTD_RATES {
+        if nfacctd_steps
+            .last()
+            .is_some_and(|s: &JsonStep| !s.lossless())
+        {
+            continue;
+        }
         // At most one pass over the corpus: its flows are unique, so none aggregate.
         let count = (rate * RUN.as_secs()).min(corpus.datagrams.len() as u64);
-        let ((sent, written), cpu) = d.cpu_during(|| {
-            let sent = send(corpus, port, rate, count, stop)?;
+        let ((sent, written), cpu) = nfacctd.cpu_during(|| {
+            let sent = send(corpus, nfacctd_port, rate, count, stop)?;
             // The print plugin writes every second: wait for two quiet refreshes.
             Ok((
                 sent,
-                daemons::settled_lines(&file, Duration::from_millis(2500))?,
+                daemons::settled_lines(&nfacctd_file, Duration::from_millis(2500))?,
             ))
         })?;
-        daemons::truncate(&file)?;
-        anyhow::ensure!(written > 0, "nfacctd wrote nothing:\n{}", d.log());
-        let step = JsonStep {
+        daemons::truncate(&nfacctd_file)?;
+        anyhow::ensure!(written > 0, "nfacctd wrote nothing:\n{}", nfacctd.log());
+        nfacctd_steps.push(JsonStep {
             rate,
             sent,
             written,
             cpu,
             latency: None,
             drops: None,
-        };
-        let lossy = !step.lossless();
-        steps.push(step);
-        if lossy {
-            break;
-        }
+        });
     }
-    d.stop()?;
-    Ok(steps)
+    peer.stop()?;
+    nfacctd.stop()?;
+    Ok((peer_steps, nfacctd_steps))
 }
 
 fn print_json(corpus: &Corpus, peer: &[JsonStep], nfacctd: &[JsonStep]) {
@@ -402,8 +404,9 @@ fn print_json(corpus: &Corpus, peer: &[JsonStep], nfacctd: &[JsonStep]) {
         RUN.as_secs()
     );
     println!(
-        "  nfacctd sends at most one pass over the corpus per step (its aggregation would merge repeats)."
+        "  The two take turns at each rate; nfacctd gets at most one pass over the corpus per step (its"
     );
+    println!("  aggregation would merge repeats) and stops after its first step with loss.");
     println!(
         "  Latency: the peer's received→written histogram (Prometheus buckets, 0.5/1/2.5/5/10/25/50 ms …),"
     );
