@@ -46,11 +46,7 @@ impl Daemon {
     /// An error unless it is still running.
     pub fn check(&mut self) -> Result<()> {
         if let Ok(Some(status)) = self.process.child.try_wait() {
-            bail!(
-                "{} exited ({status}):\n{}",
-                self.name,
-                self.process.log_text()
-            );
+            bail!("{} exited ({status}):\n{}", self.name, self.log());
         }
         Ok(())
     }
@@ -81,7 +77,7 @@ impl Daemon {
     }
 
     /// CPU seconds of its process tree and of everything else (background), while `work` runs
-    /// and until the tree has been idle for 300 ms.
+    /// and until the tree has been idle (at most one clock tick per 100 ms) for 300 ms.
     pub fn cpu_during<T>(&mut self, work: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
         let began = Instant::now();
         let start = Sample::take();
@@ -91,7 +87,7 @@ impl Daemon {
         while idle_since.elapsed() < Duration::from_millis(300) {
             std::thread::sleep(Duration::from_millis(100));
             let now = Sample::take();
-            if usage(&last, &now, self.pid()).forwarder_process > 0.0 {
+            if usage(&last, &now, self.pid()).forwarder_process > 0.015 {
                 idle_since = Instant::now();
             }
             last = now;
@@ -135,7 +131,8 @@ pub struct Cpu {
     pub wall: f64,
 }
 
-/// A free loopback port (UDP and TCP are checked separately by their users).
+/// A loopback port free for UDP at the time (also used for the peer's TCP metrics listener: a
+/// clash there fails its start loudly).
 pub fn free_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }

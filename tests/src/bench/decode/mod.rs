@@ -466,14 +466,22 @@ fn print_json(corpus: &Corpus, peer: &[JsonStep], nfacctd: &[JsonStep]) {
             .map(|s| (s.rate, s.cpu_us_per_flow()))
     };
     let (p, n) = (best(peer), best(nfacctd));
-    let show = |b: Option<(u64, f64)>| {
-        b.map_or_else(
-            || "none loss-free".to_owned(),
-            |(r, us)| format!("loss-free up to {r} datagrams/s, {us:.3} µs CPU per flow there"),
+    let show = |steps: &[JsonStep], b: Option<(u64, f64)>| {
+        let Some((r, us)) = b else {
+            return "none loss-free".to_owned();
+        };
+        let lossy_below = steps.iter().filter(|s| s.rate < r && !s.lossless()).count();
+        format!(
+            "loss-free up to {r} datagrams/s, {us:.3} µs CPU per flow there{}",
+            if lossy_below > 0 {
+                format!(" ({lossy_below} slower step(s) lost: compare bg)")
+            } else {
+                String::new()
+            }
         )
     };
-    println!("  sluice-peer: {}", show(p));
-    println!("  nfacctd:     {}", show(n));
+    println!("  sluice-peer: {}", show(peer, p));
+    println!("  nfacctd:     {}", show(nfacctd, n));
     // Per-flow CPU falls as batches grow with the rate: compare at one rate, the highest both
     // ran without loss (else the lowest both ran).
     let both = |lossless: bool| {
