@@ -18,9 +18,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use sluice_central::loader;
 
 use crate::{
     bench::{
+        bpf_stats,
         cpu::{Sample, Usage, usage},
         netflow::{V9Datagrams, v9_datagrams},
     },
@@ -102,6 +104,8 @@ pub struct Step {
     pub secs: f64,
     /// CPU from the start of sending until the receivers went quiet.
     pub usage: Usage,
+    /// The XDP program's own run time and runs in the step (kernel bpf_stats; XDP only).
+    pub xdp_program: Option<(Duration, u64)>,
 }
 
 impl Step {
@@ -152,6 +156,13 @@ pub fn run(
             process.status()
         );
     }
+    // Program run-time accounting costs a clock read per run: on only for the XDP forwarder.
+    let _stats = match forwarder {
+        Forwarder::Xdp => Some(bpf_stats::Enabled::new()?),
+        _ => None,
+    };
+    let program =
+        || (forwarder == Forwarder::Xdp).then(|| bpf_stats::program_totals(loader::PROGRAM));
     let mut steps = Vec::new();
     let mut paced_done = false;
     for target in RATES {
@@ -159,6 +170,7 @@ pub fn run(
             continue;
         }
         let delivered_before = receivers.total();
+        let program_before = program();
         let start = Sample::take();
         let (sent, secs) = sender.send(target, STEP, stop)?;
         let delivered = receivers.settle() - delivered_before;
@@ -170,6 +182,9 @@ pub fn run(
             held_back: forwarder.held_back(),
             secs,
             usage: usage(&start, &end, process.pid()),
+            xdp_program: program()
+                .zip(program_before)
+                .map(|((t1, n1), (t0, n0))| (t1 - t0, n1 - n0)),
         };
         progress(&step);
         paced_done = target.is_some() && (step.loss() >= GIVE_UP_LOSS || !step.paced());

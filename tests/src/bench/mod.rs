@@ -2,6 +2,7 @@
 //! cost per packet, forwarding rate and CPU per packet on the namespace lab, and failover time
 //! with real peers.
 
+pub mod bpf_stats;
 pub mod cpu;
 pub mod decode;
 pub mod failover;

@@ -330,4 +330,34 @@ fn summary(results: &[(Forwarder, Vec<Step>)]) {
             if best >= 8.0 { "met" } else { "not shown" }
         );
     }
+    program_time(results, common);
+}
+
+/// The XDP program's own time per packet (kernel bpf_stats) against the user-space forwarders'
+/// process time per datagram: an upper bound of the ratio, since the transmit into the egress
+/// veth after `XDP_REDIRECT` is kernel work outside the program (a user-space forwarder's
+/// process time includes its sendmsg).
+fn program_time(results: &[(Forwarder, Vec<Step>)], common: Option<u64>) {
+    let at = |f: Forwarder| {
+        let steps = &results.iter().find(|(g, _)| *g == f)?.1;
+        steps
+            .iter()
+            .find(|s| s.target == common && common.is_some())
+    };
+    let Some((time, runs)) = at(Forwarder::Xdp).and_then(|s| s.xdp_program) else {
+        return;
+    };
+    let ns = time.as_nanos() as f64 / runs.max(1) as f64;
+    println!("  XDP program's own run time (kernel bpf_stats, {runs} runs): {ns:.0} ns per packet");
+    for f in [Forwarder::Relay, Forwarder::Nfacctd] {
+        if let Some(s) = at(f) {
+            let proc_ns = per_packet(s.usage.forwarder_process, s) * 1e3;
+            println!(
+                "  {} process time per datagram / XDP program time: {:.0} ns / {ns:.0} ns = {:.1}× (upper bound: redirect transmit not in the program)",
+                f.label(),
+                proc_ns,
+                proc_ns / ns
+            );
+        }
+    }
 }
