@@ -14,8 +14,8 @@ use aya::maps::{
 };
 use sluice_common::{
     AddrKey, ExporterStats, ExporterValue, ListenerKey, ListenerValue, MAX_POOLS, NO_PEER,
-    POOL_TABLE_SIZE, PeerEntry, PeerStats, Reason, Settings, SourceGroupValue, hash::table_slot,
-    names, peer_state, to_key_bytes,
+    POOL_TABLE_SIZE, PeerEntry, PeerStats, Reason, Settings, SourceGroupValue, event_kind,
+    hash::table_slot, names, peer_state, to_key_bytes,
 };
 
 use crate::controller::dataplane::{DataPlane, DataPlaneError};
@@ -157,18 +157,23 @@ impl Maps {
         &self,
         exporter: IpAddr,
         listener: SocketAddr,
-    ) -> Result<Option<(u32, PeerEntry)>, DataPlaneError> {
+    ) -> Result<Option<Resolved>, DataPlaneError> {
         let key = AddrKey::from(exporter);
-        let pool = match self.exporters.get(&key, 0) {
+        let (pool_id, kind) = match self.exporters.get(&key, 0) {
             Ok(v) => {
                 let peer = self.peer(v.peer_id)?;
                 if peer.state != peer_state::DOWN {
-                    return Ok(Some((v.peer_id, peer)));
+                    return Ok(Some(Resolved {
+                        peer_id: v.peer_id,
+                        peer,
+                        pool_id: v.pool_id,
+                        unpinned: None,
+                    }));
                 }
-                v.pool_id
+                (v.pool_id, event_kind::PEER_DOWN)
             }
             Err(aya::maps::MapError::KeyNotFound) => {
-                match self.source_groups.get(&Key::new(128, key.addr), 0) {
+                let pool = match self.source_groups.get(&Key::new(128, key.addr), 0) {
                     Ok(g) => g.pool_id,
                     Err(aya::maps::MapError::KeyNotFound) => {
                         match self
@@ -181,20 +186,71 @@ impl Maps {
                         }
                     }
                     Err(e) => return Err(map_err(names::SOURCE_GROUPS, "get")(e)),
-                }
+                };
+                (pool, event_kind::NEW_EXPORTER)
             }
             Err(e) => return Err(map_err(names::EXPORTERS, "get")(e)),
         };
-        if pool >= MAX_POOLS {
+        if pool_id >= MAX_POOLS {
             return Ok(None);
         }
-        let peer_id = self.pool_slot(pool, table_slot(&key.addr, POOL_TABLE_SIZE))?;
+        let peer_id = self.pool_slot(pool_id, table_slot(&key.addr, POOL_TABLE_SIZE))?;
         if peer_id == NO_PEER {
             return Ok(None);
         }
         let peer = self.peer(peer_id)?;
-        Ok((peer.state == peer_state::UP).then_some((peer_id, peer)))
+        Ok((peer.state == peer_state::UP).then_some(Resolved {
+            peer_id,
+            peer,
+            pool_id,
+            unpinned: Some(kind),
+        }))
     }
+
+    /// Adds traffic the slow path forwarded to an exporter's `EXPORTER_STATS` (on the first
+    /// CPU's slot), so exporters whose datagrams are all fragments still have rates.
+    pub fn add_exporter_stats(
+        &mut self,
+        addr: IpAddr,
+        packets: u64,
+        bytes: u64,
+        last_seen_ns: u64,
+    ) -> Result<(), DataPlaneError> {
+        let key = AddrKey::from(addr);
+        let mut values: Vec<ExporterStats> = match self.exporter_stats.get(&key, 0) {
+            Ok(v) => v.iter().copied().collect(),
+            Err(aya::maps::MapError::KeyNotFound) => {
+                let cpus = aya::util::nr_cpus()
+                    .map_err(|(_, e)| map_err(names::EXPORTER_STATS, "count CPUs")(e))?;
+                vec![ExporterStats::default(); cpus]
+            }
+            Err(e) => return Err(map_err(names::EXPORTER_STATS, "get")(e)),
+        };
+        if let Some(first) = values.first_mut() {
+            first.packets += packets;
+            first.bytes += bytes;
+            first.last_seen_ns = first.last_seen_ns.max(last_seen_ns);
+        }
+        let values = aya::maps::PerCpuValues::try_from(values)
+            .map_err(map_err(names::EXPORTER_STATS, "values"))?;
+        self.exporter_stats
+            .insert(key, values, 0)
+            .map_err(map_err(names::EXPORTER_STATS, "insert"))
+    }
+}
+
+/// Where [`Maps::resolve`] sends an exporter.
+#[derive(Clone, Copy, Debug)]
+pub struct Resolved {
+    /// Peer id.
+    pub peer_id: u32,
+    /// Its `PEERS` entry.
+    pub peer: PeerEntry,
+    /// The exporter's pool.
+    pub pool_id: u32,
+    /// `Some(event kind)` when the exporter is not pinned to a live peer and was placed by the
+    /// pool table: the controller should hear of it, as from the XDP program's ring buffer.
+    pub unpinned: Option<u32>,
 }
 
 /// Opens one pinned map by name.

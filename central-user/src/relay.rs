@@ -20,8 +20,12 @@ use std::{
 
 /// Where the relay sends an exporter's datagrams (the peer's target address and port).
 pub trait Resolve: Send {
-    /// `None`: no healthy peer (the datagram is dropped and counted).
-    fn resolve(&mut self, exporter: IpAddr, listener: SocketAddr) -> Option<SocketAddr>;
+    /// `None`: no healthy peer (the datagram is dropped and counted). `len` is the datagram's
+    /// size, for the exporter's traffic counters.
+    fn resolve(&mut self, exporter: IpAddr, listener: SocketAddr, len: usize)
+    -> Option<SocketAddr>;
+    /// Called when the socket has been quiet for a moment (flush what is pending).
+    fn idle(&mut self);
 }
 
 /// Relay counters, shared with the metrics endpoint.
@@ -450,6 +454,7 @@ pub fn serve(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
+                resolver.idle();
                 continue;
             }
             Err(e) => {
@@ -458,7 +463,7 @@ pub fn serve(
             }
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
-        let Some(peer) = resolver.resolve(from.ip(), listener) else {
+        let Some(peer) = resolver.resolve(from.ip(), listener, n) else {
             stats.no_peer.fetch_add(1, Ordering::Relaxed);
             continue;
         };

@@ -189,6 +189,7 @@ fn periodic(
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let mut pending = Vec::new();
+        pending.extend(relays.events.try_iter());
         while let Some(item) = events.next() {
             if item.len() == size_of::<ExporterEvent>() {
                 // SAFETY: the XDP program writes whole `ExporterEvent`s (length checked).
@@ -396,6 +397,9 @@ fn listener_set(c: &SharedController) -> BTreeSet<SocketAddr> {
 /// every 5 s, so a listener added with `sluicectl` gets its relay socket too).
 struct Relays {
     enabled: bool,
+    /// Exporter events from the relay threads, for the controller (like the XDP ring buffer's).
+    events: std::sync::mpsc::Receiver<ExporterEvent>,
+    events_tx: std::sync::mpsc::Sender<ExporterEvent>,
     pin_dir: std::path::PathBuf,
     stats: Arc<RelayStats>,
     running: std::collections::BTreeMap<SocketAddr, (Arc<AtomicBool>, JoinHandle<()>)>,
@@ -403,8 +407,11 @@ struct Relays {
 
 impl Relays {
     fn new(enabled: bool, pin_dir: &std::path::Path, stats: Arc<RelayStats>) -> Self {
+        let (events_tx, events) = std::sync::mpsc::channel();
         Self {
             enabled,
+            events,
+            events_tx,
             pin_dir: pin_dir.to_owned(),
             stats,
             running: Default::default(),
@@ -447,7 +454,8 @@ impl Relays {
                     continue;
                 }
             };
-            let resolver = MapResolver(Maps::open_pinned(&self.pin_dir)?);
+            let resolver =
+                MapResolver::new(Maps::open_pinned(&self.pin_dir)?, self.events_tx.clone());
             let stop = Arc::new(AtomicBool::new(false));
             let (stats, flag) = (self.stats.clone(), stop.clone());
             let thread = std::thread::Builder::new()
@@ -475,20 +483,95 @@ impl Relays {
     }
 }
 
-/// The relay resolves through the pinned maps, exactly as the kernel does.
-struct MapResolver(Maps);
+/// The relay resolves through the pinned maps, exactly as the kernel does, and also does the
+/// kernel's bookkeeping for what it forwards: exporters whose datagrams only ever take the slow
+/// path (all fragments, say) get traffic counters and reach the controller to be pinned.
+struct MapResolver {
+    maps: Maps,
+    events: std::sync::mpsc::Sender<ExporterEvent>,
+    /// Packets, bytes since the last flush, per exporter.
+    pending: std::collections::HashMap<IpAddr, (u64, u64)>,
+    /// Last event per exporter (one a second at most, like the XDP program).
+    reported: std::collections::HashMap<IpAddr, Instant>,
+    last_flush: Instant,
+}
+
+impl MapResolver {
+    fn new(maps: Maps, events: std::sync::mpsc::Sender<ExporterEvent>) -> Self {
+        Self {
+            maps,
+            events,
+            pending: Default::default(),
+            reported: Default::default(),
+            last_flush: Instant::now(),
+        }
+    }
+
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        let now_ns = monotonic_ns();
+        for (addr, (packets, bytes)) in self.pending.drain() {
+            if let Err(e) = self.maps.add_exporter_stats(addr, packets, bytes, now_ns) {
+                tracing::debug!(%addr, error = %e, "relay traffic not counted");
+            }
+        }
+        self.reported
+            .retain(|_, t| t.elapsed() < Duration::from_secs(1));
+    }
+}
 
 impl Resolve for MapResolver {
-    fn resolve(&mut self, exporter: IpAddr, listener: SocketAddr) -> Option<SocketAddr> {
-        let (_, peer) = self.0.resolve(exporter, listener).ok().flatten()?;
-        let ip = sluice_common::from_key_bytes(peer.addr);
-        let port = if peer.port == 0 {
+    fn resolve(
+        &mut self,
+        exporter: IpAddr,
+        listener: SocketAddr,
+        len: usize,
+    ) -> Option<SocketAddr> {
+        let counts = self.pending.entry(exporter).or_default();
+        counts.0 += 1;
+        counts.1 += len as u64;
+        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.flush();
+        }
+        let r = self.maps.resolve(exporter, listener).ok().flatten()?;
+        if let Some(kind) = r.unpinned
+            && !self.reported.contains_key(&exporter)
+        {
+            self.reported.insert(exporter, Instant::now());
+            let ev = ExporterEvent {
+                addr: to_key_bytes(exporter),
+                kind,
+                pool_id: r.pool_id,
+                peer_id: r.peer_id,
+                _pad: 0,
+            };
+            let _ = self.events.send(ev);
+        }
+        let ip = sluice_common::from_key_bytes(r.peer.addr);
+        let port = if r.peer.port == 0 {
             listener.port()
         } else {
-            peer.port
+            r.peer.port
         };
         Some(SocketAddr::new(ip, port))
     }
+
+    fn idle(&mut self) {
+        if !self.pending.is_empty() {
+            self.flush();
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Every interface except loopback becomes a redirect target.

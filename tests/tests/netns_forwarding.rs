@@ -395,3 +395,38 @@ dir = "{state}"
         "e2 follows the listener's pool (a)"
     );
 }
+
+#[test]
+fn an_exporter_seen_only_through_the_slow_path_is_pinned_and_counted() {
+    if !privileged("netns_slow_path_only") {
+        return;
+    }
+    let lab = Lab::new("so", 2, 1);
+    let central = lab.start_central(&[]);
+    let peers: Vec<UdpSocket> = (0..2).map(|i| lab.peer_socket(i)).collect();
+    let exporter = lab.exporter_socket(0);
+    // Every datagram is larger than the MTU: XDP never sees a whole one.
+    let big = payload(0, 1, 3000);
+    for _ in 0..10 {
+        exporter.send_to(&big, TARGET).unwrap();
+        thread::sleep(Duration::from_millis(150));
+    }
+    let got: usize = peers
+        .iter()
+        .map(|p| drain(p, Duration::from_millis(300)).len())
+        .sum();
+    assert_eq!(got, 10, "all relayed\n{}", central.log_text());
+    let maps = Maps::open_pinned(lab.pins.path()).unwrap();
+    let addr = IpAddr::V4(lab.exporter_addrs[0]);
+    assert!(
+        maps.exporters().unwrap().iter().any(|(a, _)| *a == addr),
+        "the controller pinned the exporter it heard of from the relay\n{}",
+        central.log_text()
+    );
+    let stats = maps.exporter_stats().unwrap();
+    let (_, s) = stats
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .expect("relay traffic counted");
+    assert!(s.packets >= 9 && s.bytes >= 9 * 3000, "{s:?}");
+}
