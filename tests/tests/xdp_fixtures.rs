@@ -23,6 +23,36 @@ struct Fixture {
     counters: Vec<(Reason, u64)>,
 }
 
+impl Fixture {
+    /// Passed up unchanged, one count of `reason`.
+    fn pass(description: &'static str, input: Frame, reason: Reason) -> Self {
+        Self {
+            description,
+            input,
+            action: XDP_PASS,
+            output: None,
+            counters: vec![(reason, 1)],
+        }
+    }
+
+    /// Rewritten for the peer at `to` (MAC `mac`) and redirected out of the egress veth.
+    fn redirected(
+        description: &'static str,
+        input: Frame,
+        to: IpAddr,
+        mac: [u8; 6],
+        egress: [u8; 6],
+    ) -> Self {
+        Self {
+            description,
+            output: Some(forwarded(&input, to, mac, egress, false)),
+            input,
+            action: XDP_REDIRECT,
+            counters: vec![(Reason::Redirect, 1)],
+        }
+    }
+}
+
 #[test]
 fn fixture_table() {
     if !privileged("fixture_table") {
@@ -33,130 +63,116 @@ fn fixture_table() {
     let mut fixtures = Vec::new();
 
     let f = v4(PINNED4, 2055);
-    fixtures.push(Fixture {
-        description: "pinned IPv4 exporter → its peer, rewritten, redirected",
-        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
-        input: f,
-        action: XDP_REDIRECT,
-        counters: vec![(Reason::Redirect, 1)],
-    });
+    fixtures.push(Fixture::redirected(
+        "pinned IPv4 exporter → its peer, rewritten, redirected",
+        f,
+        PEER_A.into(),
+        MAC_A,
+        e,
+    ));
 
     let f = Frame::udp(PINNED6.into(), LISTENER6.into(), 2055, 1400 - 62);
-    fixtures.push(Fixture {
-        description: "pinned IPv6 exporter → its peer, hop limit and UDP checksum updated",
-        output: Some(forwarded(&f, PEER_C6.into(), MAC_C6, e, false)),
-        input: f,
-        action: XDP_REDIRECT,
-        counters: vec![(Reason::Redirect, 1)],
-    });
+    fixtures.push(Fixture::redirected(
+        "pinned IPv6 exporter → its peer, hop limit and UDP checksum updated",
+        f,
+        PEER_C6.into(),
+        MAC_C6,
+        e,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.vlans = vec![(0x8100, 100)];
-    fixtures.push(Fixture {
-        description: "802.1Q tag: parsed, stripped on the way to another interface",
-        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
-        input: f,
-        action: XDP_REDIRECT,
-        counters: vec![(Reason::Redirect, 1)],
-    });
+    fixtures.push(Fixture::redirected(
+        "802.1Q tag: parsed, stripped on the way to another interface",
+        f,
+        PEER_A.into(),
+        MAC_A,
+        e,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.vlans = vec![(0x88a8, 10), (0x8100, 200)];
-    fixtures.push(Fixture {
-        description: "QinQ (802.1ad + 802.1Q): both tags parsed and stripped",
-        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
-        input: f,
-        action: XDP_REDIRECT,
-        counters: vec![(Reason::Redirect, 1)],
-    });
+    fixtures.push(Fixture::redirected(
+        "QinQ (802.1ad + 802.1Q): both tags parsed and stripped",
+        f,
+        PEER_A.into(),
+        MAC_A,
+        e,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.ip_options = vec![0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00]; // router alert + NOPs (IHL 7)
-    fixtures.push(Fixture {
-        description: "IPv4 with options (IHL 7): UDP found after the options",
-        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
-        input: f,
-        action: XDP_REDIRECT,
-        counters: vec![(Reason::Redirect, 1)],
-    });
+    fixtures.push(Fixture::redirected(
+        "IPv4 with options (IHL 7): UDP found after the options",
+        f,
+        PEER_A.into(),
+        MAC_A,
+        e,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.zero_udp_csum = true;
-    fixtures.push(Fixture {
-        description: "IPv4 UDP checksum 0 (none) stays 0",
-        output: Some(forwarded(&f, PEER_A.into(), MAC_A, e, false)),
-        input: f,
-        action: XDP_REDIRECT,
-        counters: vec![(Reason::Redirect, 1)],
-    });
+    fixtures.push(Fixture::redirected(
+        "IPv4 UDP checksum 0 (none) stays 0",
+        f,
+        PEER_A.into(),
+        MAC_A,
+        e,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.proto = 6;
-    fixtures.push(Fixture {
-        description: "TCP to the listener address → PASS",
-        input: f,
-        action: XDP_PASS,
-        output: None,
-        counters: vec![(Reason::PassNotUdp, 1)],
-    });
+    fixtures.push(Fixture::pass(
+        "TCP to the listener address → PASS",
+        f,
+        Reason::PassNotUdp,
+    ));
 
-    fixtures.push(Fixture {
-        description: "UDP to a port that is not a listener → PASS",
-        input: v4(PINNED4, 22),
-        action: XDP_PASS,
-        output: None,
-        counters: vec![(Reason::PassNotListener, 1)],
-    });
+    fixtures.push(Fixture::pass(
+        "UDP to a port that is not a listener → PASS",
+        v4(PINNED4, 22),
+        Reason::PassNotListener,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.frag = 0x2000; // MF
-    fixtures.push(Fixture {
-        description: "first IPv4 fragment → PASS (kernel reassembles, slow path forwards)",
-        input: f,
-        action: XDP_PASS,
-        output: None,
-        counters: vec![(Reason::PassFragment, 1)],
-    });
+    fixtures.push(Fixture::pass(
+        "first IPv4 fragment → PASS (kernel reassembles, slow path forwards)",
+        f,
+        Reason::PassFragment,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.frag = 185; // offset only
-    fixtures.push(Fixture {
-        description: "last IPv4 fragment → PASS",
-        input: f,
-        action: XDP_PASS,
-        output: None,
-        counters: vec![(Reason::PassFragment, 1)],
-    });
+    fixtures.push(Fixture::pass(
+        "last IPv4 fragment → PASS",
+        f,
+        Reason::PassFragment,
+    ));
 
     let mut f = Frame::udp(PINNED6.into(), LISTENER6.into(), 2055, 100);
     f.proto = 0; // hop-by-hop options header
-    fixtures.push(Fixture {
-        description: "IPv6 with an extension header → PASS",
-        input: f,
-        action: XDP_PASS,
-        output: None,
-        counters: vec![(Reason::PassIpv6ExtHeader, 1)],
-    });
+    fixtures.push(Fixture::pass(
+        "IPv6 with an extension header → PASS",
+        f,
+        Reason::PassIpv6ExtHeader,
+    ));
 
     let mut f = v4(PINNED4, 2055);
     f.ttl = 1;
-    fixtures.push(Fixture {
-        description: "TTL 1: forwarding would expire it → PASS to the local stack",
-        input: f,
-        action: XDP_PASS,
-        output: None,
-        counters: vec![(Reason::PassTtlExpired, 1)],
-    });
+    fixtures.push(Fixture::pass(
+        "TTL 1: forwarding would expire it → PASS to the local stack",
+        f,
+        Reason::PassTtlExpired,
+    ));
 
     let mut f = Frame::udp(PINNED6.into(), LISTENER6.into(), 2055, 100);
     f.zero_udp_csum = true;
-    fixtures.push(Fixture {
-        description: "IPv6 UDP checksum 0 (invalid on IPv6) → PASS",
-        input: f,
-        action: XDP_PASS,
-        output: None,
-        counters: vec![(Reason::PassBadChecksum, 1)],
-    });
+    fixtures.push(Fixture::pass(
+        "IPv6 UDP checksum 0 (invalid on IPv6) → PASS",
+        f,
+        Reason::PassBadChecksum,
+    ));
 
     fixtures.push(Fixture {
         description: "exporter in a pool whose peer's neighbour is unresolved → PASS",
