@@ -19,6 +19,8 @@ pub mod csum;
 pub mod hash;
 pub mod maps;
 #[cfg(feature = "std")]
+pub mod prom;
+#[cfg(feature = "std")]
 pub mod protocol;
 
 pub use counters::{REASON_COUNT, Reason};

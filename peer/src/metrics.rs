@@ -5,7 +5,6 @@
 //! paths only add to atomics once per batch.
 
 use std::collections::HashMap;
-use std::fmt::{Display, Write as _};
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -14,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use sluice_common::protocol::PeerMetrics;
+
+use sluice_common::prom::Exposition;
 
 use crate::decode::DecodeStats;
 use crate::pipeline::Shutdown;
@@ -379,7 +380,7 @@ impl Metrics {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let mut p = Prom::default();
+        let mut p = Exposition::default();
         let peer = self.peer_metrics();
         p.gauge(
             "sluice_peer_start_time_seconds",
@@ -488,10 +489,10 @@ impl Metrics {
             "This process's resident memory.",
             peer.process_mem_bytes,
         );
-        p.out
+        p.into_string()
     }
 
-    fn render_decoders(&self, p: &mut Prom) {
+    fn render_decoders(&self, p: &mut Exposition) {
         let d = self.decode_totals();
         p.gauge(
             "sluice_peer_shards",
@@ -588,7 +589,7 @@ impl Metrics {
         }
     }
 
-    fn render_outputs(&self, p: &mut Prom) {
+    fn render_outputs(&self, p: &mut Exposition) {
         let outputs = lock(&self.outputs).clone();
         type Field = fn(&OutputStats) -> u64;
         let families: [(&str, &str, &str, Field); 6] = [
@@ -709,7 +710,7 @@ impl Histogram {
         self.count.fetch_add(weight, Relaxed);
     }
 
-    fn render(&self, p: &mut Prom, name: &str, output: &str) {
+    fn render(&self, p: &mut Exposition, name: &str, output: &str) {
         let bucket = format!("{name}_bucket");
         let mut cumulative = 0;
         for (i, n) in self.buckets.iter().enumerate() {
@@ -726,48 +727,6 @@ impl Histogram {
             &[("output", output)],
             self.count.load(Relaxed),
         );
-    }
-}
-
-/// A Prometheus text writer.
-#[derive(Default)]
-struct Prom {
-    out: String,
-}
-
-impl Prom {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        // Writing into a String cannot fail.
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let v = v
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(self.out, "{k}=\"{v}\"");
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-
-    fn counter(&mut self, name: &str, help: &str, value: impl Display) {
-        self.family(name, "counter", help);
-        self.sample(name, &[], value);
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, value: impl Display) {
-        self.family(name, "gauge", help);
-        self.sample(name, &[], value);
     }
 }
 
@@ -1037,17 +996,27 @@ mod tests {
         h.observe(300_000, 2); // 0.3 ms
         h.observe(20_000_000, 1); // 20 ms
         h.observe(60_000_000_000, 1); // a minute
-        let mut p = Prom::default();
+        let mut p = Exposition::default();
         h.render(&mut p, "l", "o");
         assert!(
-            p.out.contains("l_bucket{output=\"o\",le=\"0.0005\"} 2\n"),
+            p.as_str()
+                .contains("l_bucket{output=\"o\",le=\"0.0005\"} 2\n"),
             "{}",
-            p.out
+            p.as_str()
         );
-        assert!(p.out.contains("l_bucket{output=\"o\",le=\"0.01\"} 2\n"));
-        assert!(p.out.contains("l_bucket{output=\"o\",le=\"0.025\"} 3\n"));
-        assert!(p.out.contains("l_bucket{output=\"o\",le=\"5\"} 3\n"));
-        assert!(p.out.contains("l_bucket{output=\"o\",le=\"+Inf\"} 4\n"));
-        assert!(p.out.contains("l_count{output=\"o\"} 4\n"));
+        assert!(
+            p.as_str()
+                .contains("l_bucket{output=\"o\",le=\"0.01\"} 2\n")
+        );
+        assert!(
+            p.as_str()
+                .contains("l_bucket{output=\"o\",le=\"0.025\"} 3\n")
+        );
+        assert!(p.as_str().contains("l_bucket{output=\"o\",le=\"5\"} 3\n"));
+        assert!(
+            p.as_str()
+                .contains("l_bucket{output=\"o\",le=\"+Inf\"} 4\n")
+        );
+        assert!(p.as_str().contains("l_count{output=\"o\"} 4\n"));
     }
 }

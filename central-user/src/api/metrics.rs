@@ -1,57 +1,14 @@
 //! `/metrics`: Prometheus text exposition of peers, pools, exporters, XDP exit reasons,
 //! rebalance and failover events, and the API's own counters (authentication failures first).
 
-use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sluice_common::prom::Exposition;
 use sluice_common::protocol::{PeerMetrics, PeerStatus, PeerView};
 use tracing::debug;
 
 use super::{ApiContext, admin};
 use crate::auth::TokenKind;
-
-/// Builds one exposition; each family is announced once, before its samples.
-#[derive(Default)]
-struct Exposition {
-    out: String,
-}
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        // Writing to a `String` cannot fail.
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (key, val)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(key);
-                self.out.push_str("=\"");
-                for c in val.chars() {
-                    match c {
-                        '\\' => self.out.push_str("\\\\"),
-                        '"' => self.out.push_str("\\\""),
-                        '\n' => self.out.push_str("\\n"),
-                        c => self.out.push(c),
-                    }
-                }
-                self.out.push('"');
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-}
 
 type PeerGauge = (
     &'static str,
@@ -313,5 +270,5 @@ pub(super) fn render(ctx: &ApiContext) -> String {
         "Connections closed because the connection limit was reached.",
         counter(&stats.connections_refused),
     );
-    e.out
+    e.into_string()
 }
