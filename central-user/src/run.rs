@@ -78,10 +78,10 @@ fn save(c: &SharedController, store: &StateStore, force: bool) -> Result<()> {
         }
         g.snapshot()
     };
-    let mut state = store.load().ok().flatten().unwrap_or_default();
-    state.controller = snapshot;
     store
-        .save(&state)
+        .save(&State {
+            controller: snapshot,
+        })
         .with_context(|| format!("write state to {}", store.path().display()))
 }
 
@@ -385,11 +385,11 @@ fn name_hash(name: &str) -> u128 {
 
 /// Listener addresses the controller knows (file and run time).
 fn listener_set(c: &SharedController) -> BTreeSet<SocketAddr> {
+    // The listener view, not a snapshot: a snapshot copies every exporter.
     lock(c)
-        .snapshot()
-        .listeners
+        .listener_views()
         .into_iter()
-        .map(|l| l.addr)
+        .map(|l| l.address)
         .collect()
 }
 

@@ -25,15 +25,12 @@ pub const STATE_FILE: &str = "state.json";
 /// File name of the previous good state.
 pub const PREV_FILE: &str = "state.json.prev";
 
-/// Everything Central persists.
+/// Everything Central persists here (token hashes live in their own file, see `crate::auth`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// Pools, peers, weights, pins, assignments, listeners, source groups, balancer settings.
     pub controller: ControllerState,
-    /// Token hashes, owned by `crate::auth` and opaque here.
-    #[serde(default)]
-    pub tokens: serde_json::Value,
 }
 
 /// Loading or saving the state failed.
