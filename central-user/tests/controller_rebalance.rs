@@ -113,6 +113,7 @@ fn pinned_exporters_stay_and_run_now_applies_at_once() {
     let plans = lab.c.run_now(lab.at()).unwrap();
     let moved: Vec<_> = plans[0].plan.moves.iter().map(|m| m.exporter).collect();
     assert_eq!(moved, vec![exporter(5)]);
+    lab.answer_peers();
     let b = lab.peer_id("b");
     assert_eq!(lab.c.assignment(exporter(5)).unwrap().1, b);
     assert!(matches!(
@@ -173,13 +174,49 @@ fn moves_install_templates_before_flipping() {
     );
     assert!(lab.c.report_templates("nobody", t(1)).is_err());
 
-    // Manual move: the templates go first, the map entry waits for the acknowledgement.
+    // Manual move: first the current peer reports everything it has (it may have received a
+    // template since its last report), then the templates go to the destination, and the map
+    // entry waits for its acknowledgement.
     lab.c.move_exporter(exporter(0), "b", lab.at()).unwrap();
+    assert!(
+        lab.c.take_install_requests().is_empty(),
+        "nothing installed before the sync"
+    );
+    let syncs = lab.c.take_sync_requests();
+    assert_eq!(syncs.len(), 1);
+    assert_eq!(
+        (syncs[0].peer.as_str(), syncs[0].exporter),
+        ("a", exporter(0))
+    );
+    // What a learned just before the sync answer is part of the hand-over.
+    lab.c.report_templates("a", t(9)).unwrap();
+    assert!(
+        lab.c.take_install_requests().is_empty(),
+        "a still has the exporter"
+    );
+    assert_eq!(
+        lab.c
+            .templates_synced("b", syncs[0].request_id, lab.at())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        lab.c
+            .templates_synced("a", syncs[0].request_id + 1, lab.at())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        lab.c
+            .templates_synced("a", syncs[0].request_id, lab.at())
+            .unwrap(),
+        1
+    );
     assert_eq!(lab.c.data_plane().exporter(exporter(0)).unwrap().peer_id, a);
     let reqs = lab.c.take_install_requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!((reqs[0].peer_id, reqs[0].peer.as_str()), (b, "b"));
-    assert_eq!(reqs[0].templates, vec![t(3), t(7)]);
+    assert_eq!(reqs[0].templates, vec![t(3), t(7), t(9)]);
     assert_eq!(lab.c.status().pending_installs, 1);
     // A wrong peer or id flips nothing.
     assert_eq!(
@@ -203,18 +240,63 @@ fn moves_install_templates_before_flipping() {
     assert_eq!(lab.c.data_plane().exporter(exporter(0)).unwrap().peer_id, b);
     assert!(lab.c.exporter_views(lab.at(), SystemTime::now())[0].pinned);
 
-    // Without an acknowledgement the move happens after the install timeout.
-    lab.c.move_exporter(exporter(0), "a", lab.at()).unwrap();
-    assert_eq!(lab.c.take_install_requests().len(), 1);
-    lab.run(1, &[]);
-    assert_eq!(lab.c.data_plane().exporter(exporter(0)).unwrap().peer_id, b);
-    lab.run(1, &[]);
-    assert_eq!(lab.c.data_plane().exporter(exporter(0)).unwrap().peer_id, a);
+    // A report from a that arrives after the flip (a template in flight at the move) is
+    // forwarded to b at once, and kept next to b's own reports: b merges by the exporter's
+    // stamps when it installs, so Central keeps every recent reporter's copy.
+    let late = Templates {
+        bytes: vec![77; 4],
+        ..t(7)
+    };
+    lab.c.report_templates("a", late.clone()).unwrap();
+    let forwarded = lab.c.take_install_requests();
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(
+        (forwarded[0].peer.as_str(), &forwarded[0].templates),
+        ("b", &vec![late.clone()])
+    );
+    assert_eq!(lab.c.status().templates_forwarded, 1);
+    let from_b = Templates {
+        bytes: vec![78; 4],
+        ..t(7)
+    };
+    lab.c.report_templates("b", from_b.clone()).unwrap();
+    assert!(
+        lab.c.take_install_requests().is_empty(),
+        "b has the exporter: nothing to forward"
+    );
+    assert_eq!(
+        lab.c.templates_for(exporter(0)),
+        vec![t(3), late, from_b, t(9)]
+    );
 
-    // An exporter without templates moves at once.
+    // A peer that answers neither the sync nor the installation delays the move by at most
+    // the install timeout (2 s) per step.
+    lab.silent = vec!["a".into(), "b".into()];
+    lab.c.move_exporter(exporter(0), "a", lab.at()).unwrap();
+    lab.run(1, &[]);
+    assert_eq!(lab.syncs.len(), 1);
+    assert!(lab.installs.is_empty());
+    lab.run(1, &[]);
+    assert_eq!(
+        lab.installs.len(),
+        1,
+        "sync timed out: installed with what b reported"
+    );
+    assert_eq!(lab.c.data_plane().exporter(exporter(0)).unwrap().peer_id, b);
+    lab.run(2, &[]);
+    assert_eq!(lab.c.data_plane().exporter(exporter(0)).unwrap().peer_id, a);
+    lab.silent.clear();
+
+    // An exporter without templates still waits for its current peer's sync (it may have
+    // learned its first template a moment ago), and moves at once when there is none.
     let before = lab.c.assignment(exporter(1)).unwrap().1;
     let other = if before == a { "b" } else { "a" };
     lab.c.move_exporter(exporter(1), other, lab.at()).unwrap();
+    assert_eq!(
+        lab.c.data_plane().exporter(exporter(1)).unwrap().peer_id,
+        before
+    );
+    lab.answer_peers();
     assert_ne!(
         lab.c.data_plane().exporter(exporter(1)).unwrap().peer_id,
         before
@@ -243,9 +325,9 @@ fn failover_does_not_wait_for_templates_but_still_sends_them() {
     lab.run(1, &[]);
     let b = lab.peer_id("b");
     assert_eq!(lab.c.data_plane().exporter(exporter(0)).unwrap().peer_id, b);
-    let reqs = lab.c.take_install_requests();
-    assert_eq!(reqs.len(), 1);
-    assert_eq!(reqs[0].peer_id, b);
+    assert!(lab.syncs.is_empty(), "a dead peer is not asked");
+    assert_eq!(lab.installs.len(), 1);
+    assert_eq!(lab.installs[0].peer_id, b);
 }
 
 #[test]

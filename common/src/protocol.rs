@@ -116,6 +116,12 @@ pub enum PeerMessage {
         /// [`CentralMessage::InstallTemplates::request_id`].
         request_id: u64,
     },
+    /// Every [`PeerMessage::Templates`] the peer had for the exporter of
+    /// [`CentralMessage::SyncTemplates`] with this id was sent before this message.
+    TemplatesSynced {
+        /// [`CentralMessage::SyncTemplates::request_id`].
+        request_id: u64,
+    },
 }
 
 /// Central → peer.
@@ -133,6 +139,16 @@ pub enum CentralMessage {
     },
     /// The session is about to be closed for this reason.
     Error(ApiErrorBody),
+    /// Report the whole current template state of `exporter` now (every observation domain,
+    /// changed or not), then answer with [`PeerMessage::TemplatesSynced`]. Central sends it to
+    /// an exporter's current peer before moving the exporter, so the move hands over what that
+    /// peer received up to this moment, not what it last reported.
+    SyncTemplates {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// The exporter about to move.
+        exporter: IpAddr,
+    },
 }
 
 /// A peer's registration.

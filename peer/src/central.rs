@@ -34,8 +34,14 @@ use crate::decode::TemplateSnapshot;
 use crate::metrics::{LogLimiter, Metrics};
 use crate::pipeline::{ControlError, Running, Shutdown, TemplateControl};
 
-/// How often the shards are asked for changed templates.
+/// How often the shards are asked for changed templates when no shard rang the doorbell
+/// ([`TemplateControl::changes`]); a change is normally reported within milliseconds.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Shortest time between two doorbell-driven reports: an exporter that sends templates in every
+/// datagram must not turn every batch into a request to all shards.
+const REPORT_COALESCE: Duration = Duration::from_millis(5);
+/// Sync requests from Central waiting for the reporter.
+const SYNC_QUEUE: usize = 1024;
 /// How long an installation retries a shard whose request queue is full.
 const INSTALL_RETRIES: usize = 100;
 const INSTALL_RETRY_DELAY: Duration = Duration::from_millis(10);
@@ -171,10 +177,12 @@ impl PeerMode {
         client_config.pool.clone_from(&central.pool);
 
         let resend = Arc::new(AtomicBool::new(false));
+        let (syncs, sync_requests) = crossbeam_channel::bounded(SYNC_QUEUE);
         let hooks = Arc::new(Hooks {
             metrics: running.metrics().clone(),
             templates: running.templates().clone(),
             resend: resend.clone(),
+            syncs,
             installs: AtomicU64::new(0),
             install_log: LogLimiter::default(),
             install_errors: LogLimiter::default(),
@@ -192,6 +200,7 @@ impl PeerMode {
             control: running.templates().clone(),
             handle: handle.clone(),
             resend,
+            syncs: sync_requests,
             reported: BTreeMap::new(),
             unsent: BTreeMap::new(),
             errors: LogLimiter::default(),
@@ -284,6 +293,8 @@ struct Hooks {
     templates: TemplateControl,
     /// Set on every registration: Central may have lost what it was told before.
     resend: Arc<AtomicBool>,
+    /// Central's sync requests, answered by the reporter (the one thread that queues reports).
+    syncs: crossbeam_channel::Sender<(u64, IpAddr)>,
     installs: AtomicU64,
     install_log: LogLimiter,
     install_errors: LogLimiter,
@@ -342,6 +353,12 @@ impl PeerHooks for Hooks {
                 "templates installed from Central"
             );
         }
+    }
+
+    fn sync_templates(&self, request_id: u64, exporter: IpAddr) -> bool {
+        // A full queue: the client answers at once with what is queued; Central has the rest
+        // from the periodic reports, and late reports are forwarded after the move.
+        self.syncs.try_send((request_id, exporter)).is_ok()
     }
 
     fn registered(&self, _registered: &Registered) {
@@ -406,11 +423,13 @@ fn domain_of(s: &TemplateSnapshot) -> u32 {
 
 type Key = (IpAddr, u32);
 
-/// Reports changed template state to Central, once a second, never from the data path.
+/// Reports changed template state to Central as soon as a shard learns it (at least once a
+/// second), never from the data path, and answers Central's sync requests in the same order.
 struct Reporter {
     control: TemplateControl,
     handle: Arc<PeerHandle>,
     resend: Arc<AtomicBool>,
+    syncs: crossbeam_channel::Receiver<(u64, IpAddr)>,
     /// What Central was last given (queued to the client) per (exporter, domain).
     reported: BTreeMap<Key, Vec<u8>>,
     /// Changes the client's queue had no room for yet.
@@ -420,10 +439,55 @@ struct Reporter {
 
 impl Reporter {
     fn run(mut self, shutdown: &Shutdown) {
-        while !shutdown.sleep(REPORT_EVERY) {
-            self.tick();
+        let changes = self.control.changes().clone();
+        let syncs = self.syncs.clone();
+        while !shutdown.is_triggered() {
+            crossbeam_channel::select! {
+                recv(syncs) -> request => {
+                    self.tick();
+                    if let Ok((request_id, exporter)) = request {
+                        self.sync(request_id, exporter);
+                    }
+                }
+                recv(changes) -> _ => {
+                    self.tick();
+                    if shutdown.sleep(REPORT_COALESCE) {
+                        break;
+                    }
+                }
+                default(REPORT_EVERY) => self.tick(),
+            }
         }
         self.handle.shutdown();
+    }
+
+    /// Queues the whole current state of `exporter` (changed or not) and then the answer to
+    /// Central's sync request, unless the client's queue had no room for all of it.
+    fn sync(&mut self, request_id: u64, exporter: IpAddr) {
+        let snaps = match self.control.export(exporter) {
+            Ok(snaps) => snaps,
+            Err(error) => {
+                if self.errors.allow() {
+                    tracing::warn!(%exporter, %error, "cannot collect templates for Central's sync request");
+                }
+                return;
+            }
+        };
+        let current = to_templates(exporter, snaps.clone());
+        self.update(exporter, snaps);
+        for t in current {
+            self.unsent
+                .insert((t.exporter, t.observation_domain), t.bytes);
+        }
+        self.flush();
+        let complete = self
+            .unsent
+            .range((exporter, 0)..=(exporter, u32::MAX))
+            .next()
+            .is_none();
+        if !(complete && self.handle.report_synced(request_id)) && self.errors.allow() {
+            tracing::warn!(%exporter, "the Central client's queue is full: sync request left to Central's timeout");
+        }
     }
 
     fn tick(&mut self) {

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use sluice_peer::decode::{
-    DecodeError, DecodeOutcome, DecoderConfig, ShardDecoder, TemplateSnapshot,
+    DecodeError, DecodeOutcome, DecoderConfig, ShardDecoder, Stamp, TemplateSnapshot,
 };
 use sluice_peer::record::{FlowRecord, Protocol};
 
@@ -353,6 +353,11 @@ fn templates_move_between_decoders() {
         observation_domain_id: 33,
         sampling_rate: 1000,
         system_init_ms: None,
+        // The header of the message that carried the options data.
+        stamp: Some(Stamp {
+            export_secs: 1_700_000_000,
+            sequence: 7
+        }),
     }));
     // Snapshots survive JSON (what Central stores and sends).
     let json = serde_json::to_string(&snaps).unwrap();
@@ -378,6 +383,7 @@ fn templates_move_between_decoders() {
         scope_field_count: 0,
         options: false,
         fields: vec![],
+        stamp: None,
     }];
     assert!(matches!(
         b.import_templates(exporter(), &bad),
@@ -405,4 +411,99 @@ fn imported_templates_release_data_held_before_them() {
     assert_eq!(out, expected(8, 0, RECEIVED_NS));
     let s = b.stats();
     assert_eq!((s.held, s.held_released, s.records.netflow_v9), (0, 1, 2));
+}
+
+/// The fields of template 260 in [`TEMPLATE_SET`], with IN_BYTES and IN_PKTS swapped: another
+/// layout under the same id.
+#[rustfmt::skip]
+const SWAPPED_TEMPLATE_SET: [u8; 44] = [
+    0x00, 0x00, 0x00, 0x2c, 0x01, 0x04, 0x00, 0x09,
+    0x00, 0x08, 0x00, 0x04, 0x00, 0x0c, 0x00, 0x04, 0x00, 0x07, 0x00, 0x02,
+    0x00, 0x0b, 0x00, 0x02, 0x00, 0x04, 0x00, 0x01,
+    0x00, 0x02, 0x00, 0x04, // IN_PKTS first
+    0x00, 0x01, 0x00, 0x04, // then IN_BYTES
+    0x00, 0x16, 0x00, 0x04, 0x00, 0x15, 0x00, 0x04,
+];
+
+fn template_fields(snaps: &[TemplateSnapshot]) -> Vec<u16> {
+    snaps
+        .iter()
+        .find_map(|s| match s {
+            TemplateSnapshot::Template { fields, .. } => {
+                Some(fields.iter().map(|f| f.id).collect())
+            }
+            TemplateSnapshot::Sampling { .. } => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn an_import_never_replaces_a_definition_learned_later_from_the_wire() {
+    // Peer A learned the first layout at sequence 10; the exporter then moved to B and
+    // redefined the template at sequence 20. A's late hand-over must not undo that.
+    let mut a = ShardDecoder::new(DecoderConfig::default());
+    decode(&mut a, RECEIVED_NS, &packet(10, 1, &[&TEMPLATE_SET]))
+        .0
+        .unwrap();
+    let from_a = a.export_templates(exporter());
+    let mut b = ShardDecoder::new(DecoderConfig::default());
+    decode(
+        &mut b,
+        RECEIVED_NS,
+        &packet(20, 1, &[&SWAPPED_TEMPLATE_SET]),
+    )
+    .0
+    .unwrap();
+    assert_eq!(b.import_templates(exporter(), &from_a).unwrap(), 0);
+    assert_eq!(
+        template_fields(&b.export_templates(exporter()))[5],
+        2,
+        "IN_PKTS stays first"
+    );
+
+    // The other way round, B's later definition replaces what A had.
+    assert_eq!(
+        a.import_templates(exporter(), &b.export_templates(exporter()))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.export_templates(exporter()),
+        b.export_templates(exporter())
+    );
+    // And a stale copy (ancient state on a peer the exporter left long ago) is replaced by a
+    // newer hand-over.
+    let mut stale = ShardDecoder::new(DecoderConfig::default());
+    decode(&mut stale, RECEIVED_NS, &packet(1, 1, &[&TEMPLATE_SET]))
+        .0
+        .unwrap();
+    assert_eq!(
+        stale
+            .import_templates(exporter(), &b.export_templates(exporter()))
+            .unwrap(),
+        1
+    );
+    assert_eq!(template_fields(&stale.export_templates(exporter()))[5], 2);
+}
+
+#[test]
+fn stamps_order_by_export_second_then_sequence_across_the_wrap() {
+    let at = |export_secs, sequence| Stamp {
+        export_secs,
+        sequence,
+    };
+    assert!(at(10, 5).is_after(at(10, 4)));
+    assert!(!at(10, 4).is_after(at(10, 4)), "a tie keeps what is there");
+    assert!(at(10, 3).is_after(at(10, u32::MAX - 2)), "sequence wrapped");
+    assert!(
+        at(11, 0).is_after(at(10, 9)),
+        "a later second wins over any sequence"
+    );
+    assert!(!at(9, 100).is_after(at(10, 1)));
+    assert!(
+        Stamp::replaces(None, Some(at(10, 1))),
+        "unstamped imports (older peers) apply"
+    );
+    assert!(Stamp::replaces(Some(at(1, 1)), None));
+    assert!(!Stamp::replaces(Some(at(10, 1)), Some(at(10, 1))));
 }

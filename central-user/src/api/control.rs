@@ -78,6 +78,8 @@ pub trait ControlPlane: Send + Sync + 'static {
     ) -> Result<(), ControlError>;
     /// The peer installed the templates of `InstallTemplates { request_id }`.
     fn templates_installed(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError>;
+    /// The peer reported everything it had for the exporter of `SyncTemplates { request_id }`.
+    fn templates_synced(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError>;
     /// The peer's session ended (closed or broken, not replaced by a newer one): unless it
     /// registers again within the grace period, it fails over without waiting for the whole
     /// heartbeat timeout.

@@ -57,6 +57,16 @@ impl<D: DataPlane + 'static> LiveControl<D> {
     ) -> Result<R, ControlError> {
         let mut controller = self.controller.lock().unwrap_or_else(|p| p.into_inner());
         let result = f(&mut controller, Instant::now());
+        for request in controller.take_sync_requests() {
+            let msg = CentralMessage::SyncTemplates {
+                request_id: request.request_id,
+                exporter: request.exporter,
+            };
+            // The move goes on with what the peer reported when the sync times out.
+            if let Err(error) = self.sessions.send(request.peer_id, msg) {
+                warn!(peer = %request.peer, %error, "template sync request not sent");
+            }
+        }
         for request in controller.take_install_requests() {
             let msg = CentralMessage::InstallTemplates {
                 request_id: request.request_id,
@@ -104,6 +114,11 @@ impl<D: DataPlane + 'static> ControlPlane for LiveControl<D> {
 
     fn templates_installed(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError> {
         self.with(|c, now| c.templates_installed(&peer.name, request_id, now))
+            .map(drop)
+    }
+
+    fn templates_synced(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError> {
+        self.with(|c, now| c.templates_synced(&peer.name, request_id, now))
             .map(drop)
     }
 

@@ -164,6 +164,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         debug!(peer_id, request_id, %error, "installation acknowledgement ignored");
                     }
                 }
+                Some(PeerMessage::TemplatesSynced { request_id }) => {
+                    if let Err(error) = ctx.control.templates_synced(peer, request_id) {
+                        debug!(peer_id, request_id, %error, "sync answer ignored");
+                    }
+                }
                 Some(PeerMessage::Register(_)) => {
                     return Err(Refusal::new(ErrorCode::BadRequest, "already registered"));
                 }

@@ -39,7 +39,7 @@ pub use model::{
     SourceGroupState,
 };
 pub use peers::Registration;
-pub use traffic::{InstallRequest, PoolPlan, TickReport};
+pub use traffic::{InstallRequest, PoolPlan, SyncRequest, TickReport};
 pub use views::ControllerStatus;
 
 use crate::maglev::{self, Member};

@@ -18,6 +18,8 @@ use crate::rebalancer::{self, ExporterInput, Mode, PeerInput, Plan, UnplaceableR
 /// cannot grow Central's memory without bound.
 const MAX_DOMAINS_PER_EXPORTER: usize = 64;
 const MAX_TEMPLATE_ENTRIES: usize = 4 * sluice_common::MAX_EXPORTERS as usize;
+/// Reporting peers whose state is kept per (exporter, domain); the least recent goes first.
+const MAX_REPORTERS_PER_DOMAIN: usize = 4;
 
 /// Minimum time between two counter samples in [`Controller::tick`] (a second, less some slack
 /// for a caller's timer jitter).
@@ -34,6 +36,20 @@ pub struct InstallRequest {
     pub peer: String,
     /// The exporter's template state, one entry per observation domain.
     pub templates: Vec<Templates>,
+}
+
+/// Central asks an exporter's current peer for its whole template state before moving the
+/// exporter away; the answer ([`Controller::templates_synced`]) starts the installation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncRequest {
+    /// Echoed by the peer's answer.
+    pub request_id: u64,
+    /// The exporter's current peer id.
+    pub peer_id: u32,
+    /// Its name.
+    pub peer: String,
+    /// The exporter about to move.
+    pub exporter: IpAddr,
 }
 
 /// The rebalancer's plan for one pool.
@@ -58,18 +74,32 @@ pub struct TickReport {
     pub rebalanced: bool,
 }
 
-/// A move waiting for the destination to confirm the exporter's templates.
+/// A move waiting for template state: first from the current peer, then installed on `to`.
 struct Pending {
     to: u32,
-    request_id: u64,
+    phase: Phase,
     deadline: Instant,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the current peer `from` to report all it has (answer to `request_id`).
+    Syncing { from: u32, request_id: u64 },
+    /// Waiting for `to` to confirm the installation `request_id`.
+    Installing { request_id: u64 },
+}
+
+/// The latest state each peer reported for one (exporter, observation domain), most recent
+/// reporter last. Peers merge these by the exporter's own stamps when they install them, so
+/// Central keeps every recent reporter's copy rather than guessing which one is newer.
+type Reports = Vec<(u32, Vec<u8>)>;
+
 /// Sampler, template and move bookkeeping.
 pub(super) struct Traffic {
-    templates: BTreeMap<(IpAddr, u32), Vec<u8>>,
+    templates: BTreeMap<(IpAddr, u32), Reports>,
     pending: BTreeMap<IpAddr, Pending>,
     outbox: Vec<InstallRequest>,
+    syncs: Vec<SyncRequest>,
     next_request: u64,
     last_sample: Option<Instant>,
     counts: BTreeMap<IpAddr, (u64, u64)>,
@@ -82,6 +112,7 @@ impl Traffic {
             templates: BTreeMap::new(),
             pending: BTreeMap::new(),
             outbox: Vec::new(),
+            syncs: Vec::new(),
             next_request: 1,
             last_sample: None,
             counts: BTreeMap::new(),
@@ -230,8 +261,13 @@ impl<D: DataPlane> Controller<D> {
     /// Exporters not pinned yet are accepted too (a peer may decode an exporter's first
     /// template before its ring-buffer event reaches the controller), within the limits of 64
     /// domains per exporter and 262 144 entries in all.
+    ///
+    /// A report from a peer that no longer has the exporter (it arrived after the move: the
+    /// template reached the old peer just before the flip) is forwarded at once to the peer
+    /// that has it now, and to the destination of a move in progress: no template or options
+    /// record a peer received is lost to a move's timing.
     pub fn report_templates(&mut self, peer: &str, t: Templates) -> Result<()> {
-        self.peer_by_name(peer)?;
+        let reporter = self.peer_by_name(peer)?;
         let key = (t.exporter, t.observation_domain);
         if !self.traffic.templates.contains_key(&key) {
             let domains = self
@@ -251,19 +287,45 @@ impl<D: DataPlane> Controller<D> {
                 });
             }
         }
-        self.traffic.templates.insert(key, t.bytes);
+        let reports = self.traffic.templates.entry(key).or_default();
+        reports.retain(|(id, _)| *id != reporter);
+        if reports.len() >= MAX_REPORTERS_PER_DOMAIN {
+            reports.remove(0);
+        }
+        reports.push((reporter, t.bytes.clone()));
+
+        let current = self.exporters.get(&t.exporter).map(|e| e.state.peer);
+        // A move still syncing sends everything stored at install time anyway.
+        let moving_to = self
+            .traffic
+            .pending
+            .get(&t.exporter)
+            .filter(|p| matches!(p.phase, Phase::Installing { .. }))
+            .map(|p| p.to);
+        let mut targets: Vec<u32> = current.into_iter().chain(moving_to).collect();
+        targets.dedup();
+        for to in targets {
+            if to != reporter && self.forwarding(to) {
+                debug!(exporter = %t.exporter, domain = t.observation_domain, from = %peer, to = %self.peer_name(to), "late template report forwarded");
+                self.counters.templates_forwarded += 1;
+                self.queue_install(to, vec![t.clone()]);
+            }
+        }
         Ok(())
     }
 
-    /// The template state kept for an exporter, by observation domain.
+    /// The template state kept for an exporter: every recent reporter's copy of each
+    /// observation domain (the installing peer keeps the newest of each entry).
     pub fn templates_for(&self, exporter: IpAddr) -> Vec<Templates> {
         self.traffic
             .templates
             .range((exporter, 0)..=(exporter, u32::MAX))
-            .map(|((addr, domain), bytes)| Templates {
-                exporter: *addr,
-                observation_domain: *domain,
-                bytes: bytes.clone(),
+            .flat_map(|((addr, domain), reports)| {
+                reports.iter().map(|(_, bytes)| Templates {
+                    exporter: *addr,
+                    observation_domain: *domain,
+                    bytes: bytes.clone(),
+                })
             })
             .collect()
     }
@@ -272,6 +334,52 @@ impl<D: DataPlane> Controller<D> {
     /// and sends each as `InstallTemplates`).
     pub fn take_install_requests(&mut self) -> Vec<InstallRequest> {
         std::mem::take(&mut self.traffic.outbox)
+    }
+
+    /// Sync requests to send to peers (the API server drains this with the installations and
+    /// sends each as `SyncTemplates`).
+    pub fn take_sync_requests(&mut self) -> Vec<SyncRequest> {
+        std::mem::take(&mut self.traffic.syncs)
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        let id = self.traffic.next_request;
+        self.traffic.next_request += 1;
+        id
+    }
+
+    fn queue_install(&mut self, to: u32, templates: Vec<Templates>) -> u64 {
+        let request_id = self.next_request_id();
+        self.traffic.outbox.push(InstallRequest {
+            request_id,
+            peer_id: to,
+            peer: self.peer_name(to),
+            templates,
+        });
+        request_id
+    }
+
+    /// The exporter's current peer answered a sync request: everything it had is stored, so
+    /// the installation on the destination starts now. Returns how many moves went on.
+    pub fn templates_synced(&mut self, peer: &str, request_id: u64, now: Instant) -> Result<usize> {
+        let id = self.peer_by_name(peer)?;
+        let ready: Vec<(IpAddr, u32)> = self
+            .traffic
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.phase
+                    == Phase::Syncing {
+                        from: id,
+                        request_id,
+                    }
+            })
+            .map(|(a, p)| (*a, p.to))
+            .collect();
+        for (addr, to) in &ready {
+            self.install_then_flip(*addr, *to, now, "templates synced")?;
+        }
+        Ok(ready.len())
     }
 
     /// A peer confirmed an installation: the moves waiting for it flip now. Returns how many.
@@ -286,7 +394,7 @@ impl<D: DataPlane> Controller<D> {
             .traffic
             .pending
             .iter()
-            .filter(|(_, p)| p.request_id == request_id && p.to == id)
+            .filter(|(_, p)| p.phase == Phase::Installing { request_id } && p.to == id)
             .map(|(a, _)| *a)
             .collect();
         for addr in &ready {
@@ -297,18 +405,27 @@ impl<D: DataPlane> Controller<D> {
     }
 
     fn expire_installs(&mut self, now: Instant) -> Result<()> {
-        let expired: Vec<(IpAddr, u32)> = self
+        let expired: Vec<(IpAddr, u32, Phase)> = self
             .traffic
             .pending
             .iter()
             .filter(|(_, p)| now >= p.deadline)
-            .map(|(a, p)| (*a, p.to))
+            .map(|(a, p)| (*a, p.to, p.phase))
             .collect();
-        for (addr, to) in expired {
+        for (addr, to, phase) in expired {
             self.traffic.pending.remove(&addr);
-            if self.eligible(to) {
-                warn!(exporter = %addr, peer = %self.peer_name(to), "template installation not confirmed in time; moving anyway");
-                self.flip(addr, to, now, "install timeout")?;
+            if !self.eligible(to) {
+                continue;
+            }
+            match phase {
+                Phase::Syncing { from, .. } => {
+                    warn!(exporter = %addr, peer = %self.peer_name(from), "current peer did not answer the template sync in time; installing what it reported");
+                    self.install_then_flip(addr, to, now, "sync timeout")?;
+                }
+                Phase::Installing { .. } => {
+                    warn!(exporter = %addr, peer = %self.peer_name(to), "template installation not confirmed in time; moving anyway");
+                    self.flip(addr, to, now, "install timeout")?;
+                }
             }
         }
         Ok(())
@@ -361,46 +478,72 @@ impl<D: DataPlane> Controller<D> {
         Ok(())
     }
 
-    /// Starts moving `addr` to `to`, templates first: when the exporter has templates they are
-    /// sent to `to`, and while its current peer still forwards (online, possibly draining) the
-    /// map entry flips only once `to` confirms them or the install timeout passes. A dead
-    /// current peer forwards nothing, so then the entry flips at once (templates still sent).
+    /// Starts moving `addr` to `to`, templates first. While its current peer still forwards
+    /// (online, possibly draining), that peer is first asked for everything it has for the
+    /// exporter ([`SyncRequest`]), which closes the window between a template's arrival and
+    /// the peer's next report; then the state goes to `to`, and the map entry flips once `to`
+    /// confirms it (each step bounded by the install timeout). A dead current peer forwards
+    /// nothing, so then the entry flips at once, with what it reported sent along.
     fn start_move(&mut self, addr: IpAddr, to: u32, now: Instant, reason: &str) -> Result<()> {
         self.traffic.pending.remove(&addr);
         let current = self.exporters.get(&addr).map(|e| e.state.peer);
         if current == Some(to) {
             return Ok(());
         }
-        let wait = current.is_some_and(|p| self.forwarding(p));
+        match current.filter(|p| self.forwarding(*p)) {
+            Some(from) => {
+                let request_id = self.next_request_id();
+                self.traffic.syncs.push(SyncRequest {
+                    request_id,
+                    peer_id: from,
+                    peer: self.peer_name(from),
+                    exporter: addr,
+                });
+                self.wait(addr, to, Phase::Syncing { from, request_id }, now);
+                debug!(exporter = %addr, peer = %self.peer_name(to), request_id, reason, "move waits for the current peer's templates");
+                Ok(())
+            }
+            None => {
+                let templates = self.templates_for(addr);
+                if !templates.is_empty() {
+                    self.queue_install(to, templates);
+                }
+                self.flip(addr, to, now, reason)
+            }
+        }
+    }
+
+    /// Sends the exporter's template state to `to` and waits for its confirmation (or flips
+    /// at once when there is none to send).
+    fn install_then_flip(
+        &mut self,
+        addr: IpAddr,
+        to: u32,
+        now: Instant,
+        reason: &str,
+    ) -> Result<()> {
         let templates = self.templates_for(addr);
         if templates.is_empty() {
             return self.flip(addr, to, now, reason);
         }
-        let request_id = self.traffic.next_request;
-        self.traffic.next_request += 1;
-        self.traffic.outbox.push(InstallRequest {
-            request_id,
-            peer_id: to,
-            peer: self.peer_name(to),
-            templates,
-        });
-        if !wait {
-            return self.flip(addr, to, now, reason);
-        }
+        let request_id = self.queue_install(to, templates);
+        self.wait(addr, to, Phase::Installing { request_id }, now);
+        Ok(())
+    }
+
+    fn wait(&mut self, addr: IpAddr, to: u32, phase: Phase, now: Instant) {
         let deadline = now + Duration::from_millis(self.balancer.template_install_timeout_ms);
         self.traffic.pending.insert(
             addr,
             Pending {
                 to,
-                request_id,
+                phase,
                 deadline,
             },
         );
         if let Some(e) = self.exporters.get_mut(&addr) {
             e.last_moved = Some(now);
         }
-        debug!(exporter = %addr, peer = %self.peer_name(to), request_id, "move waits for templates");
-        Ok(())
     }
 
     /// Points the exporter's `EXPORTERS` entry at `to` (superseding any move still waiting).

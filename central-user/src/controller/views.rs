@@ -20,6 +20,7 @@ pub(super) struct Counters {
     pub(super) rebalances: u64,
     pub(super) failovers: u64,
     pub(super) moves: u64,
+    pub(super) templates_forwarded: u64,
 }
 
 /// The controller's part of `sluicectl status`.
@@ -43,6 +44,9 @@ pub struct ControllerStatus {
     pub moves: u64,
     /// Moves waiting for a peer to confirm templates.
     pub pending_installs: u64,
+    /// Template reports that reached Central after their exporter had moved away from the
+    /// reporting peer, forwarded to the exporter's peer.
+    pub templates_forwarded: u64,
     /// Rebalancer settings.
     pub balancer: BalancerSettings,
 }
@@ -232,6 +236,7 @@ impl<D: DataPlane> Controller<D> {
             failovers: self.counters.failovers,
             moves: self.counters.moves,
             pending_installs: count(0..self.traffic.pending_installs()),
+            templates_forwarded: self.counters.templates_forwarded,
             balancer: self.balancer_settings(),
         }
     }

@@ -33,6 +33,7 @@ pub struct State {
     pub heartbeats: u64,
     pub templates: Vec<(u32, Templates)>,
     pub installed: Vec<(u32, u64)>,
+    pub synced: Vec<(u32, u64)>,
     pub sessions_lost: Vec<u32>,
 }
 
@@ -133,6 +134,12 @@ impl ControlPlane for FakeControl {
     fn templates_installed(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError> {
         let mut s = self.state.lock().expect("test setup");
         s.installed.push((peer.id, request_id));
+        Ok(())
+    }
+
+    fn templates_synced(&self, peer: &SessionPeer, request_id: u64) -> Result<(), ControlError> {
+        let mut s = self.state.lock().expect("test setup");
+        s.synced.push((peer.id, request_id));
         Ok(())
     }
 

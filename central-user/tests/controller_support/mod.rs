@@ -13,7 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sluice_central::controller::memory::Verdict;
-use sluice_central::controller::{BalancerConfig, Controller, MemoryDataPlane};
+use sluice_central::controller::{
+    BalancerConfig, Controller, InstallRequest, MemoryDataPlane, SyncRequest,
+};
 use sluice_common::protocol::{PeerMetrics, Register};
 
 pub const LISTENER: &str = "198.18.0.1:2055";
@@ -25,6 +27,12 @@ pub struct Lab {
     pub now: Duration,
     /// Peers that keep heartbeating.
     pub alive: Vec<String>,
+    /// Living peers that answer no sync or installation (a hung control path).
+    pub silent: Vec<String>,
+    /// Every installation Central asked for, in order.
+    pub installs: Vec<InstallRequest>,
+    /// Every sync Central asked for, in order.
+    pub syncs: Vec<SyncRequest>,
 }
 
 pub fn exporter(i: usize) -> IpAddr {
@@ -61,6 +69,9 @@ impl Lab {
             t0,
             now: Duration::ZERO,
             alive: Vec::new(),
+            silent: Vec::new(),
+            installs: Vec::new(),
+            syncs: Vec::new(),
         };
         for (i, name) in peers.iter().enumerate() {
             lab.c
@@ -103,6 +114,37 @@ impl Lab {
                     .unwrap();
             }
             self.c.tick(now).unwrap();
+            self.answer_peers();
+        }
+    }
+
+    /// Living peers answer what Central asked of them (template syncs before a move, then
+    /// installations), as real peers do within milliseconds; dead peers answer nothing.
+    pub fn answer_peers(&mut self) {
+        loop {
+            let now = self.at();
+            let syncs = self.c.take_sync_requests();
+            let installs = self.c.take_install_requests();
+            if syncs.is_empty() && installs.is_empty() {
+                return;
+            }
+            let answers = |peer: &String| self.alive.contains(peer) && !self.silent.contains(peer);
+            let synced: Vec<_> = syncs.iter().filter(|s| answers(&s.peer)).cloned().collect();
+            let installed: Vec<_> = installs
+                .iter()
+                .filter(|i| answers(&i.peer))
+                .cloned()
+                .collect();
+            for s in synced {
+                self.c.templates_synced(&s.peer, s.request_id, now).unwrap();
+            }
+            for i in installed {
+                self.c
+                    .templates_installed(&i.peer, i.request_id, now)
+                    .unwrap();
+            }
+            self.syncs.extend(syncs);
+            self.installs.extend(installs);
         }
     }
 
@@ -120,7 +162,9 @@ impl Lab {
     }
 
     /// `EXPORTERS` grouped by peer id.
-    pub fn by_peer(&self) -> BTreeMap<u32, Vec<IpAddr>> {
+    /// (Living peers answer Central first.)
+    pub fn by_peer(&mut self) -> BTreeMap<u32, Vec<IpAddr>> {
+        self.answer_peers();
         let mut out: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
         for (addr, v) in
             sluice_central::controller::DataPlane::exporters(self.c.data_plane()).unwrap()

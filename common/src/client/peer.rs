@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use std::vec::Vec;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, sleep, timeout};
 use tracing::{info, warn};
@@ -54,6 +55,14 @@ pub trait PeerHooks: Send + Sync + 'static {
     /// thread; Central is told they are installed when this returns, so hand them to the decoder
     /// shards and return without waiting on the data path.
     fn install_templates(&self, templates: Vec<Templates>);
+    /// Central asks for the whole current template state of `exporter` before moving it away
+    /// ([`CentralMessage::SyncTemplates`]). Return `true` when the peer will queue that state
+    /// with [`PeerHandle::report_templates`] and then call [`PeerHandle::report_synced`] with
+    /// `request_id` (from the thread that queues its other reports, so nothing older follows);
+    /// `false` (the default) has the client answer at once, after the reports already queued.
+    fn sync_templates(&self, _request_id: u64, _exporter: IpAddr) -> bool {
+        false
+    }
     /// A session was established.
     fn registered(&self, _registered: &Registered) {}
 }
@@ -156,6 +165,13 @@ pub enum SessionError {
 
 const TEMPLATE_QUEUE: usize = 1024;
 
+/// What the peer queues for Central, in order.
+#[derive(Debug)]
+enum Outgoing {
+    Templates(Templates),
+    Synced(u64),
+}
+
 struct Shared {
     connected: AtomicBool,
     dropped_templates: AtomicU64,
@@ -167,14 +183,14 @@ pub struct PeerClient {
     config: PeerClientConfig,
     connector: Connector,
     hooks: Arc<dyn PeerHooks>,
-    templates: mpsc::Receiver<Templates>,
+    templates: mpsc::Receiver<Outgoing>,
     stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
 }
 
 /// Talks to a running [`PeerClient`] from any thread.
 pub struct PeerHandle {
-    templates: mpsc::Sender<Templates>,
+    templates: mpsc::Sender<Outgoing>,
     stop: watch::Sender<bool>,
     shared: Arc<Shared>,
 }
@@ -183,13 +199,24 @@ impl PeerHandle {
     /// Queues learned templates for Central. Never blocks: returns `false` (and counts) when the
     /// queue is full.
     pub fn report_templates(&self, templates: Templates) -> bool {
-        let sent = self.templates.try_send(templates).is_ok();
+        let sent = self
+            .templates
+            .try_send(Outgoing::Templates(templates))
+            .is_ok();
         if !sent {
             self.shared
                 .dropped_templates
                 .fetch_add(1, Ordering::Relaxed);
         }
         sent
+    }
+
+    /// Answers [`PeerHooks::sync_templates`] once the exporter's state is queued. Never blocks:
+    /// returns `false` when the queue is full (Central then moves after its timeout).
+    pub fn report_synced(&self, request_id: u64) -> bool {
+        self.templates
+            .try_send(Outgoing::Synced(request_id))
+            .is_ok()
     }
 
     /// A registered session is up.
@@ -216,7 +243,7 @@ impl PeerHandle {
 enum Event {
     Tick,
     Central(Result<Option<CentralMessage>, ConnError>),
-    Report(Templates),
+    Report(Outgoing),
     Stop,
 }
 
@@ -301,7 +328,9 @@ impl PeerClient {
             Ok(msg) => match msg? {
                 Some(CentralMessage::Registered(r)) => r,
                 Some(CentralMessage::Error(e)) => return Err(SessionError::Rejected(e)),
-                Some(CentralMessage::InstallTemplates { .. }) => {
+                Some(
+                    CentralMessage::InstallTemplates { .. } | CentralMessage::SyncTemplates { .. },
+                ) => {
                     return Err(SessionError::Unexpected("templates before registration"));
                 }
                 None => return Err(SessionError::Closed),
@@ -329,7 +358,7 @@ impl PeerClient {
                     conn.write(&PeerMessage::Heartbeat(Heartbeat { metrics }))
                         .await?;
                 }
-                Event::Report(t) => conn.write(&PeerMessage::Templates(t)).await?,
+                Event::Report(queued) => write_outgoing(&mut conn, queued).await?,
                 Event::Central(msg) => match msg? {
                     Some(CentralMessage::InstallTemplates {
                         request_id,
@@ -338,6 +367,19 @@ impl PeerClient {
                         self.hooks.install_templates(templates);
                         conn.write(&PeerMessage::TemplatesInstalled { request_id })
                             .await?;
+                    }
+                    Some(CentralMessage::SyncTemplates {
+                        request_id,
+                        exporter,
+                    }) => {
+                        if !self.hooks.sync_templates(request_id, exporter) {
+                            // Whatever was queued before goes first.
+                            while let Ok(queued) = self.templates.try_recv() {
+                                write_outgoing(&mut conn, queued).await?;
+                            }
+                            conn.write(&PeerMessage::TemplatesSynced { request_id })
+                                .await?;
+                        }
                     }
                     Some(CentralMessage::Error(e)) => return Err(SessionError::Rejected(e)),
                     Some(CentralMessage::Registered(_)) => {
@@ -351,6 +393,19 @@ impl PeerClient {
                     return Ok(());
                 }
             }
+        }
+    }
+}
+
+async fn write_outgoing<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    queued: Outgoing,
+) -> Result<(), ConnError> {
+    match queued {
+        Outgoing::Templates(t) => conn.write(&PeerMessage::Templates(t)).await,
+        Outgoing::Synced(request_id) => {
+            conn.write(&PeerMessage::TemplatesSynced { request_id })
+                .await
         }
     }
 }

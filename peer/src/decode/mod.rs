@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use crate::record::{FlowRecord, Protocol};
-pub use template::FieldSpec;
+pub use template::{FieldSpec, Stamp};
 
 use template::{Template, TemplateKey};
 
@@ -242,6 +242,9 @@ pub enum TemplateSnapshot {
         /// True for options templates (v9 options templates may have scope fields only).
         options: bool,
         fields: Vec<FieldSpec>,
+        /// The message that defined it; an import replaces only older state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
     },
     /// What options data said about the domain: the sampling rate (0 = none announced) and
     /// the IPFIX system init time that flowStart/EndSysUpTime are relative to.
@@ -251,6 +254,9 @@ pub enum TemplateSnapshot {
         sampling_rate: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         system_init_ms: Option<u64>,
+        /// The message whose options data last changed these values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
     },
 }
 
@@ -433,6 +439,7 @@ impl ShardDecoder {
                 observation_domain_id: domain,
                 sampling_rate: o.sampling_rate,
                 system_init_ms: o.system_init_ms,
+                stamp: o.stamp,
             }
         }));
         snaps.sort_by_key(snapshot_order);
@@ -466,14 +473,17 @@ impl ShardDecoder {
         snaps
     }
 
-    /// Install templates exported by another decoder for `exporter`. Held data waiting for one
-    /// of them is decoded by [`Self::release_held`] (or on the next datagram that defines a
-    /// template), or expires.
+    /// Install templates exported by another decoder for `exporter`. Each entry replaces this
+    /// decoder's own only when it is newer ([`Stamp::replaces`]): state learned here from the
+    /// wire after the exporter moved here is never overwritten by a late hand-over of what the
+    /// previous peer saw before the move. Held data waiting for one of them is decoded by
+    /// [`Self::release_held`] (or on the next datagram that defines a template), or expires.
+    /// Returns how many entries were taken.
     pub fn import_templates(
         &mut self,
         exporter: IpAddr,
         snaps: &[TemplateSnapshot],
-    ) -> Result<(), DecodeError> {
+    ) -> Result<usize, DecodeError> {
         // Validate everything before changing any state.
         let mut compiled = Vec::with_capacity(snaps.len());
         for s in snaps {
@@ -484,6 +494,7 @@ impl ShardDecoder {
                 scope_field_count,
                 options,
                 fields,
+                stamp,
             } = s
             {
                 let key = TemplateKey {
@@ -493,13 +504,18 @@ impl ShardDecoder {
                 };
                 compiled.push((
                     key,
-                    Template::compile(key, fields.clone(), *scope_field_count, *options)?,
+                    Template::compile(key, fields.clone(), *scope_field_count, *options)?
+                        .stamped(*stamp),
                 ));
             }
         }
         let st = self.exporters.entry(exporter).or_default();
+        let mut taken = 0;
         for (key, t) in compiled {
-            st.templates.insert(key, t);
+            if Stamp::replaces(t.stamp(), st.templates.get(&key).and_then(Template::stamp)) {
+                st.templates.insert(key, t);
+                taken += 1;
+            }
         }
         for s in snaps {
             if let TemplateSnapshot::Sampling {
@@ -507,18 +523,24 @@ impl ShardDecoder {
                 observation_domain_id,
                 sampling_rate,
                 system_init_ms,
+                stamp,
             } = s
             {
-                st.domains.insert(
-                    (*protocol, *observation_domain_id),
-                    template::DomainOptions {
-                        sampling_rate: *sampling_rate,
-                        system_init_ms: *system_init_ms,
-                    },
-                );
+                let key = (*protocol, *observation_domain_id);
+                if Stamp::replaces(*stamp, st.domains.get(&key).and_then(|d| d.stamp)) {
+                    st.domains.insert(
+                        key,
+                        template::DomainOptions {
+                            sampling_rate: *sampling_rate,
+                            system_init_ms: *system_init_ms,
+                            stamp: *stamp,
+                        },
+                    );
+                    taken += 1;
+                }
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
     /// Decodes the data sets `exporter` holds for templates it has now (call after

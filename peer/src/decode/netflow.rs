@@ -2,7 +2,7 @@
 //! in header layout, set ids and template record syntax.
 
 use super::reader::{Reader, u16_at, u32_at};
-use super::template::{FieldSpec, Template, TemplateKey, TimeBase};
+use super::template::{FieldSpec, Stamp, Template, TemplateKey, TimeBase};
 use super::{Ctx, DecodeError, DecodeOutcome, Exporter, FlowRecord, Held, Protocol};
 
 /// The export header facts that data records need, kept with held data.
@@ -12,6 +12,17 @@ pub(crate) struct Header {
     sequence: u32,
     domain: u32,
     time: TimeBase,
+    /// The export header's unix seconds, for stamping what this message taught us.
+    export_secs: u32,
+}
+
+impl Header {
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            export_secs: self.export_secs,
+            sequence: self.sequence,
+        }
+    }
 }
 
 const V9_HEADER_LEN: usize = 20;
@@ -41,6 +52,7 @@ fn parse_header(protocol: Protocol, d: &[u8]) -> Result<(Header, usize, usize), 
                 sys_uptime_ms: Some(sys_uptime),
                 system_init_ms: None,
             },
+            export_secs: unix_secs,
         };
         Ok((header, V9_HEADER_LEN, d.len()))
     } else {
@@ -65,6 +77,7 @@ fn parse_header(protocol: Protocol, d: &[u8]) -> Result<(Header, usize, usize), 
                 sys_uptime_ms: None,
                 system_init_ms: None,
             },
+            export_secs: export_time,
         };
         Ok((header, IPFIX_HEADER_LEN, length))
     }
@@ -261,7 +274,8 @@ impl Walk {
                     enterprise,
                 });
             }
-            let template = Template::compile(key, fields, scope_fields, options)?;
+            let template = Template::compile(key, fields, scope_fields, options)?
+                .stamped(Some(self.header.stamp()));
             if !state.templates.contains_key(&key)
                 && state.templates.len() >= ctx.cfg.max_templates_per_exporter
             {
@@ -277,7 +291,7 @@ impl Walk {
             if state
                 .templates
                 .get(&key)
-                .is_none_or(|old| old.snapshot(key) != template.snapshot(key))
+                .is_none_or(|old| !old.same_definition(&template))
             {
                 state.templates_changed = true;
             }
@@ -331,8 +345,10 @@ fn data_set(
                 known.sampling_rate
             },
             system_init_ms: learned.system_init_ms.or(known.system_init_ms),
+            stamp: Some(header.stamp()),
         };
-        if merged != *known {
+        // The stamp says when the value last changed: a refresh keeps it.
+        if !merged.same_values(known) {
             *known = merged;
             state.templates_changed = true;
         }

@@ -21,6 +21,44 @@ pub(crate) struct TemplateKey {
     pub(crate) template_id: u16,
 }
 
+/// When, in the exporter's own terms, a template or an options value last changed: the export
+/// header's unix seconds and sequence number of the message that carried the change.
+///
+/// Peers compare stamps to merge template state handed over through Central: what one peer
+/// learned from the wire after an exporter moved to it is newer than anything the previous peer
+/// received before the move, whatever order the hand-over messages arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Export time (unix seconds) of the message.
+    pub export_secs: u32,
+    /// Its sequence number (per source id / observation domain).
+    pub sequence: u32,
+}
+
+impl Stamp {
+    /// `self` is strictly later than `other`: a later export second, or within one second a
+    /// later sequence number (serial-number arithmetic, so a wrap at 2^32 still counts as later).
+    pub fn is_after(self, other: Stamp) -> bool {
+        match self.export_secs.cmp(&other.export_secs) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => {
+                let diff = self.sequence.wrapping_sub(other.sequence);
+                diff != 0 && diff < 1 << 31
+            }
+        }
+    }
+
+    /// Whether state stamped `incoming` may replace state stamped `existing`: an unstamped
+    /// import (an older peer) always may, and stamped state replaces only older state.
+    pub fn replaces(incoming: Option<Stamp>, existing: Option<Stamp>) -> bool {
+        match (incoming, existing) {
+            (None, _) | (Some(_), None) => true,
+            (Some(new), Some(old)) => new.is_after(old),
+        }
+    }
+}
+
 /// One field of a template as sent on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FieldSpec {
@@ -178,6 +216,8 @@ pub(crate) struct Template {
     fixed_len: Option<usize>,
     /// Shortest possible record (variable-length fields count one byte).
     min_len: usize,
+    /// The message that defined it (or the imported definition's stamp).
+    stamp: Option<Stamp>,
 }
 
 /// What options data told us about an observation domain.
@@ -187,6 +227,15 @@ pub(crate) struct DomainOptions {
     pub(crate) sampling_rate: u64,
     /// IPFIX systemInitTimeMilliseconds: the base of flowStart/EndSysUpTime (fields 22/21).
     pub(crate) system_init_ms: Option<u64>,
+    /// The message whose options data last changed these values.
+    pub(crate) stamp: Option<Stamp>,
+}
+
+impl DomainOptions {
+    /// The same values, whatever their stamps.
+    pub(crate) fn same_values(&self, other: &DomainOptions) -> bool {
+        self.sampling_rate == other.sampling_rate && self.system_init_ms == other.system_init_ms
+    }
 }
 
 /// Export-header facts that data records are interpreted against.
@@ -431,7 +480,25 @@ impl Template {
             ops: merged,
             fixed_len: (!variable).then_some(min_len),
             min_len,
+            stamp: None,
         })
+    }
+
+    /// The template with the stamp of the message that defined it.
+    pub(crate) fn stamped(mut self, stamp: Option<Stamp>) -> Template {
+        self.stamp = stamp;
+        self
+    }
+
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
+        self.stamp
+    }
+
+    /// Same fields, scope and kind (a refresh), whatever the stamps.
+    pub(crate) fn same_definition(&self, other: &Template) -> bool {
+        self.fields == other.fields
+            && self.scope_field_count == other.scope_field_count
+            && self.options == other.options
     }
 
     pub(crate) fn is_options(&self) -> bool {
@@ -446,6 +513,7 @@ impl Template {
             scope_field_count: self.scope_field_count,
             options: self.options,
             fields: self.fields.clone(),
+            stamp: self.stamp,
         }
     }
 

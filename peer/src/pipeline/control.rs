@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::router::shard_for;
 use crate::decode::{DecodeError, TemplateSnapshot};
@@ -48,11 +48,18 @@ pub enum ControlError {
 #[derive(Debug, Clone)]
 pub struct TemplateControl {
     shards: Vec<Sender<ShardRequest>>,
+    changes: Receiver<()>,
 }
 
 impl TemplateControl {
-    pub(super) fn new(shards: Vec<Sender<ShardRequest>>) -> Self {
-        TemplateControl { shards }
+    pub(super) fn new(shards: Vec<Sender<ShardRequest>>, changes: Receiver<()>) -> Self {
+        TemplateControl { shards, changes }
+    }
+
+    /// Ready after a shard decoded templates or options data (changed or refreshed) since the
+    /// last receive: the moment to call [`Self::changed`].
+    pub fn changes(&self) -> &Receiver<()> {
+        &self.changes
     }
 
     /// The templates and sampling state the peer has learned from `exporter`.

@@ -93,6 +93,7 @@ impl Shards {
         let mut senders = Vec::with_capacity(config.shards);
         let mut threads = Vec::with_capacity(config.shards);
         let mut control = Vec::with_capacity(config.shards);
+        let (doorbell, changes) = crossbeam_channel::bounded(1);
         for index in 0..config.shards {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             let (request_tx, requests) = crossbeam_channel::bounded(CONTROL_QUEUE);
@@ -106,6 +107,7 @@ impl Shards {
                 fanout: fanout.clone(),
                 metrics: metrics.clone(),
                 expire_every: Duration::from_millis(config.expire_interval_ms),
+                doorbell: doorbell.clone(),
             };
             senders.push(tx);
             threads.push(
@@ -118,7 +120,7 @@ impl Shards {
             senders,
             pool,
             threads,
-            control: TemplateControl::new(control),
+            control: TemplateControl::new(control, changes),
         })
     }
 

@@ -26,6 +26,9 @@ pub struct Shard {
     pub fanout: Fanout,
     pub metrics: Arc<Metrics>,
     pub expire_every: Duration,
+    /// Rung (never blocking) after a batch that carried templates or options data, so the
+    /// template reporter asks for changes at once rather than at its next period.
+    pub doorbell: Sender<()>,
 }
 
 impl Shard {
@@ -75,7 +78,10 @@ impl Shard {
                 templates,
                 reply,
             } => {
-                let imported = self.decoder.import_templates(exporter, &templates);
+                let imported = self
+                    .decoder
+                    .import_templates(exporter, &templates)
+                    .map(|_| ());
                 let ok = imported.is_ok();
                 let _ = reply.send(imported);
                 if ok {
@@ -98,6 +104,10 @@ impl Shard {
         records: &mut Vec<FlowRecord>,
         errors: &LogLimiter,
     ) {
+        let learned = |s: &crate::decode::DecodeStats| {
+            s.templates_received + s.templates_withdrawn + s.options_records
+        };
+        let learned_before = learned(self.decoder.stats());
         for d in batch.iter() {
             // Errors are counted by the decoder (sluice_peer_decode_errors_total); records
             // decoded before the error stay in `records`.
@@ -113,6 +123,10 @@ impl Shard {
                     "malformed datagram (counted in sluice_peer_decode_errors_total)"
                 );
             }
+        }
+        if learned(self.decoder.stats()) != learned_before {
+            // Full means a ring is already pending.
+            let _ = self.doorbell.try_send(());
         }
         self.emit(records, || {
             batch.iter().map(|d| d.received_ns).min().unwrap_or(0)
