@@ -569,3 +569,211 @@ fn an_unreadable_token_or_certificate_fails_at_start_and_check_shows_the_token_h
     );
     rt.block_on(server.stop());
 }
+
+/// Hand-built NetFlow v9 and IPFIX messages: the same template id with another layout per
+/// source id / observation domain, which the flow generator cannot make.
+mod wire {
+    /// IPv4 src, IPv4 dst, IN_BYTES, IN_PKTS (4 bytes each).
+    pub const BYTES_FIRST: [(u16, u16); 4] = [(8, 4), (12, 4), (1, 4), (2, 4)];
+    /// The same fields with packets before bytes, and a source port.
+    pub const PACKETS_FIRST: [(u16, u16); 5] = [(8, 4), (12, 4), (2, 4), (1, 4), (7, 2)];
+    pub const TEMPLATE: u16 = 256;
+    const OPTIONS: u16 = 257;
+    pub const EXPORT_SECS: u32 = 1_800_000_000;
+
+    fn set(id: u16, body: &[u8]) -> Vec<u8> {
+        let mut s = id.to_be_bytes().to_vec();
+        s.extend_from_slice(&(body.len() as u16 + 4).to_be_bytes());
+        s.extend_from_slice(body);
+        s
+    }
+
+    /// The template set (v9 id 0, IPFIX id 2) defining [`TEMPLATE`] as `fields`, then the
+    /// options template [`OPTIONS`] and its data announcing `sampling` (field 34).
+    pub fn templates(ipfix: bool, fields: &[(u16, u16)], sampling: u32) -> Vec<Vec<u8>> {
+        let mut t = TEMPLATE.to_be_bytes().to_vec();
+        t.extend_from_slice(&(fields.len() as u16).to_be_bytes());
+        for (id, len) in fields {
+            t.extend_from_slice(&id.to_be_bytes());
+            t.extend_from_slice(&len.to_be_bytes());
+        }
+        let mut o = OPTIONS.to_be_bytes().to_vec();
+        let (template_set, options_set) = if ipfix {
+            // Field count 2, scope count 1: observationDomainId (149), then samplingInterval.
+            o.extend_from_slice(&[0, 2, 0, 1, 0, 149, 0, 4, 0, 34, 0, 4]);
+            (2, 3)
+        } else {
+            // Scope length 4 (System, 1), option length 4 (SAMPLING_INTERVAL, 34).
+            o.extend_from_slice(&[0, 4, 0, 4, 0, 1, 0, 4, 0, 34, 0, 4]);
+            (0, 1)
+        };
+        let mut data = 7u32.to_be_bytes().to_vec();
+        data.extend_from_slice(&sampling.to_be_bytes());
+        vec![
+            set(template_set, &t),
+            set(options_set, &o),
+            set(OPTIONS, &data),
+        ]
+    }
+
+    /// One data set of [`TEMPLATE`] with a record per (bytes, packets), laid out as `fields`.
+    pub fn data(fields: &[(u16, u16)], flows: &[(u32, u32)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (i, (bytes, packets)) in flows.iter().enumerate() {
+            for (id, _) in fields {
+                match id {
+                    8 => body.extend_from_slice(&[198, 18, 7, i as u8]),
+                    12 => body.extend_from_slice(&[198, 19, 7, 1]),
+                    1 => body.extend_from_slice(&bytes.to_be_bytes()),
+                    2 => body.extend_from_slice(&packets.to_be_bytes()),
+                    7 => body.extend_from_slice(&4242u16.to_be_bytes()),
+                    _ => unreachable!("field {id}"),
+                }
+            }
+        }
+        set(TEMPLATE, &body)
+    }
+
+    /// A whole message of `sets` for source id / observation domain `domain`.
+    pub fn message(ipfix: bool, domain: u32, sequence: u32, sets: &[Vec<u8>]) -> Vec<u8> {
+        let body: Vec<u8> = sets.concat();
+        let mut m = Vec::new();
+        if ipfix {
+            m.extend_from_slice(&10u16.to_be_bytes());
+            m.extend_from_slice(&(body.len() as u16 + 16).to_be_bytes());
+            m.extend_from_slice(&EXPORT_SECS.to_be_bytes());
+        } else {
+            m.extend_from_slice(&9u16.to_be_bytes());
+            m.extend_from_slice(&(sets.len() as u16).to_be_bytes());
+            m.extend_from_slice(&600_000u32.to_be_bytes()); // sysUptime
+            m.extend_from_slice(&EXPORT_SECS.to_be_bytes());
+        }
+        m.extend_from_slice(&sequence.to_be_bytes());
+        m.extend_from_slice(&domain.to_be_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+}
+
+/// The defect this guards against: a move handed the new peer only what the old peer had last
+/// reported, so a template (or options record) that reached the old peer just before the move
+/// was lost to every later record. Here the move happens exactly between the old peer decoding
+/// a redefinition and Central hearing of it (Central's controller is held locked from before
+/// the datagram is sent until the move has started), for two source ids / observation domains
+/// that use one template id with different layouts: every record after the move decodes on
+/// the new peer with the new layout and sampling rate, and nothing is missed or held.
+fn a_template_received_just_before_a_move_goes_with_it(ipfix: bool) {
+    use wire::{BYTES_FIRST, PACKETS_FIRST, data, message, templates};
+    let lab = Lab::start();
+    let protocol = if ipfix { "IPFIX" } else { "NETFLOW_V9" };
+    let exporter = Lab::exporter(if ipfix { "127.0.0.41" } else { "127.0.0.40" });
+    let addr = exporter.addr();
+    // Domain 1 starts with bytes first (rate 10), domain 2 with packets first (rate 20).
+    let first = [
+        message(ipfix, 1, 1, &templates(ipfix, &BYTES_FIRST, 10)),
+        message(ipfix, 2, 1, &templates(ipfix, &PACKETS_FIRST, 20)),
+    ];
+    exporter.send(&first[1], lab.a.listen);
+    lab.learn_on_a(&exporter, &first[0]);
+    wait_until(
+        "both domains reported by peer-a",
+        || lab.a.log(),
+        || lab.reported(addr).len() == 2,
+    );
+
+    // Domain 1 redefines the template (packets first now) with rate 1000; domain 2 announces
+    // rate 2000. Central hears of neither before the move starts.
+    let controller = lab.server.live.clone().unwrap();
+    let received = |p: &PeerProcess| p.metric("sluice_peer_templates_received_total");
+    let options = |p: &PeerProcess| p.metric("sluice_peer_options_records_total");
+    let (templates_before, options_before) = (received(&lab.a), options(&lab.a));
+    {
+        let mut c = controller.lock().unwrap();
+        exporter.send(
+            &message(ipfix, 1, 2, &templates(ipfix, &PACKETS_FIRST, 1000)),
+            lab.a.listen,
+        );
+        exporter.send(
+            &message(ipfix, 2, 2, &templates(ipfix, &PACKETS_FIRST, 2000)),
+            lab.a.listen,
+        );
+        wait_until(
+            "peer-a decoded the new templates and options",
+            || lab.a.log(),
+            || {
+                // A template and an options template in each.
+                received(&lab.a) >= templates_before + 4.0
+                    && options(&lab.a) >= options_before + 2.0
+            },
+        );
+        c.move_exporter(addr, "peer-b", std::time::Instant::now())
+            .unwrap();
+    }
+    lab.move_to_b(addr);
+
+    // Data only, after the move: both layouts decode on B with the new rates.
+    let flows = [(1000, 10), (2000, 20), (3000, 30)];
+    let after = [
+        message(ipfix, 1, 3, &[data(&PACKETS_FIRST, &flows)]),
+        message(ipfix, 2, 3, &[data(&PACKETS_FIRST, &flows)]),
+    ];
+    for m in &after {
+        exporter.send(m, lab.b.listen);
+    }
+    let decoded = format!("sluice_peer_decoded_datagrams_total{{protocol=\"{protocol}\"}}");
+    wait_until(
+        "B decoded both",
+        || lab.b.log(),
+        || lab.b.metric(&decoded) >= 2.0,
+    );
+    assert_eq!(lab.b.metric("sluice_peer_template_misses_total"), 0.0);
+    assert_eq!(lab.b.metric("sluice_peer_held_data_sets"), 0.0);
+    wait_until(
+        "records in B's file",
+        || lab.b.log(),
+        || lab.b_records().len() == 6,
+    );
+    let mut seen: Vec<(u64, u64, u64, u64)> = lab
+        .b_records()
+        .iter()
+        .map(|v| {
+            let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+            (
+                n("observation_domain_id"),
+                n("sampling_rate"),
+                n("bytes"),
+                n("packets"),
+            )
+        })
+        .collect();
+    seen.sort_unstable();
+    // Sampling is reported, not applied (the default): bytes and packets are as sent.
+    let expect: Vec<(u64, u64, u64, u64)> = [(1, 1000), (2, 2000)]
+        .iter()
+        .flat_map(|&(domain, rate)| {
+            flows
+                .iter()
+                .map(move |&(b, p)| (domain, rate, u64::from(b), u64::from(p)))
+        })
+        .collect();
+    assert_eq!(seen, expect);
+
+    let Lab {
+        rt, server, a, b, ..
+    } = lab;
+    for peer in [a, b] {
+        let (status, log) = peer.stop();
+        assert!(status.success(), "{status}\n{log}");
+    }
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn a_v9_template_received_just_before_a_move_goes_with_it() {
+    a_template_received_just_before_a_move_goes_with_it(false);
+}
+
+#[test]
+fn an_ipfix_template_received_just_before_a_move_goes_with_it() {
+    a_template_received_just_before_a_move_goes_with_it(true);
+}
