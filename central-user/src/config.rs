@@ -46,6 +46,194 @@ pub struct CentralConfig {
     /// `[state]`.
     #[serde(default)]
     pub state: StateConfig,
+    /// `[ha]`: a hot-standby pair (absent: a single Central).
+    #[serde(default)]
+    pub ha: Option<HaConfig>,
+}
+
+/// `[ha]`: two Centrals, one active and one hot standby. Both nodes use the same file; only
+/// `node` (or `--ha-node`) differs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// This node's name, one of `nodes` (usually given by `--ha-node`).
+    #[serde(default)]
+    pub node: String,
+    /// File holding the shared HA credential (the same secret on both nodes, at least 16
+    /// bytes; `sluice-central token generate` output or `openssl rand -hex 32` will do).
+    pub credential_file: PathBuf,
+    /// The interface the virtual IPs live on (the exporters' segment).
+    pub interface: String,
+    /// Virtual IPs, `ADDRESS/PREFIX`: IPv4, and IPv6 where the operator has one.
+    pub vips: Vec<String>,
+    /// Heartbeat interval on the HA link.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Silence on the HA link after which the standby checks whether the active is gone (and
+    /// takes over when nobody answers for the virtual IP). Shorter is a faster takeover and
+    /// more exposure to a loaded host's scheduling hiccups.
+    #[serde(default = "default_takeover_ms")]
+    pub takeover_timeout_ms: u64,
+    /// A recovered node of higher priority takes the active role back (off: it becomes the
+    /// standby and stays so).
+    #[serde(default)]
+    pub preempt: bool,
+    /// `[[ha.nodes]]`: exactly two.
+    pub nodes: Vec<HaNode>,
+}
+
+/// `[[ha.nodes]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaNode {
+    /// Name.
+    pub name: String,
+    /// Its own control API address (not a virtual IP): the HA link connects there.
+    pub address: SocketAddr,
+    /// Higher wins when both start together (1-254).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+/// A parsed `ha.vips` entry (host bits kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipSpec {
+    /// Address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for VipSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+        let addr: IpAddr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let prefix: u8 = prefix.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix == 0 || prefix > max {
+            return Err(format!("{s:?}: prefix must be 1..={max}"));
+        }
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+            return Err(format!("{s:?}: not a unicast address"));
+        }
+        Ok(VipSpec { addr, prefix })
+    }
+}
+
+impl HaConfig {
+    /// The parsed virtual IPs (validated: no error once `validate` passed).
+    pub fn vip_specs(&self) -> Result<Vec<VipSpec>, ConfigError> {
+        self.vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.parse().map_err(|e| invalid(format!("ha.vips[{i}]"), e)))
+            .collect()
+    }
+
+    /// This node and its partner.
+    pub fn me_and_partner(&self) -> Result<(&HaNode, &HaNode), ConfigError> {
+        let me = self
+            .nodes
+            .iter()
+            .position(|n| n.name == self.node)
+            .ok_or_else(|| {
+                invalid(
+                    "ha.node",
+                    format!(
+                        "{:?} is not one of ha.nodes ({}); set it or pass --ha-node",
+                        self.node,
+                        self.nodes
+                            .iter()
+                            .map(|n| n.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        Ok((&self.nodes[me], &self.nodes[1 - me]))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.nodes.len() != 2 {
+            return Err(invalid(
+                "ha.nodes",
+                format!("exactly two nodes are needed, not {}", self.nodes.len()),
+            ));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.name.is_empty() {
+                return Err(invalid(format!("ha.nodes[{i}].name"), "must not be empty"));
+            }
+            if n.priority == 0 || n.priority == 255 {
+                return Err(invalid(
+                    format!("ha.nodes[{i}].priority"),
+                    "must be 1..=254",
+                ));
+            }
+            if n.address.ip().is_unspecified() || n.address.port() == 0 {
+                return Err(invalid(
+                    format!("ha.nodes[{i}].address"),
+                    format!("{} is not an address the partner can connect to", n.address),
+                ));
+            }
+        }
+        if self.nodes[0].name == self.nodes[1].name {
+            return Err(invalid("ha.nodes[1].name", "both nodes have the same name"));
+        }
+        if self.nodes[0].address == self.nodes[1].address {
+            return Err(invalid(
+                "ha.nodes[1].address",
+                "both nodes have the same address",
+            ));
+        }
+        // `node` may come from `--ha-node` after the file is read: checked again at start.
+        if !self.node.is_empty() {
+            self.me_and_partner()?;
+        }
+        if self.heartbeat_interval_ms < 10 {
+            return Err(invalid("ha.heartbeat_interval_ms", "at least 10 ms"));
+        }
+        if self.takeover_timeout_ms < 3 * self.heartbeat_interval_ms {
+            return Err(invalid(
+                "ha.takeover_timeout_ms",
+                format!(
+                    "{} ms is less than three heartbeats ({} ms)",
+                    self.takeover_timeout_ms,
+                    3 * self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if self.vips.is_empty() {
+            return Err(invalid("ha.vips", "at least one virtual IP is needed"));
+        }
+        self.vip_specs()?;
+        if self.interface.is_empty() || self.interface.len() > 15 || self.interface.contains('/') {
+            return Err(invalid(
+                "ha.interface",
+                format!("{:?} is not an interface name", self.interface),
+            ));
+        }
+        if self.credential_file.as_os_str().is_empty() {
+            return Err(invalid("ha.credential_file", "must name a file"));
+        }
+        Ok(())
+    }
+}
+
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+
+fn default_takeover_ms() -> u64 {
+    1000
+}
+
+fn default_priority() -> u8 {
+    100
 }
 
 /// `[data_plane]`.
@@ -341,6 +529,9 @@ impl CentralConfig {
                 ));
             }
         }
+        if let Some(ha) = &self.ha {
+            ha.validate()?;
+        }
         for (i, name) in self.data_plane.interfaces.iter().enumerate() {
             if name.is_empty() || name.len() > 15 || name.contains('/') {
                 return Err(invalid(
@@ -429,6 +620,60 @@ mod tests {
         assert!(
             err("[[peers]]\nname = \"a\"\naddress = \"198.18.2.2\"\nweight = 0")
                 .starts_with("peers[0].weight")
+        );
+    }
+
+    const HA: &str = r#"
+        [ha]
+        node = "a"
+        credential_file = "/etc/sluice/ha.key"
+        interface = "eth0"
+        vips = ["198.18.0.1/24", "fd00:5c::1/64"]
+        takeover_timeout_ms = 300
+        [[ha.nodes]]
+        name = "a"
+        address = "198.18.9.1:8443"
+        priority = 200
+        [[ha.nodes]]
+        name = "b"
+        address = "198.18.9.2:8443"
+    "#;
+
+    #[test]
+    fn the_ha_section_parses_with_defaults() {
+        let c = CentralConfig::parse(HA).unwrap();
+        let ha = c.ha.unwrap();
+        let (me, partner) = ha.me_and_partner().unwrap();
+        assert_eq!((me.name.as_str(), me.priority), ("a", 200));
+        assert_eq!((partner.name.as_str(), partner.priority), ("b", 100));
+        assert_eq!(
+            (ha.heartbeat_interval_ms, ha.takeover_timeout_ms),
+            (100, 300)
+        );
+        assert!(!ha.preempt, "no preemption by default");
+        let vips = ha.vip_specs().unwrap();
+        assert_eq!(vips[1].addr, "fd00:5c::1".parse::<IpAddr>().unwrap());
+        assert_eq!(vips[1].prefix, 64);
+    }
+
+    #[test]
+    fn ha_errors_name_the_key() {
+        let with = |from: &str, to: &str| err(&HA.replace(from, to));
+        assert!(with("node = \"a\"", "node = \"c\"").starts_with("ha.node"));
+        assert!(with("\"198.18.0.1/24\"", "\"198.18.0.1/33\"").starts_with("ha.vips[0]"));
+        assert!(with("\"198.18.0.1/24\"", "\"198.18.0.1\"").starts_with("ha.vips[0]"));
+        assert!(
+            with("takeover_timeout_ms = 300", "takeover_timeout_ms = 200")
+                .starts_with("ha.takeover_timeout_ms")
+        );
+        assert!(with("priority = 200", "priority = 0").starts_with("ha.nodes[0].priority"));
+        assert!(with("198.18.9.2:8443", "198.18.9.1:8443").starts_with("ha.nodes[1].address"));
+        assert!(with("name = \"b\"", "name = \"a\"").starts_with("ha.nodes[1].name"));
+        assert!(with("interface = \"eth0\"", "interface = \"\"").starts_with("ha.interface"));
+        assert!(with("node = \"a\"", "nod = \"a\"").contains("unknown field `nod`"));
+        assert!(
+            with("vips = [\"198.18.0.1/24\", \"fd00:5c::1/64\"]", "vips = []")
+                .starts_with("ha.vips")
         );
     }
 }

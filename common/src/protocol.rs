@@ -26,6 +26,9 @@ use uuid::Uuid;
 pub const ALPN_PEER: &[u8] = b"sluice-peer/1";
 /// ALPN protocol id of the admin API and `/metrics`.
 pub const ALPN_HTTP: &[u8] = b"http/1.1";
+/// ALPN protocol id of the link between two Centrals of a hot-standby pair (see
+/// `sluice_central::ha`).
+pub const ALPN_HA: &[u8] = b"sluice-ha/1";
 /// Largest accepted frame payload, in bytes. Template sets are the largest messages.
 pub const MAX_FRAME: usize = 1 << 20;
 /// Bytes of the length prefix in front of every frame.
@@ -358,6 +361,10 @@ pub enum AdminRequest {
         #[serde(default)]
         grace_s: Option<u64>,
     },
+    /// This node's hot-standby role, epoch, partner and link.
+    HaStatus,
+    /// Hand the active role to the standby (planned maintenance); asked of the active.
+    HaSwitchover,
 }
 
 impl AdminRequest {
@@ -529,6 +536,57 @@ pub enum AdminReply {
     Token(TokenView),
     /// Any change that has nothing to show.
     Done(DoneView),
+    /// [`AdminRequest::HaStatus`], [`AdminRequest::HaSwitchover`].
+    Ha(HaStatusView),
+}
+
+/// A hot-standby node's view of the pair (`sluicectl ha status`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HaStatusView {
+    /// This node's name (`ha.node`).
+    pub node: String,
+    /// `active` or `standby`.
+    pub role: String,
+    /// The current term: bumped by every takeover; a node that sees a higher one steps down.
+    pub epoch: u64,
+    /// This node's priority.
+    pub priority: u8,
+    /// The partner's name and HA address.
+    pub partner: String,
+    /// The partner's address (its control API).
+    pub partner_address: String,
+    /// The partner's role as it last said, if it was heard from.
+    pub partner_role: Option<String>,
+    /// A link to the partner is up and authenticated.
+    pub link_up: bool,
+    /// Milliseconds since the partner was last heard from.
+    pub last_heartbeat_ms_ago: Option<u64>,
+    /// Sequence number of the last mirror message sent (active) or applied (standby).
+    pub mirror_seq: u64,
+    /// Milliseconds from sending the last mirror change to its application on the standby.
+    pub mirror_lag_ms: Option<u64>,
+    /// The standby has applied a full snapshot of the active's state.
+    pub mirror_synced: bool,
+    /// Takeovers by this node since start.
+    pub takeovers: u64,
+    /// The last role change: when (ms since the Unix epoch) and why.
+    pub last_change_unix_ms: Option<u64>,
+    /// Why the last role change happened.
+    pub last_change_reason: Option<String>,
+    /// Takeovers this node held back because another host still answered for the virtual IP.
+    pub takeovers_refused: u64,
+    /// HA connections refused (wrong credential, bad message).
+    pub link_refused: u64,
+    /// Virtual IPs (`address/prefix`).
+    pub vips: Vec<String>,
+    /// The interface the virtual IPs live on.
+    pub interface: String,
+    /// Heartbeat interval and takeover timeout, milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Milliseconds without heartbeat before the standby considers taking over.
+    pub takeover_timeout_ms: u64,
+    /// A recovered node of higher priority takes the active role back.
+    pub preempt: bool,
 }
 
 /// Error answer of the admin API (and the last message of a refused peer session).
@@ -815,6 +873,9 @@ pub struct StatusView {
     pub auth_failures: u64,
     /// Rebalancer settings.
     pub balancer: BalancerSettings,
+    /// Hot-standby role (`active`, `standby`), absent without `[ha]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_role: Option<String>,
 }
 
 impl StatusView {

@@ -27,9 +27,43 @@ fn done(message: String) -> Result<AdminReply, ControlError> {
     Ok(AdminReply::Done(DoneView { message }))
 }
 
+/// Requests that only read: a standby answers them too.
+fn reads_only(request: &AdminRequest) -> bool {
+    matches!(
+        request,
+        AdminRequest::Status
+            | AdminRequest::PeersList
+            | AdminRequest::PoolsList
+            | AdminRequest::ListenersList
+            | AdminRequest::GroupsList
+            | AdminRequest::ExportersList
+            | AdminRequest::BalancerShow
+            | AdminRequest::BalancerPlan
+            | AdminRequest::HaStatus
+            | AdminRequest::HaSwitchover
+    )
+}
+
 fn reply(ctx: &ApiContext, request: AdminRequest) -> Result<AdminReply, ControlError> {
     let c = &ctx.control;
+    if !reads_only(&request)
+        && let Some(reason) = ctx.refusal()
+    {
+        return Err(ControlError::Conflict(reason));
+    }
     match request {
+        AdminRequest::HaStatus | AdminRequest::HaSwitchover => {
+            let ha = ctx.ha.as_ref().ok_or_else(|| {
+                ControlError::NotFound("this Central runs without [ha] (no hot standby)".into())
+            })?;
+            Ok(AdminReply::Ha(
+                if matches!(request, AdminRequest::HaStatus) {
+                    ha.status()
+                } else {
+                    ha.switchover()?
+                },
+            ))
+        }
         AdminRequest::Status => Ok(AdminReply::Status(status(ctx)?)),
         AdminRequest::PeersList => Ok(AdminReply::Peers(c.peers()?)),
         AdminRequest::PeersDrain { name } => {
@@ -117,7 +151,8 @@ fn reply(ctx: &ApiContext, request: AdminRequest) -> Result<AdminReply, ControlE
 /// The controller's status completed with what only the API knows.
 pub(super) fn status(ctx: &ApiContext) -> Result<StatusView, ControlError> {
     let mut status = ctx.control.status()?;
-    status.fingerprint = ctx.tls.fingerprint.clone();
+    status.fingerprint = ctx.fingerprint();
+    status.ha_role = ctx.ha.as_ref().map(|ha| ha.status().role);
     status.auth_failures = ctx.auth.failures(TokenKind::Peer) + ctx.auth.failures(TokenKind::Admin);
     status.uptime_s = status.uptime_s.max(ctx.started.elapsed().as_secs());
     Ok(status)

@@ -4,13 +4,36 @@
 //! controller implements (each method reads the clock itself and returns quickly). Errors are
 //! [`ControlError`]s, which map onto [`ErrorCode`]s for the admin API and the peer channel.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
 
 use sluice_common::protocol::{
-    ApiErrorBody, BalancerPatch, BalancerSettings, Cidr, ErrorCode, ExporterView, ListenerView,
-    PeerMetrics, PeerView, PlanView, PoolView, Register, Registered, SourceGroupView, StatusView,
-    Templates,
+    ApiErrorBody, BalancerPatch, BalancerSettings, Cidr, ErrorCode, ExporterView, HaStatusView,
+    ListenerView, PeerMetrics, PeerView, PlanView, PoolView, Register, Registered, SourceGroupView,
+    StatusView, Templates,
 };
+
+/// A connection of the hot-standby link (ALPN `sluice-ha/1`) after the TLS handshake.
+pub type HaStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// What the API server needs from the hot-standby node (`crate::ha`), when `[ha]` is set.
+pub trait HaControl: Send + Sync + 'static {
+    /// `Some(reason)` while this node must refuse peer sessions and changes (it is the
+    /// standby: the active Central holds the virtual IP and makes every decision).
+    fn refusal(&self) -> Option<String>;
+    /// `sluicectl ha status`.
+    fn status(&self) -> HaStatusView;
+    /// `sluicectl ha switchover`: hand the active role to the standby.
+    fn switchover(&self) -> Result<HaStatusView, ControlError>;
+    /// Serves one link connection from the partner.
+    fn serve_link(
+        self: Arc<Self>,
+        stream: HaStream,
+        source: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
 
 /// A controller operation that failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

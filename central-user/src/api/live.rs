@@ -136,6 +136,7 @@ impl<D: DataPlane + 'static> ControlPlane for LiveControl<D> {
             failovers: s.failovers,
             auth_failures: 0,
             balancer: s.balancer,
+            ha_role: None,
         })
     }
 

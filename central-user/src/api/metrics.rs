@@ -144,6 +144,57 @@ fn render_peers(e: &mut Exposition, peers: &[PeerView], ctx: &ApiContext) {
     }
 }
 
+fn render_ha(e: &mut Exposition, ha: &sluice_common::protocol::HaStatusView) {
+    e.family(
+        "sluice_ha_role",
+        "gauge",
+        "1 for this node's hot-standby role (active or standby).",
+    );
+    for role in ["active", "standby"] {
+        e.sample(
+            "sluice_ha_role",
+            &[("role", role)],
+            u64::from(ha.role == role),
+        );
+    }
+    e.single(
+        "sluice_ha_epoch",
+        "gauge",
+        "The HA term: bumped by every takeover.",
+        ha.epoch,
+    );
+    e.single(
+        "sluice_ha_takeovers_total",
+        "counter",
+        "Takeovers of the active role by this node.",
+        ha.takeovers,
+    );
+    e.single(
+        "sluice_ha_takeovers_refused_total",
+        "counter",
+        "Takeovers held back because another host still answered for the virtual IP.",
+        ha.takeovers_refused,
+    );
+    e.single(
+        "sluice_ha_link_up",
+        "gauge",
+        "1 while an authenticated link to the partner is up.",
+        u64::from(ha.link_up),
+    );
+    e.single(
+        "sluice_ha_link_refused_total",
+        "counter",
+        "HA connections refused (wrong credential, bad message).",
+        ha.link_refused,
+    );
+    e.single(
+        "sluice_ha_mirror_lag_seconds",
+        "gauge",
+        "Time from sending the last state change to its application on the standby.",
+        ha.mirror_lag_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
+    );
+}
+
 /// Renders the whole exposition. A controller call that fails leaves its section out.
 pub(super) fn render(ctx: &ApiContext) -> String {
     let mut e = Exposition::default();
@@ -264,6 +315,9 @@ pub(super) fn render(ctx: &ApiContext) -> String {
         "Peer sessions closed for a protocol or authentication error.",
         counter(&stats.protocol_errors),
     );
+    if let Some(ha) = &ctx.ha {
+        render_ha(&mut e, &ha.status());
+    }
     e.single(
         "sluice_api_connections_refused_total",
         "counter",

@@ -28,17 +28,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sluice_common::protocol::ALPN_PEER;
+use sluice_common::protocol::{ALPN_HA, ALPN_PEER};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-pub use control::{ControlError, ControlPlane, SessionPeer};
+pub use control::{ControlError, ControlPlane, HaControl, HaStream, SessionPeer};
 pub use live::LiveControl;
 pub use sessions::{SendError, Sessions};
-pub use tls::{CertSource, IdentityError, TlsIdentity};
+pub use tls::{CertSource, IdentityCell, IdentityError, TlsIdentity};
 
 use crate::auth::Authenticator;
 
@@ -83,7 +83,8 @@ pub(crate) struct ApiStats {
 
 /// Everything the server needs.
 pub struct ApiContext {
-    tls: TlsIdentity,
+    tls: Arc<IdentityCell>,
+    ha: Option<Arc<dyn HaControl>>,
     auth: Arc<Authenticator>,
     control: Arc<dyn ControlPlane>,
     sessions: Sessions,
@@ -103,7 +104,8 @@ impl ApiContext {
         sessions: Sessions,
     ) -> Self {
         ApiContext {
-            tls,
+            tls: Arc::new(IdentityCell::new(tls)),
+            ha: None,
             auth,
             control,
             sessions,
@@ -120,6 +122,21 @@ impl ApiContext {
         self
     }
 
+    /// Serves the hot-standby link and defers to `ha` for the role (refusing peer sessions
+    /// and changes on the standby). `identity` replaces the server certificate holder, so the
+    /// standby can take over the active's certificate when the mirror delivers it.
+    pub fn with_ha(mut self, ha: Arc<dyn HaControl>, identity: Arc<IdentityCell>) -> Self {
+        identity.set(self.tls.get());
+        self.tls = identity;
+        self.ha = Some(ha);
+        self
+    }
+
+    /// Why this node refuses peer sessions and changes now (the standby of an HA pair).
+    fn refusal(&self) -> Option<String> {
+        self.ha.as_ref().and_then(|ha| ha.refusal())
+    }
+
     /// Replaces the default limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -127,8 +144,8 @@ impl ApiContext {
     }
 
     /// `sha256:<hex>` of the server certificate.
-    pub fn fingerprint(&self) -> &str {
-        &self.tls.fingerprint
+    pub fn fingerprint(&self) -> String {
+        self.tls.get().fingerprint
     }
 }
 
@@ -138,12 +155,11 @@ pub async fn serve(
     ctx: Arc<ApiContext>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(ctx.tls.config.clone());
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let local = listener.local_addr().ok();
-    info!(listen = ?local, fingerprint = %ctx.tls.fingerprint, "control API listening");
+    info!(listen = ?local, fingerprint = %ctx.fingerprint(), "control API listening");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -155,7 +171,9 @@ pub async fn serve(
                         ctx.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    let (ctx, acceptor, stop) = (ctx.clone(), acceptor.clone(), stop_rx.clone());
+                    // The identity as of now: a standby takes over the active's certificate.
+                    let acceptor = TlsAcceptor::from(ctx.tls.get().config);
+                    let (ctx, stop) = (ctx.clone(), stop_rx.clone());
                     tasks.spawn(async move {
                         connection(ctx, acceptor, tcp, source, stop).await;
                         drop(permit);
@@ -203,8 +221,14 @@ async fn connection(
                 return;
             }
         };
-    if stream.get_ref().1.alpn_protocol() == Some(ALPN_PEER) {
+    let alpn = stream.get_ref().1.alpn_protocol();
+    if alpn == Some(ALPN_PEER) {
         session::run(&ctx, stream, source, stop).await;
+    } else if alpn == Some(ALPN_HA) {
+        match &ctx.ha {
+            Some(ha) => ha.clone().serve_link(stream, source).await,
+            None => debug!(%source, "HA link refused: this Central has no [ha] section"),
+        }
     } else {
         http::serve(&ctx, stream, source).await;
     }

@@ -113,6 +113,9 @@ async fn register<S: AsyncRead + AsyncWrite + Unpin>(
     };
     ctx.auth
         .check(TokenKind::Peer, Some(&register.token), source.ip())?;
+    if let Some(reason) = ctx.refusal() {
+        return Err(Refusal::new(ErrorCode::Conflict, reason));
+    }
     let registered = ctx
         .control
         .register_peer(&register, source)

@@ -8,7 +8,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use sluice_common::client::{fingerprint, provider, read_certs};
-use sluice_common::protocol::{ALPN_HTTP, ALPN_PEER};
+use sluice_common::protocol::{ALPN_HA, ALPN_HTTP, ALPN_PEER};
 use tracing::info;
 
 use crate::atomic_file;
@@ -78,6 +78,34 @@ pub struct TlsIdentity {
     pub cert_path: PathBuf,
 }
 
+/// The identity the API serves with, replaceable while it runs (a hot standby takes over the
+/// active's certificate so peers' pins stay valid after a takeover).
+#[derive(Debug)]
+pub struct IdentityCell(std::sync::RwLock<TlsIdentity>);
+
+impl IdentityCell {
+    /// A cell holding `identity`.
+    pub fn new(identity: TlsIdentity) -> Self {
+        IdentityCell(std::sync::RwLock::new(identity))
+    }
+
+    /// The current identity.
+    pub fn get(&self) -> TlsIdentity {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Serves new connections with `identity`.
+    pub fn set(&self, identity: TlsIdentity) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = identity;
+    }
+}
+
 fn file_error(path: &Path, e: impl std::fmt::Display) -> IdentityError {
     IdentityError::File {
         path: path.into(),
@@ -118,7 +146,7 @@ impl TlsIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
             .with_single_cert(chain, private)?;
-        config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_HTTP.to_vec()];
+        config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_HA.to_vec(), ALPN_HTTP.to_vec()];
         Ok(TlsIdentity {
             config: Arc::new(config),
             fingerprint,

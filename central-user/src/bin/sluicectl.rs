@@ -88,6 +88,17 @@ enum Command {
     /// Tokens (generated on Central, shown once).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The hot-standby pair (`[ha]`): ask either node.
+    #[command(subcommand)]
+    Ha(HaCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum HaCmd {
+    /// Role, epoch, partner, link state, last heartbeat, mirror lag, last takeover and why.
+    Status,
+    /// Hand the active role to the standby (planned maintenance, nothing lost); ask the active.
+    Switchover,
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +258,8 @@ impl Command {
                 admin,
                 grace_s: grace.map(|d| d.as_secs()),
             },
+            Command::Ha(HaCmd::Status) => AdminRequest::HaStatus,
+            Command::Ha(HaCmd::Switchover) => AdminRequest::HaSwitchover,
         }
     }
 }

@@ -4,7 +4,8 @@ use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_common::protocol::{
-    AdminReply, BalancerSettings, ExporterView, PeerView, PlanView, PoolView, StatusView, TokenView,
+    AdminReply, BalancerSettings, ExporterView, HaStatusView, PeerView, PlanView, PoolView,
+    StatusView, TokenView,
 };
 
 /// A table with left-aligned columns separated by two spaces.
@@ -288,6 +289,9 @@ fn status(s: &StatusView) -> String {
         duration(s.uptime_s)
     );
     let _ = writeln!(out, "certificate  {}", s.fingerprint);
+    if let Some(role) = &s.ha_role {
+        let _ = writeln!(out, "ha role      {role}");
+    }
     let _ = writeln!(out, "peers        {} ({} online)", s.peers, s.peers_online);
     let _ = writeln!(out, "exporters    {}", s.exporters);
     let _ = writeln!(
@@ -315,6 +319,87 @@ fn status(s: &StatusView) -> String {
             "!!! POOL {} HAS NO HEALTHY PEER: ITS TRAFFIC IS DROPPED !!!",
             p.name
         );
+    }
+    out
+}
+
+fn ha(h: &HaStatusView) -> String {
+    let now = now_unix_ms();
+    let mut out = String::new();
+    let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+    let lines = [
+        (
+            "node",
+            format!(
+                "{} ({}, priority {})",
+                h.node,
+                h.role.to_uppercase(),
+                h.priority
+            ),
+        ),
+        ("epoch", h.epoch.to_string()),
+        (
+            "partner",
+            format!(
+                "{} at {} ({})",
+                h.partner,
+                h.partner_address,
+                h.partner_role.as_deref().unwrap_or("not heard from")
+            ),
+        ),
+        (
+            "link",
+            if h.link_up {
+                "up".into()
+            } else {
+                "DOWN".into()
+            },
+        ),
+        (
+            "heartbeat",
+            h.last_heartbeat_ms_ago
+                .map_or("never".into(), |a| format!("{:.1}s ago", a as f64 / 1000.0)),
+        ),
+        (
+            "mirror",
+            format!(
+                "seq {}, lag {}, {}",
+                h.mirror_seq,
+                ms(h.mirror_lag_ms),
+                if h.mirror_synced {
+                    "synced"
+                } else {
+                    "not synced"
+                }
+            ),
+        ),
+        ("vips", format!("{} on {}", h.vips.join(", "), h.interface)),
+        (
+            "timers",
+            format!(
+                "heartbeat every {} ms, takeover after {} ms, preempt {}",
+                h.heartbeat_interval_ms,
+                h.takeover_timeout_ms,
+                if h.preempt { "on" } else { "off" }
+            ),
+        ),
+        (
+            "takeovers",
+            format!(
+                "{} ({} held back: the virtual IP still answered elsewhere), {} link connections refused",
+                h.takeovers, h.takeovers_refused, h.link_refused
+            ),
+        ),
+        (
+            "last change",
+            match (&h.last_change_reason, h.last_change_unix_ms) {
+                (Some(reason), at) => format!("{} ({reason})", ago(at, now)),
+                _ => "-".into(),
+            },
+        ),
+    ];
+    for (k, v) in lines {
+        let _ = writeln!(out, "{k:<12} {v}");
     }
     out
 }
@@ -354,6 +439,7 @@ pub fn human(reply: &AdminReply) -> String {
         AdminReply::Plan(p) => plan(p),
         AdminReply::Token(t) => token(t),
         AdminReply::Done(d) => format!("{}\n", d.message),
+        AdminReply::Ha(h) => ha(h),
     }
 }
 

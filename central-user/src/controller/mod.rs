@@ -39,7 +39,7 @@ pub use model::{
     SourceGroupState,
 };
 pub use peers::Registration;
-pub use traffic::{InstallRequest, PoolPlan, SyncRequest, TickReport};
+pub use traffic::{InstallRequest, PoolPlan, SyncRequest, TemplateStore, TickReport};
 pub use views::ControllerStatus;
 
 use crate::maglev::{self, Member};
@@ -137,7 +137,7 @@ impl<D: DataPlane> Controller<D> {
             })?;
         let mut c = Self {
             dp,
-            balancer: state.balancer,
+            balancer: state.balancer.clone(),
             pools: BTreeMap::new(),
             peers: BTreeMap::new(),
             listeners: BTreeMap::new(),
@@ -148,6 +148,58 @@ impl<D: DataPlane> Controller<D> {
             counters: views::Counters::default(),
             dirty: false,
         };
+        let report = c.load(state, now)?;
+        Ok((c, report))
+    }
+
+    /// Replaces the whole model with `state` (a hot standby following the active's mirror)
+    /// and rewrites the data plane to match, listeners and source groups that are gone
+    /// included. `state` is checked whole first: one that does not load leaves the controller
+    /// and the data plane as they were.
+    pub fn apply_mirror(
+        &mut self,
+        state: ControllerState,
+        now: Instant,
+    ) -> Result<ReconcileReport> {
+        let (_, _) = Controller::restore(memory::MemoryDataPlane::new(), state.clone(), now)?;
+        let old_listeners: Vec<SocketAddr> = self.listeners.keys().copied().collect();
+        let old_groups: Vec<Cidr> = self.source_groups.keys().copied().collect();
+        self.balancer = state.balancer.clone();
+        self.pools.clear();
+        self.peers.clear();
+        self.listeners.clear();
+        self.source_groups.clear();
+        self.exporters.clear();
+        self.tables.clear();
+        self.traffic.forget_moves();
+        let report = self.load(state, now)?;
+        for addr in old_listeners {
+            if !self.listeners.contains_key(&addr) {
+                self.dp.remove_listener(addr)?;
+            }
+        }
+        for net in old_groups {
+            if !self.source_groups.contains_key(&net) {
+                self.dp.remove_source_group(net.addr(), net.prefix_len())?;
+            }
+        }
+        self.dirty = true;
+        Ok(report)
+    }
+
+    /// After a takeover: every peer the mirror says is online gets a full timeout (from `now`)
+    /// to reconnect to this node before failover, and the rebalance interval starts over.
+    pub fn grace_peers(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            if p.state.online {
+                p.last_seen = Some(now);
+            }
+        }
+        self.traffic.restart_interval(now);
+    }
+
+    fn load(&mut self, state: ControllerState, now: Instant) -> Result<ReconcileReport> {
+        let c = self;
         for p in state.pools {
             if p.id >= MAX_POOLS || c.pools.contains_key(&p.id) || c.pool_by_name(&p.name).is_ok() {
                 return Err(invalid(
@@ -211,8 +263,7 @@ impl<D: DataPlane> Controller<D> {
         for id in pool_ids {
             c.sync_pool(id)?;
         }
-        let report = c.reconcile_exporters()?;
-        Ok((c, report))
+        c.reconcile_exporters()
     }
 
     fn reconcile_exporters(&mut self) -> Result<ReconcileReport> {

@@ -123,7 +123,23 @@ impl Traffic {
     pub(super) fn pending_installs(&self) -> usize {
         self.pending.len()
     }
+
+    /// Drops moves in progress and queued requests (the model is being replaced); the
+    /// template store stays.
+    pub(super) fn forget_moves(&mut self) {
+        self.pending.clear();
+        self.outbox.clear();
+        self.syncs.clear();
+    }
+
+    pub(super) fn restart_interval(&mut self, now: Instant) {
+        self.last_rebalance = now;
+    }
 }
+
+/// The template store as it is mirrored: per (exporter, observation domain), each recent
+/// reporter's copy (peer id, bytes), least recent first.
+pub type TemplateStore = Vec<((IpAddr, u32), Vec<(u32, Vec<u8>)>)>;
 
 impl<D: DataPlane> Controller<D> {
     /// The periodic work: samples the counters (at most about once a second), fails over
@@ -312,6 +328,28 @@ impl<D: DataPlane> Controller<D> {
             }
         }
         Ok(())
+    }
+
+    /// The whole template store (for the hot standby's mirror).
+    pub fn template_store(&self) -> TemplateStore {
+        self.traffic
+            .templates
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// Replaces the template store with the active's (on the hot standby), within the same
+    /// limits as reports.
+    pub fn set_template_store(&mut self, store: TemplateStore) {
+        self.traffic.templates = store
+            .into_iter()
+            .take(MAX_TEMPLATE_ENTRIES)
+            .map(|(k, mut v)| {
+                v.truncate(MAX_REPORTERS_PER_DOMAIN);
+                (k, v)
+            })
+            .collect();
     }
 
     /// The template state kept for an exporter: every recent reporter's copy of each
