@@ -224,12 +224,19 @@ impl HaConfig {
     }
 }
 
+/// Default `ha.heartbeat_interval_ms`.
+pub const DEFAULT_HA_HEARTBEAT_MS: u64 = 100;
+/// Default `ha.takeover_timeout_ms`: conservative (ten heartbeats). 300 ms is tested and
+/// measured (`cargo xtask bench takeover`); shorter timeouts react faster and are more exposed
+/// to a loaded host's scheduling hiccups (the virtual-IP probe still prevents split brain).
+pub const DEFAULT_HA_TAKEOVER_MS: u64 = 1000;
+
 fn default_heartbeat_ms() -> u64 {
-    100
+    DEFAULT_HA_HEARTBEAT_MS
 }
 
 fn default_takeover_ms() -> u64 {
-    1000
+    DEFAULT_HA_TAKEOVER_MS
 }
 
 fn default_priority() -> u8 {

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod ha;
 pub mod loader;
 pub mod maglev;
 pub mod maps;

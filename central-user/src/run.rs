@@ -21,10 +21,15 @@ use sluice_common::{
 };
 
 use crate::{
-    api::{self, ApiContext, CertSource, LiveControl, Sessions, TlsIdentity},
+    api::{self, ApiContext, CertSource, IdentityCell, LiveControl, Sessions, TlsIdentity},
     auth::{Authenticator, RateLimit},
-    config::CentralConfig,
+    config::{CentralConfig, HaConfig},
     controller::{Controller, ControllerError},
+    ha::{
+        link::Credential,
+        node::{self as ha_node, Node, NodeConfig},
+        vip::VipSet,
+    },
     loader::{self, LoadOptions},
     maps::Maps,
     relay::{self, RelayStats, Resolve},
@@ -46,6 +51,10 @@ pub struct Running {
     pub relay_stats: Arc<RelayStats>,
     /// Maps opened from the pins, for readers outside the controller (metrics, explain).
     pub pin_dir: std::path::PathBuf,
+    /// The hot-standby node, with `[ha]`.
+    pub ha: Option<Arc<Node<Maps>>>,
+    /// The control API's identity (replaced by the active's on a standby).
+    pub identity: Arc<IdentityCell>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     store: StateStore,
@@ -54,6 +63,9 @@ pub struct Running {
 impl Running {
     /// Stops the relay and the periodic work, and writes the state one last time.
     pub fn stop(self) -> Result<()> {
+        if let Some(ha) = &self.ha {
+            ha.stop();
+        }
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();
@@ -128,6 +140,17 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
     save(&controller, &store, true)?;
     let sessions = Sessions::default();
     let live = Arc::new(LiveControl::new(controller.clone(), sessions.clone()));
+    let source = cert_source(cfg)?;
+    let identity = Arc::new(IdentityCell::new(TlsIdentity::load(&source)?));
+    let ha = match &cfg.ha {
+        Some(ha) => {
+            let generated = matches!(source, CertSource::StateDir { .. });
+            let node = start_ha(ha, cfg, generated, &controller, &sessions, &identity)?;
+            node.spawn();
+            Some(node)
+        }
+        None => None,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let relay_stats = Arc::new(RelayStats::default());
@@ -137,17 +160,19 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
     // listener that cannot be bound at start is a configuration error.
     relays.sync(&listener_set(&controller))?;
     {
-        let (c, l, stop, store) = (
+        let (c, l, stop, store, node) = (
             controller.clone(),
             live.clone(),
             stop.clone(),
             StateStore::new(&cfg.state.dir),
+            ha.clone(),
         );
+        let gates = Gates { stop, ha: node };
         threads.push(
             std::thread::Builder::new()
                 .name("controller".into())
                 .spawn(move || {
-                    periodic(&c, &l, events, &statics, &store, &mut relays, &stop);
+                    periodic(&c, &l, events, &statics, &store, &mut relays, &gates);
                     relays.stop_all();
                 })?,
         );
@@ -163,10 +188,84 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
         sessions,
         relay_stats,
         pin_dir: dp.pin_dir.clone(),
+        ha,
+        identity,
         stop,
         threads,
         store,
     })
+}
+
+/// The hot-standby node of `[ha]` (it starts as the standby).
+fn start_ha(
+    ha: &HaConfig,
+    cfg: &CentralConfig,
+    generated_identity: bool,
+    controller: &SharedController,
+    sessions: &Sessions,
+    identity: &Arc<IdentityCell>,
+) -> Result<Arc<Node<Maps>>> {
+    let (me, partner) = ha.me_and_partner()?;
+    let credential = Credential::load(&ha.credential_file)?;
+    let vips = ha
+        .vip_specs()?
+        .into_iter()
+        .map(|v| crate::ha::vip::Vip {
+            addr: v.addr,
+            prefix: v.prefix,
+        })
+        .collect();
+    let vip = VipSet::new(&ha.interface, vips).context("ha.interface")?;
+    let node_cfg = NodeConfig {
+        name: me.name.clone(),
+        priority: me.priority,
+        partner: partner.name.clone(),
+        partner_addr: partner.address,
+        heartbeat: Duration::from_millis(ha.heartbeat_interval_ms),
+        takeover_timeout: Duration::from_millis(ha.takeover_timeout_ms),
+        preempt: ha.preempt,
+        vips: ha.vips.clone(),
+        interface: ha.interface.clone(),
+        credential,
+        files: ha_node::files(cfg.state.dir.clone(), generated_identity),
+    };
+    Ok(Node::new(
+        node_cfg,
+        controller.clone(),
+        sessions.clone(),
+        identity.clone(),
+        Arc::new(vip),
+    )?)
+}
+
+/// Where the control API's certificate comes from.
+fn cert_source(cfg: &CentralConfig) -> Result<CertSource> {
+    Ok(match (&cfg.control.cert, &cfg.control.key) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None) => {
+            let ip = cfg.control.listen.ip();
+            let extra_names = if ip.is_unspecified() {
+                Vec::new()
+            } else {
+                vec![ip.to_string()]
+            };
+            CertSource::StateDir {
+                dir: cfg.state.dir.clone(),
+                extra_names,
+            }
+        }
+        _ => bail!("control: set both cert and key, or neither"),
+    })
+}
+
+/// When the periodic work stops, and whether it makes the controller's decisions (not on a
+/// hot standby).
+struct Gates {
+    stop: Arc<AtomicBool>,
+    ha: Option<Arc<Node<Maps>>>,
 }
 
 /// Every 100 ms: feed ring-buffer events and tick the controller (it samples counters once a
@@ -181,12 +280,13 @@ fn periodic(
     statics: &[String],
     store: &StateStore,
     relays: &mut Relays,
-    stop: &AtomicBool,
+    gates: &Gates,
 ) {
+    let duties = || gates.ha.as_ref().is_none_or(|n| n.is_active());
     let mut next_tick = Instant::now();
     let mut next_save = Instant::now();
     let mut next_egress = Instant::now() + Duration::from_secs(5);
-    while !stop.load(Ordering::Relaxed) {
+    while !gates.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let mut pending = Vec::new();
         pending.extend(relays.events.try_iter());
@@ -198,7 +298,11 @@ fn periodic(
                 });
             }
         }
-        let tick = now >= next_tick;
+        if !duties() {
+            // The hot standby decides nothing: the active's mirror drives its maps.
+            pending.clear();
+        }
+        let tick = now >= next_tick && duties();
         let egress = now >= next_egress;
         if tick {
             next_tick = now + Duration::from_millis(100);
@@ -251,26 +355,7 @@ pub async fn serve_api(
     running: &Running,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let source = match (&cfg.control.cert, &cfg.control.key) {
-        (Some(cert), Some(key)) => CertSource::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        (None, None) => {
-            let ip = cfg.control.listen.ip();
-            let extra_names = if ip.is_unspecified() {
-                Vec::new()
-            } else {
-                vec![ip.to_string()]
-            };
-            CertSource::StateDir {
-                dir: cfg.state.dir.clone(),
-                extra_names,
-            }
-        }
-        _ => bail!("control: set both cert and key, or neither"),
-    };
-    let tls = TlsIdentity::load(&source)?;
+    let tls = running.identity.get();
     tracing::info!(fingerprint = %tls.fingerprint, cert = %tls.cert_path.display(), "control API certificate");
     let auth = Arc::new(Authenticator::open(&cfg.state.dir, RateLimit::default())?);
     let maps = Mutex::new(Maps::open_pinned(&running.pin_dir)?);
@@ -282,8 +367,11 @@ pub async fn serve_api(
             .map(|v| v.into_iter().map(|(r, n)| (r.label(), n)).collect())
             .unwrap_or_default()
     });
-    let ctx = ApiContext::new(tls, auth, running.live.clone(), running.sessions.clone())
+    let mut ctx = ApiContext::new(tls, auth, running.live.clone(), running.sessions.clone())
         .with_xdp_counters(counters);
+    if let Some(ha) = &running.ha {
+        ctx = ctx.with_ha(ha.clone(), running.identity.clone());
+    }
     let listener = tokio::net::TcpListener::bind(cfg.control.listen)
         .await
         .with_context(|| format!("control.listen: bind {}", cfg.control.listen))?;

@@ -86,6 +86,15 @@ impl Sessions {
         (attached, rx)
     }
 
+    /// Ends every session (this Central just became the standby: peers reconnect to the
+    /// virtual IP, which the new active holds). Ended this way, a session is not a lost peer.
+    pub fn close_all(&self) -> usize {
+        let mut inner = self.lock();
+        let n = inner.by_peer.len();
+        inner.by_peer.clear();
+        n
+    }
+
     /// Peers with a live session, with the session's source address.
     pub fn connected(&self) -> Vec<(u32, SocketAddr)> {
         let mut peers: Vec<_> = self

@@ -6,7 +6,10 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use sluice_central::{
     cli::token::TokenCommand,
-    config::{CentralConfig, ListenerConfig, StaticPeer},
+    config::{
+        CentralConfig, DEFAULT_HA_HEARTBEAT_MS, DEFAULT_HA_TAKEOVER_MS, HaConfig, HaNode,
+        ListenerConfig, StaticPeer,
+    },
     loader::{self, AttachMode},
     run,
 };
@@ -17,7 +20,10 @@ Example (no file needed):
       --peer a=198.18.2.2:2055 --peer b=198.18.2.3:2055
 
 With a file (flags override it):
-  sluice-central run --config /etc/sluice/central.toml";
+  sluice-central run --config /etc/sluice/central.toml
+
+A hot-standby pair (the same file on both nodes, only the node differs):
+  sluice-central run --config /etc/sluice/central.toml --ha-node a";
 
 #[derive(Parser)]
 #[command(name = "sluice-central", version, about = "Steers flow exporters to peers in XDP", after_help = EXAMPLE)]
@@ -30,7 +36,7 @@ struct Cli {
 enum Command {
     /// Attach XDP, run the controller, the slow-path relay and the control API.
     #[command(after_help = EXAMPLE)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Detach XDP (remove the pinned links); with --purge also remove the pinned maps.
     Detach {
         /// Only this interface.
@@ -82,6 +88,53 @@ struct RunArgs {
     /// Control API address.
     #[arg(long)]
     control_listen: Option<SocketAddr>,
+    /// Hot standby: this node's name (ha.node).
+    #[arg(long)]
+    ha_node: Option<String>,
+    /// Hot standby: a node NAME=ADDR:PORT[@PRIORITY], its own control API address (twice;
+    /// replaces [[ha.nodes]]).
+    #[arg(long = "ha-member")]
+    ha_members: Vec<String>,
+    /// Hot standby: virtual IP ADDRESS/PREFIX (repeatable; replaces ha.vips).
+    #[arg(long = "ha-vip")]
+    ha_vips: Vec<String>,
+    /// Hot standby: the interface the virtual IPs live on (ha.interface).
+    #[arg(long)]
+    ha_interface: Option<String>,
+    /// Hot standby: the shared credential file (ha.credential_file).
+    #[arg(long)]
+    ha_credential_file: Option<PathBuf>,
+    /// Hot standby: heartbeat interval in ms (ha.heartbeat_interval_ms).
+    #[arg(long)]
+    ha_heartbeat_ms: Option<u64>,
+    /// Hot standby: takeover timeout in ms (ha.takeover_timeout_ms).
+    #[arg(long)]
+    ha_takeover_ms: Option<u64>,
+    /// Hot standby: a recovered node of higher priority takes the role back (ha.preempt).
+    #[arg(long)]
+    ha_preempt: bool,
+}
+
+/// `NAME=ADDR:PORT[@PRIORITY]`.
+fn ha_member(text: &str) -> Result<HaNode> {
+    let (name, rest) = text
+        .split_once('=')
+        .with_context(|| format!("--ha-member {text:?}: expected NAME=ADDR:PORT[@PRIORITY]"))?;
+    let (addr, priority) = match rest.split_once('@') {
+        Some((a, p)) => (
+            a,
+            p.parse()
+                .with_context(|| format!("--ha-member {text:?}: priority {p:?}"))?,
+        ),
+        None => (rest, 100),
+    };
+    Ok(HaNode {
+        name: name.into(),
+        address: addr
+            .parse()
+            .with_context(|| format!("--ha-member {text:?}: address {addr:?}"))?,
+        priority,
+    })
 }
 
 impl RunArgs {
@@ -136,8 +189,67 @@ impl RunArgs {
         if let Some(a) = self.control_listen {
             cfg.control.listen = a;
         }
+        self.ha(&mut cfg)?;
         cfg.validate()?;
+        if let Some(ha) = &cfg.ha {
+            ha.me_and_partner()?;
+        }
         Ok(cfg)
+    }
+}
+
+impl RunArgs {
+    fn ha(&self, cfg: &mut CentralConfig) -> Result<()> {
+        let any = self.ha_node.is_some()
+            || !self.ha_members.is_empty()
+            || !self.ha_vips.is_empty()
+            || self.ha_interface.is_some()
+            || self.ha_credential_file.is_some()
+            || self.ha_heartbeat_ms.is_some()
+            || self.ha_takeover_ms.is_some()
+            || self.ha_preempt;
+        if !any {
+            return Ok(());
+        }
+        let ha = cfg.ha.get_or_insert_with(|| HaConfig {
+            node: String::new(),
+            credential_file: PathBuf::new(),
+            interface: String::new(),
+            vips: Vec::new(),
+            heartbeat_interval_ms: DEFAULT_HA_HEARTBEAT_MS,
+            takeover_timeout_ms: DEFAULT_HA_TAKEOVER_MS,
+            preempt: false,
+            nodes: Vec::new(),
+        });
+        if let Some(n) = &self.ha_node {
+            ha.node.clone_from(n);
+        }
+        if !self.ha_members.is_empty() {
+            ha.nodes = self
+                .ha_members
+                .iter()
+                .map(|m| ha_member(m))
+                .collect::<Result<_>>()?;
+        }
+        if !self.ha_vips.is_empty() {
+            ha.vips.clone_from(&self.ha_vips);
+        }
+        if let Some(i) = &self.ha_interface {
+            ha.interface.clone_from(i);
+        }
+        if let Some(f) = &self.ha_credential_file {
+            ha.credential_file.clone_from(f);
+        }
+        if let Some(ms) = self.ha_heartbeat_ms {
+            ha.heartbeat_interval_ms = ms;
+        }
+        if let Some(ms) = self.ha_takeover_ms {
+            ha.takeover_timeout_ms = ms;
+        }
+        if self.ha_preempt {
+            ha.preempt = true;
+        }
+        Ok(())
     }
 }
 

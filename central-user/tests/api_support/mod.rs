@@ -171,6 +171,7 @@ impl ControlPlane for FakeControl {
             failovers: 1,
             auth_failures: 0,
             balancer: self.balancer()?,
+            ha_role: None,
         })
     }
 

@@ -100,7 +100,7 @@ pub struct PeerClientConfig {
 
 impl PeerClientConfig {
     /// Settings with defaults: random uuid, this crate's version, weight 1, default pool,
-    /// backoff 250 ms … 30 s.
+    /// backoff 50 ms … 5 s.
     pub fn new(
         central: Endpoint,
         pin: Pin,
@@ -120,8 +120,9 @@ impl PeerClientConfig {
             ports,
             weight: 1,
             pool: None,
-            backoff_min: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(30),
+            // Short: after a hot-standby takeover the new active is there at once.
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
             register_timeout: Duration::from_secs(10),
         }
     }
