@@ -7,12 +7,14 @@
 //!   [`controller::DataPlane`] trait (with an in-memory model for tests); [`state`]: the
 //!   checksummed state file.
 //! - [`api`]: the TLS control API (peer sessions, admin API, `/metrics`); [`auth`]: tokens.
+//! - [`ha`]: high availability; [`ha::vip`] claims, announces and releases virtual IPs.
 pub mod api;
 pub mod atomic_file;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod ha;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
