@@ -10,7 +10,7 @@
 //!   failure is reported with the command line and what `ip` printed
 //!   ([`VipError::IpCommand`]). `ip` must be on `PATH` (Central already needs root).
 //! - **ARP goes through an `AF_PACKET` socket** bound to the interface: the complete Ethernet
-//!   frame is built here ([`arp_frame`]), padded to the 60-byte Ethernet minimum.
+//!   frame is built here (`arp_frame`), padded to the 60-byte Ethernet minimum.
 //! - **Neighbour discovery goes through a raw ICMPv6 socket** bound to the interface: the kernel
 //!   adds the IPv6 header and always computes the ICMPv6 checksum on raw ICMPv6 sockets
 //!   (RFC 3542 §3.1), so the builders leave it zero; the hop limit is set to 255 by socket
@@ -243,7 +243,7 @@ impl VipSet {
             for addr in self.v4() {
                 for op in [ARPOP_REQUEST, ARPOP_REPLY] {
                     let frame = gratuitous_arp(op, self.mac, addr);
-                    if let Err(e) = (&sock).send(&frame) {
+                    if let Err(e) = sock.send(&frame) {
                         first_error.get_or_insert(self.socket_error("sending gratuitous ARP", e));
                     }
                 }
@@ -304,7 +304,7 @@ impl VipSet {
 
     /// Asks the segment whether another host holds any of the VIPs: an ARP probe for each IPv4
     /// VIP and a neighbour solicitation (to its solicited-node group) for each IPv6 VIP, in
-    /// [`PROBE_ROUNDS`] rounds spread over `wait`. True as soon as a MAC that is not ours
+    /// three rounds spread over `wait`. True as soon as a MAC that is not ours
     /// answers for a VIP (an ARP packet whose sender address is the VIP, or a neighbour
     /// advertisement for it); false when `wait` passes in silence. Returns within `wait` (plus
     /// the time to send).
@@ -330,8 +330,7 @@ impl VipSet {
         for round in 0..PROBE_ROUNDS {
             if let Some(sock) = &arp {
                 for &addr in &v4 {
-                    (&*sock)
-                        .send(&arp_probe(self.mac, addr))
+                    sock.send(&arp_probe(self.mac, addr))
                         .map_err(|e| self.socket_error("sending ARP probe", e))?;
                 }
             }
