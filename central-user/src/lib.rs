@@ -7,6 +7,7 @@
 //!   [`controller::DataPlane`] trait (with an in-memory model for tests); [`state`]: the
 //!   checksummed state file.
 //! - [`api`]: the TLS control API (peer sessions, admin API, `/metrics`); [`auth`]: tokens.
+//! - [`ha`]: the hot-standby pair (roles, the HA link, the mirror, virtual IPs).
 pub mod api;
 pub mod atomic_file;
 pub mod auth;

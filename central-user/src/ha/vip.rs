@@ -10,7 +10,7 @@
 //!   failure is reported with the command line and what `ip` printed
 //!   ([`VipError::IpCommand`]). `ip` must be on `PATH` (Central already needs root).
 //! - **ARP goes through an `AF_PACKET` socket** bound to the interface: the complete Ethernet
-//!   frame is built here ([`arp_frame`]), padded to the 60-byte Ethernet minimum.
+//!   frame is built here (`arp_frame`), padded to the 60-byte Ethernet minimum.
 //! - **Neighbour discovery goes through a raw ICMPv6 socket** bound to the interface: the kernel
 //!   adds the IPv6 header and always computes the ICMPv6 checksum on raw ICMPv6 sockets
 //!   (RFC 3542 §3.1), so the builders leave it zero; the hop limit is set to 255 by socket
@@ -22,15 +22,32 @@
 //!   VIP, target MAC zero, RFC 5227 §2.3) and a gratuitous ARP reply (target MAC = our MAC:
 //!   Linux treats a reply as gratuitous only then), both to broadcast; per IPv6 VIP an
 //!   unsolicited neighbour advertisement to ff02::1 with the Override flag and the target
-//!   link-layer address option. Linux (and switches) update an *existing* neighbour entry
-//!   from either, whatever `arp_accept` says; `arp_accept` / `accept_untracked_na` only decide
-//!   whether a host without an entry creates one. A host that has no entry simply resolves the
-//!   VIP the next time it sends to it.
+//!   link-layer address option. Linux updates an *existing* neighbour entry from either
+//!   (tested in `tests/tests/netns_vip.rs`; without the Override flag it keeps the old MAC),
+//!   whatever `arp_accept` says: `arp_accept` / `accept_untracked_na` only decide whether a
+//!   host *without* an entry creates one, and one without an entry resolves the VIP afresh
+//!   the next time it sends to it. The entry becomes STALE, so the host confirms it with a
+//!   unicast probe at its next use. Switches learn our MAC on the new port from the
+//!   broadcast frames' source address.
 //! - [`VipSet::held_elsewhere`] sends ARP *probes* (sender address 0.0.0.0, RFC 5227 §2.1.1)
 //!   and neighbour solicitations to the solicited-node group. A probe with a zero sender
-//!   address changes nobody's ARP cache; the solicitation's source is one of our own
-//!   addresses (normally the link-local one), never the VIP, so it does not redirect traffic
-//!   either. Answers from a MAC other than ours mean another host holds the VIP.
+//!   address changes nobody's ARP cache; a solicitation teaches only the VIP's holder our
+//!   source address (the kernel picks it, preferring the link-local address for this
+//!   link-scope destination). Answers from a MAC other than ours mean another host holds
+//!   the VIP. Answers are taken at face value: a forged one keeps a standby from taking
+//!   over, the safe direction for a split-brain witness.
+//!
+//! # Operating notes
+//! - The IPv6 witness needs a usable (not tentative) address on the interface as the
+//!   solicitation's source; right after the link comes up its link-local address is
+//!   tentative for about a second and [`VipSet::held_elsewhere`] fails with
+//!   `EADDRNOTAVAIL` (a [`VipError::Socket`]).
+//! - A host with several interfaces on one segment answers ARP for the VIP on all of them
+//!   unless `net.ipv4.conf.all.arp_ignore=1` (Linux default 0).
+//! - An IPv4 VIP is added as a secondary address when the interface already has one in the
+//!   same subnet; otherwise it becomes the primary and the source of locally originated
+//!   traffic into that subnet; a `/32` VIP next to the interface's own address is never
+//!   picked as that source.
 
 use std::{
     io::{self, Read as _},
@@ -304,7 +321,7 @@ impl VipSet {
 
     /// Asks the segment whether another host holds any of the VIPs: an ARP probe for each IPv4
     /// VIP and a neighbour solicitation (to its solicited-node group) for each IPv6 VIP, in
-    /// [`PROBE_ROUNDS`] rounds spread over `wait`. True as soon as a MAC that is not ours
+    /// three rounds spread over `wait`. True as soon as a MAC that is not ours
     /// answers for a VIP (an ARP packet whose sender address is the VIP, or a neighbour
     /// advertisement for it); false when `wait` passes in silence. Returns within `wait` (plus
     /// the time to send).
