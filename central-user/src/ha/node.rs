@@ -380,18 +380,10 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                 return;
             }
             let partner_epoch = inner.partner.as_ref().map_or(0, |p| p.beat.epoch);
-            inner.epoch = inner.epoch.max(partner_epoch) + 1;
-            inner.role = Role::Active;
-            inner.takeovers += 1;
-            inner.mirror_seq = 0;
-            inner.last_change = Some((unix_ms(), reason.clone()));
-            inner.epoch
+            inner.epoch.max(partner_epoch) + 1
         };
+        // The new term is on disk before anything acts on it.
         self.persist_epoch(epoch);
-        // Peers keep their exporters: each gets a full timeout to reconnect here.
-        self.controller().grace_peers(Instant::now());
-        self.active.store(true, Ordering::Relaxed);
-        warn!(node = %self.cfg.name, epoch, %reason, "ha: role change standby -> ACTIVE");
         let node = self.clone();
         let claimed = tokio::task::spawn_blocking(move || node.vip.claim()).await;
         match claimed {
@@ -399,6 +391,19 @@ impl<D: DataPlane + Send + 'static> Node<D> {
             Ok(Err(e)) => error!(error = %e, "ha: virtual IPs not claimed"),
             Err(e) => error!(error = %e, "ha: claim task failed"),
         }
+        {
+            let mut inner = self.lock();
+            inner.epoch = epoch;
+            inner.role = Role::Active;
+            inner.takeovers += 1;
+            inner.mirror_seq = 0;
+            inner.synced = false;
+            inner.last_change = Some((unix_ms(), reason.clone()));
+        }
+        // Peers keep their exporters: each gets a full timeout to reconnect here.
+        self.controller().grace_peers(Instant::now());
+        self.active.store(true, Ordering::Relaxed);
+        warn!(node = %self.cfg.name, epoch, %reason, "ha: role change standby -> ACTIVE");
         let node = self.clone();
         tokio::spawn(async move {
             for _ in 1..BURST {
@@ -415,11 +420,16 @@ impl<D: DataPlane + Send + 'static> Node<D> {
     }
 
     fn step_down(&self, reason: String) {
+        if self.lock().role == Role::Standby {
+            return;
+        }
+        // Decisions stop first, then the virtual IPs go, then the role says so.
+        self.active.store(false, Ordering::Relaxed);
+        if let Err(e) = self.vip.release() {
+            error!(error = %e, "ha: virtual IPs not released");
+        }
         let epoch = {
             let mut inner = self.lock();
-            if inner.role == Role::Standby {
-                return;
-            }
             inner.role = Role::Standby;
             inner.synced = false;
             inner.mirror_seq = 0;
@@ -429,11 +439,7 @@ impl<D: DataPlane + Send + 'static> Node<D> {
             }
             inner.epoch
         };
-        self.active.store(false, Ordering::Relaxed);
         self.persist_epoch(epoch);
-        if let Err(e) = self.vip.release() {
-            error!(error = %e, "ha: virtual IPs not released");
-        }
         let closed = self.sessions.close_all();
         warn!(node = %self.cfg.name, epoch, %reason, peer_sessions_closed = closed, "ha: role change active -> STANDBY");
     }
@@ -553,7 +559,14 @@ impl<D: DataPlane + Send + 'static> Node<D> {
         self.lock().links += 1;
         info!(partner = %self.cfg.partner, side = ?side, "ha: link up");
         let result = self.link_loop(&mut conn, side).await;
-        self.lock().links -= 1;
+        {
+            let mut inner = self.lock();
+            inner.links -= 1;
+            if inner.role == Role::Active {
+                // Until the standby confirms a mirror on a new link.
+                inner.synced = false;
+            }
+        }
         info!(partner = %self.cfg.partner, side = ?side, reason = %result.err().unwrap_or_default(), "ha: link down");
     }
 
@@ -814,10 +827,11 @@ impl<D: DataPlane + Send + 'static> HaControl for Node<D> {
                 )));
             }
             let ready = inner.links > 0
+                && inner.synced
                 && inner
                     .partner
                     .as_ref()
-                    .is_some_and(|p| p.beat.role == Role::Standby && p.beat.synced);
+                    .is_some_and(|p| p.beat.role == Role::Standby);
             if !ready {
                 return Err(ControlError::Conflict(format!(
                     "the standby {} is not linked and synchronised: no switchover",
