@@ -375,7 +375,7 @@ impl<D: DataPlane + Send + 'static> Node<D> {
 
     async fn take_over(self: &Arc<Self>, reason: String) {
         let epoch = {
-            let mut inner = self.lock();
+            let inner = self.lock();
             if inner.role == Role::Active {
                 return;
             }
