@@ -62,9 +62,12 @@ pub struct HaConfig {
     /// File holding the shared HA credential (the same secret on both nodes, at least 16
     /// bytes; `sluice-central token generate` output or `openssl rand -hex 32` will do).
     pub credential_file: PathBuf,
-    /// The interface the virtual IPs live on (the exporters' segment).
+    /// The interface the virtual IPs live on (the exporters' segment), unless a VIP names
+    /// its own.
     pub interface: String,
-    /// Virtual IPs, `ADDRESS/PREFIX`: IPv4, and IPv6 where the operator has one.
+    /// Virtual IPs, `ADDRESS/PREFIX` or `ADDRESS/PREFIX@INTERFACE`: IPv4, and IPv6 where the
+    /// operator has one; for example the exporters' VIP on `interface` and the peers' (the
+    /// Central URL they use) on the peers' side.
     pub vips: Vec<String>,
     /// Heartbeat interval on the HA link.
     #[serde(default = "default_heartbeat_ms")]
@@ -96,19 +99,26 @@ pub struct HaNode {
 }
 
 /// A parsed `ha.vips` entry (host bits kept).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipSpec {
     /// Address.
     pub addr: IpAddr,
     /// Prefix length.
     pub prefix: u8,
+    /// Its interface, when not `ha.interface`.
+    pub dev: Option<String>,
 }
 
 impl std::str::FromStr for VipSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = s
+        let (cidr, dev) = match s.split_once('@') {
+            Some((c, d)) if valid_iface(d) => (c, Some(d.to_string())),
+            Some((_, d)) => return Err(format!("{s:?}: {d:?} is not an interface name")),
+            None => (s, None),
+        };
+        let (addr, prefix) = cidr
             .split_once('/')
             .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
         let addr: IpAddr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
@@ -120,8 +130,12 @@ impl std::str::FromStr for VipSpec {
         if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
             return Err(format!("{s:?}: not a unicast address"));
         }
-        Ok(VipSpec { addr, prefix })
+        Ok(VipSpec { addr, prefix, dev })
     }
+}
+
+fn valid_iface(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains('/') && !name.contains('@')
 }
 
 impl HaConfig {
@@ -211,7 +225,7 @@ impl HaConfig {
             return Err(invalid("ha.vips", "at least one virtual IP is needed"));
         }
         self.vip_specs()?;
-        if self.interface.is_empty() || self.interface.len() > 15 || self.interface.contains('/') {
+        if !valid_iface(&self.interface) {
             return Err(invalid(
                 "ha.interface",
                 format!("{:?} is not an interface name", self.interface),
@@ -661,6 +675,13 @@ mod tests {
         let vips = ha.vip_specs().unwrap();
         assert_eq!(vips[1].addr, "fd00:5c::1".parse::<IpAddr>().unwrap());
         assert_eq!(vips[1].prefix, 64);
+        assert_eq!(vips[1].dev, None);
+        let c = CentralConfig::parse(&HA.replace("\"fd00:5c::1/64\"", "\"198.18.2.1/24@cp0\""))
+            .unwrap();
+        assert_eq!(
+            c.ha.unwrap().vip_specs().unwrap()[1].dev.as_deref(),
+            Some("cp0")
+        );
     }
 
     #[test]
@@ -669,6 +690,7 @@ mod tests {
         assert!(with("node = \"a\"", "node = \"c\"").starts_with("ha.node"));
         assert!(with("\"198.18.0.1/24\"", "\"198.18.0.1/33\"").starts_with("ha.vips[0]"));
         assert!(with("\"198.18.0.1/24\"", "\"198.18.0.1\"").starts_with("ha.vips[0]"));
+        assert!(with("\"198.18.0.1/24\"", "\"198.18.0.1/24@\"").starts_with("ha.vips[0]"));
         assert!(
             with("takeover_timeout_ms = 300", "takeover_timeout_ms = 200")
                 .starts_with("ha.takeover_timeout_ms")

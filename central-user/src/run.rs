@@ -207,15 +207,21 @@ fn start_ha(
 ) -> Result<Arc<Node<Maps>>> {
     let (me, partner) = ha.me_and_partner()?;
     let credential = Credential::load(&ha.credential_file)?;
-    let vips = ha
-        .vip_specs()?
+    let mut by_dev: std::collections::BTreeMap<String, Vec<crate::ha::vip::Vip>> =
+        Default::default();
+    for v in ha.vip_specs()? {
+        by_dev
+            .entry(v.dev.unwrap_or_else(|| ha.interface.clone()))
+            .or_default()
+            .push(crate::ha::vip::Vip {
+                addr: v.addr,
+                prefix: v.prefix,
+            });
+    }
+    let sets = by_dev
         .into_iter()
-        .map(|v| crate::ha::vip::Vip {
-            addr: v.addr,
-            prefix: v.prefix,
-        })
-        .collect();
-    let vip = VipSet::new(&ha.interface, vips).context("ha.interface")?;
+        .map(|(dev, vips)| VipSet::new(&dev, vips).with_context(|| format!("ha.vips on {dev}")))
+        .collect::<Result<Vec<_>>>()?;
     let node_cfg = NodeConfig {
         name: me.name.clone(),
         priority: me.priority,
@@ -234,7 +240,7 @@ fn start_ha(
         controller.clone(),
         sessions.clone(),
         identity.clone(),
-        Arc::new(vip),
+        Arc::new(sets),
     )?)
 }
 

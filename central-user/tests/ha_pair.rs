@@ -317,7 +317,9 @@ fn the_higher_priority_becomes_active_and_every_change_reaches_the_standby_at_on
         p.b.controller.lock().unwrap().snapshot() == p.a.controller.lock().unwrap().snapshot()
     });
     assert!(took < Duration::from_secs(1), "{took:?}");
-    wait_for("the standby's sequence", 1, || p.b.node.status().mirror_seq > before);
+    wait_for("the standby's sequence", 1, || {
+        p.b.node.status().mirror_seq > before
+    });
     assert_eq!(
         p.b.controller
             .lock()

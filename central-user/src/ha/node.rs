@@ -57,21 +57,46 @@ pub trait VipControl: Send + Sync + 'static {
     fn held_elsewhere(&self, wait: Duration) -> Result<bool, String>;
 }
 
-impl VipControl for super::vip::VipSet {
+/// The virtual IPs of every interface (the exporters' side, and the peers' where they have
+/// one): claimed, announced and released together; another holder of any of them counts.
+impl VipControl for Vec<super::vip::VipSet> {
     fn claim(&self) -> Result<(), String> {
-        super::vip::VipSet::claim(self).map_err(|e| e.to_string())
+        each(self, super::vip::VipSet::claim)
     }
 
     fn announce(&self) -> Result<(), String> {
-        super::vip::VipSet::announce(self).map_err(|e| e.to_string())
+        each(self, super::vip::VipSet::announce)
     }
 
     fn release(&self) -> Result<(), String> {
-        super::vip::VipSet::release(self).map_err(|e| e.to_string())
+        each(self, super::vip::VipSet::release)
     }
 
     fn held_elsewhere(&self, wait: Duration) -> Result<bool, String> {
-        super::vip::VipSet::held_elsewhere(self, wait).map_err(|e| e.to_string())
+        let share = wait / u32::try_from(self.len().max(1)).unwrap_or(1);
+        for set in self {
+            if set.held_elsewhere(share).map_err(|e| e.to_string())? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Runs `f` on every set, then reports the failures together (one interface failing must not
+/// keep the others from being claimed or released).
+fn each(
+    sets: &[super::vip::VipSet],
+    f: impl Fn(&super::vip::VipSet) -> Result<(), super::vip::VipError>,
+) -> Result<(), String> {
+    let errors: Vec<String> = sets
+        .iter()
+        .filter_map(|s| f(s).err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
     }
 }
 
