@@ -422,6 +422,7 @@ fn apply_static(
             ports: port.into_iter().collect(),
             weight: p.weight,
             pool: Some(p.pool.clone()),
+            epoch_seen: 0,
         };
         let r = c.register_peer(&reg, now)?;
         if r.pool.as_deref() != Some(p.pool.as_str()) {

@@ -38,6 +38,7 @@ async fn pools_create_assign_and_list() {
             ports: vec![2055],
             weight: 1,
             pool: None,
+            epoch_seen: 0,
         },
         "127.0.0.1:1".parse().unwrap(),
     )

@@ -77,6 +77,7 @@ fn register_msg(token: &str) -> PeerMessage {
         ports: vec![2055],
         weight: 1,
         pool: None,
+        epoch_seen: 0,
     })
 }
 

@@ -480,3 +480,25 @@ fn a_wrong_credential_is_refused_and_counted() {
         "nothing from a refused link is believed"
     );
 }
+
+#[test]
+fn a_peer_registered_under_a_newer_epoch_makes_the_active_step_down() {
+    let p = Pair::start();
+    p.settled();
+    let epoch = p.a.node.status().epoch;
+    assert!(!p.a.node.saw_epoch(epoch), "the same epoch is no news");
+    assert!(p.a.node.saw_epoch(epoch + 5), "the session is refused");
+    // a steps down at once, and takes the newer term: whoever takes over next is newer still.
+    wait_for("a stepped down under the newer term", 2, || {
+        p.a.node.status().epoch >= epoch + 5
+    });
+    wait_for("one active again", 3, || {
+        [p.a.role(), p.b.role()]
+            .iter()
+            .filter(|r| *r == "active")
+            .count()
+            == 1
+    });
+    let active = if p.a.role() == "active" { &p.a } else { &p.b };
+    assert!(active.node.status().epoch > epoch + 5);
+}

@@ -173,6 +173,10 @@ pub struct Register {
     pub weight: u32,
     /// Pool to join; `None` lets Central choose (the default pool).
     pub pool: Option<String>,
+    /// The highest hot-standby epoch this peer was registered under (0: none): a Central of an
+    /// older epoch learns from it that a newer active exists, and steps down.
+    #[serde(default)]
+    pub epoch_seen: u64,
 }
 
 impl fmt::Debug for Register {
@@ -186,6 +190,7 @@ impl fmt::Debug for Register {
             .field("ports", &self.ports)
             .field("weight", &self.weight)
             .field("pool", &self.pool)
+            .field("epoch_seen", &self.epoch_seen)
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +206,9 @@ pub struct Registered {
     pub heartbeat_interval_ms: u32,
     /// Central's software version.
     pub central_version: String,
+    /// Central's hot-standby epoch (0 without `[ha]`).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Periodic health report.
@@ -901,6 +909,7 @@ mod tests {
             ports: vec![2055, 4739],
             weight: 1,
             pool: Some("default".into()),
+            epoch_seen: 3,
         })
     }
 

@@ -23,6 +23,10 @@ pub trait HaControl: Send + Sync + 'static {
     /// `Some(reason)` while this node must refuse peer sessions and changes (it is the
     /// standby: the active Central holds the virtual IP and makes every decision).
     fn refusal(&self) -> Option<String>;
+    /// A peer says it was registered under hot-standby epoch `epoch`. Returns `true` when
+    /// that is newer than this node's own (another node is the active now): the session is
+    /// refused, and an active node steps down.
+    fn saw_epoch(&self, epoch: u64) -> bool;
     /// `sluicectl ha status`.
     fn status(&self) -> HaStatusView;
     /// `sluicectl ha switchover`: hand the active role to the standby.

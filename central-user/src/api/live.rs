@@ -93,6 +93,7 @@ impl<D: DataPlane + 'static> ControlPlane for LiveControl<D> {
             pool: registration.pool.unwrap_or_default(),
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             central_version: env!("CARGO_PKG_VERSION").into(),
+            epoch: 0,
         })
     }
 

@@ -113,13 +113,27 @@ async fn register<S: AsyncRead + AsyncWrite + Unpin>(
     };
     ctx.auth
         .check(TokenKind::Peer, Some(&register.token), source.ip())?;
+    if let Some(ha) = &ctx.ha
+        && ha.saw_epoch(register.epoch_seen)
+    {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "this Central's epoch is older than the peer's ({}): another node is the active",
+                register.epoch_seen
+            ),
+        ));
+    }
     if let Some(reason) = ctx.refusal() {
         return Err(Refusal::new(ErrorCode::Conflict, reason));
     }
-    let registered = ctx
+    let mut registered = ctx
         .control
         .register_peer(&register, source)
         .map_err(|e| Refusal(e.into()))?;
+    if let Some(ha) = &ctx.ha {
+        registered.epoch = ha.status().epoch;
+    }
     let peer = SessionPeer {
         id: registered.peer_id,
         name: register.name,

@@ -180,6 +180,7 @@ mod tests {
             ports: vec![2055],
             weight: 1,
             pool: Some("edge".into()),
+            epoch_seen: 0,
         };
         a.register_peer(&reg, now).unwrap();
         a.report_templates(

@@ -157,6 +157,8 @@ struct Inner {
     handover_in: bool,
     /// Preemption: the client side asks the active once.
     request_handover: bool,
+    /// A peer was registered under a newer epoch: step down at the next decision.
+    newer_epoch: Option<u64>,
     last_refusal_log: Option<Instant>,
 }
 
@@ -252,6 +254,7 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                 handover_out: false,
                 handover_in: false,
                 request_handover: false,
+                newer_epoch: None,
                 last_refusal_log: None,
             }),
         }))
@@ -331,6 +334,17 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                 self.take_over("planned switchover: the active handed over".into())
                     .await;
                 next_announce = Instant::now() + ANNOUNCE_EVERY;
+                continue;
+            }
+            let newer = self.lock().newer_epoch.take();
+            if let Some(epoch) = newer {
+                {
+                    let mut inner = self.lock();
+                    inner.epoch = inner.epoch.max(epoch);
+                }
+                let node = self.clone();
+                let reason = format!("a peer was registered under a newer epoch ({epoch})");
+                let _ = tokio::task::spawn_blocking(move || node.step_down(reason)).await;
                 continue;
             }
             match role::decide(&self.view()) {
@@ -836,6 +850,19 @@ impl<D: DataPlane + Send + 'static> HaControl for Node<D> {
                 self.cfg.vips.join(", ")
             )
         })
+    }
+
+    fn saw_epoch(&self, epoch: u64) -> bool {
+        let mut inner = self.lock();
+        if epoch <= inner.epoch {
+            return false;
+        }
+        if inner.role == Role::Active {
+            inner.newer_epoch = Some(epoch);
+        } else {
+            inner.epoch = epoch;
+        }
+        true
     }
 
     fn status(&self) -> HaStatusView {

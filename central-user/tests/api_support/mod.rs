@@ -105,6 +105,7 @@ impl ControlPlane for FakeControl {
             },
         );
         Ok(Registered {
+            epoch: 0,
             peer_id: id,
             pool,
             heartbeat_interval_ms: 100,

@@ -54,6 +54,7 @@ pub fn registration(name: &str, octet: u8) -> Register {
         ports: vec![2055],
         weight: 1,
         pool: None,
+        epoch_seen: 0,
     }
 }
 

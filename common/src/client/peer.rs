@@ -137,6 +137,7 @@ impl PeerClientConfig {
             ports: self.ports.clone(),
             weight: self.weight,
             pool: self.pool.clone(),
+            epoch_seen: 0,
         }
     }
 }
@@ -174,6 +175,8 @@ enum Outgoing {
 }
 
 struct Shared {
+    /// The highest hot-standby epoch Central registered us under.
+    epoch_seen: AtomicU64,
     connected: AtomicBool,
     dropped_templates: AtomicU64,
     sessions: AtomicU64,
@@ -258,6 +261,7 @@ impl PeerClient {
         let (tx, rx) = mpsc::channel(TEMPLATE_QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            epoch_seen: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             dropped_templates: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
@@ -322,8 +326,9 @@ impl PeerClient {
     async fn session(&mut self) -> Result<(), SessionError> {
         let stream = self.connector.connect(&self.config.central).await?;
         let mut conn = Connection::new(stream);
-        conn.write(&PeerMessage::Register(self.config.register()))
-            .await?;
+        let mut register = self.config.register();
+        register.epoch_seen = self.shared.epoch_seen.load(Ordering::Relaxed);
+        conn.write(&PeerMessage::Register(register)).await?;
         let registered = match timeout(self.config.register_timeout, conn.read()).await {
             Err(_) => return Err(SessionError::RegisterTimeout),
             Ok(msg) => match msg? {
@@ -340,6 +345,9 @@ impl PeerClient {
         info!(peer_id = registered.peer_id, pool = %registered.pool, central = %self.config.central, "registered with Central");
         self.shared.connected.store(true, Ordering::Relaxed);
         self.shared.sessions.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .epoch_seen
+            .fetch_max(registered.epoch, Ordering::Relaxed);
         self.hooks.registered(&registered);
 
         let period = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(100)));
