@@ -11,6 +11,7 @@
 pub mod api;
 pub mod atomic_file;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod controller;

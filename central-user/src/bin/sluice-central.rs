@@ -37,6 +37,10 @@ enum Command {
     /// Attach XDP, run the controller, the slow-path relay and the control API.
     #[command(after_help = EXAMPLE)]
     Run(Box<RunArgs>),
+    /// Check the configuration against this host without touching the data plane: the file,
+    /// interface names, the state dir and its state file, certificates, the HA credential.
+    /// Exits non-zero with the first problem (systemd runs it as ExecStartPre).
+    Check(Box<RunArgs>),
     /// Detach XDP (remove the pinned links); with --purge also remove the pinned maps.
     Detach {
         /// Only this interface.
@@ -53,8 +57,8 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
-        /// State directory where token hashes are kept.
-        #[arg(long, default_value = "/var/lib/sluice")]
+        /// State directory where token hashes are kept (before or after the subcommand).
+        #[arg(long, default_value = "/var/lib/sluice", global = true)]
         state_dir: PathBuf,
     },
 }
@@ -293,6 +297,14 @@ fn real_main() -> Result<()> {
                 let stopped = running.stop();
                 served.and(stopped)
             })
+        }
+        Command::Check(args) => {
+            let cfg = args.config()?;
+            for line in sluice_central::check::check(&cfg)? {
+                println!("ok: {line}");
+            }
+            println!("configuration OK");
+            Ok(())
         }
         Command::Detach {
             iface,

@@ -112,7 +112,11 @@ fn si(v: f64) -> String {
         v if v >= 1e9 => format!("{:.1}G", v / 1e9),
         v if v >= 1e6 => format!("{:.1}M", v / 1e6),
         v if v >= 1e3 => format!("{:.1}k", v / 1e3),
-        v => format!("{v:.0}"),
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        // A slow exporter is not 0 pps beside a non-zero bit rate.
+        v if v > 0.0 => format!("{v:.2}"),
+        _ => "0".into(),
     }
 }
 
@@ -467,6 +471,11 @@ mod tests {
     #[test]
     fn units() {
         assert_eq!(si(12_345.0), "12.3k");
+        assert_eq!(si(0.25), "0.25", "a slow exporter is not 0 pps");
+        assert_eq!(
+            (si(0.0), si(42.0), si(420.0)),
+            ("0".into(), "42.0".into(), "420".into())
+        );
         assert_eq!(bytes(512 * 1024 * 1024), "512.0 MiB");
         assert_eq!(duration(3725), "1h02m");
         assert_eq!(ago(Some(1000), 1500), "0.5s ago");
