@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::ApiContext;
 use super::control::ControlError;
-use super::http::Response;
+use super::response::Response;
 use crate::auth::TokenKind;
 
 pub(super) fn dispatch(ctx: &ApiContext, request: AdminRequest) -> Response {

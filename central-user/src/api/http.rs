@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 
-use sluice_common::protocol::{API_PREFIX, AdminRequest, ApiErrorBody, ErrorCode, MAX_FRAME};
+use sluice_common::protocol::{API_PREFIX, AdminRequest, ErrorCode, MAX_FRAME};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tracing::debug;
 
-use super::{ApiContext, admin, metrics};
+use super::response::Response;
+use super::{ApiContext, admin, metrics, page};
 use crate::auth::{AuthFailure, TokenKind};
 
 /// Largest request head (request line and headers).
@@ -17,92 +18,12 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = MAX_FRAME;
 const MAX_HEADERS: usize = 32;
 
-struct Request {
-    method: String,
-    path: String,
-    authorization: Option<String>,
-    body: Vec<u8>,
-}
-
-/// An HTTP response.
-pub(super) struct Response {
-    status: u16,
-    content_type: &'static str,
-    extra_header: Option<(&'static str, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    pub(super) fn json(status: u16, value: &impl serde::Serialize) -> Self {
-        match serde_json::to_vec_pretty(value) {
-            Ok(mut body) => {
-                body.push(b'\n');
-                Response {
-                    status,
-                    content_type: "application/json",
-                    extra_header: None,
-                    body,
-                }
-            }
-            Err(e) => Response::error(ErrorCode::Internal, format!("cannot encode reply: {e}")),
-        }
-    }
-
-    pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        let body = ApiErrorBody {
-            code,
-            message: message.into(),
-        };
-        // An `ApiErrorBody` always serializes; the fallback only keeps this total.
-        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
-        bytes.push(b'\n');
-        Response {
-            status: code.http_status(),
-            content_type: "application/json",
-            extra_header: None,
-            body: bytes,
-        }
-    }
-
-    fn text(body: String) -> Self {
-        Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            extra_header: None,
-            body: body.into_bytes(),
-        }
-    }
-
-    fn with_header(mut self, name: &'static str, value: String) -> Self {
-        self.extra_header = Some((name, value));
-        self
-    }
-
-    fn head(&self) -> String {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            409 => "Conflict",
-            411 => "Length Required",
-            413 => "Content Too Large",
-            429 => "Too Many Requests",
-            _ => "Internal Server Error",
-        };
-        let extra = self
-            .extra_header
-            .as_ref()
-            .map(|(name, value)| format!("{name}: {value}\r\n"))
-            .unwrap_or_default();
-        format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        )
-    }
+pub(super) struct Request {
+    pub(super) method: String,
+    pub(super) path: String,
+    pub(super) authorization: Option<String>,
+    pub(super) cookie: Option<String>,
+    pub(super) body: Vec<u8>,
 }
 
 pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
@@ -136,6 +57,7 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, R
                     method: parsed.method.unwrap_or_default().to_string(),
                     path: parsed.path.unwrap_or_default().to_string(),
                     authorization: None,
+                    cookie: None,
                     body: Vec::new(),
                 };
                 let mut content_length = 0usize;
@@ -152,6 +74,8 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, R
                         ));
                     } else if h.name.eq_ignore_ascii_case("authorization") {
                         request.authorization = Some(value.to_string());
+                    } else if h.name.eq_ignore_ascii_case("cookie") {
+                        request.cookie = Some(value.to_string());
                     }
                 }
                 if content_length > MAX_BODY {
@@ -205,6 +129,9 @@ fn route(ctx: &ApiContext, request: Request, source: SocketAddr) -> Response {
         .map_or(request.path.as_str(), |(p, _)| p);
     match (request.method.as_str(), path) {
         ("GET", "/metrics") => Response::text(metrics::render(ctx)),
+        ("GET", "/" | "/app.js" | "/app.css" | "/status.json") | ("POST", "/login" | "/logout") => {
+            page::route(ctx, &request, path, source)
+        }
         ("POST", p) if p.starts_with(API_PREFIX) => {
             let token = bearer(request.authorization.as_deref());
             if let Err(failure) = ctx.auth.check(TokenKind::Admin, token, source.ip()) {

@@ -7,7 +7,8 @@
 //! - `live`: [`LiveControl`], the [`ControlPlane`] of the real controller.
 //! - [`sessions`]: live peer sessions, so the controller can install templates on a peer.
 //! - `session`: one peer session (register, heartbeats, templates).
-//! - `http`, `admin`, `metrics`: the admin API and Prometheus text.
+//! - `http`, `admin`, `metrics`, `page`: the admin API, Prometheus text and the status page
+//!   (`response`: the HTTP response they share).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind `127.0.0.1:0`).
 //! On shutdown it stops accepting, tells every connection to finish, and waits for them a
@@ -18,6 +19,8 @@ pub mod control;
 mod http;
 mod live;
 mod metrics;
+mod page;
+mod response;
 mod session;
 pub mod sessions;
 pub mod tls;
@@ -92,6 +95,7 @@ pub struct ApiContext {
     limits: Limits,
     started: Instant,
     stats: ApiStats,
+    pages: page::PageSessions,
 }
 
 impl ApiContext {
@@ -113,6 +117,7 @@ impl ApiContext {
             limits: Limits::default(),
             started: Instant::now(),
             stats: ApiStats::default(),
+            pages: page::PageSessions::default(),
         }
     }
 
