@@ -24,6 +24,9 @@ const TOOL_PACKAGES: &[&str] = &[
     "nfdump",
     "tcpreplay",
     "python3-pip",
+    // The status page's browser test: headless Chromium driven over WebDriver.
+    "chromium",
+    "chromium-driver",
 ];
 
 /// The toolchain that builds the eBPF crate (aya-build runs `rustup run nightly cargo build`),
