@@ -621,9 +621,15 @@ impl<D: DataPlane + Send + 'static> Node<D> {
         let mut seq = 0u64;
         let mut sent_at: BTreeMap<u64, Instant> = BTreeMap::new();
         let silence = self.cfg.takeover_timeout;
+        // When the partner was last heard on this link. Checked on every tick: a read timeout
+        // inside the select would start afresh at every tick and never expire.
+        let mut heard = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    if heard.elapsed() > silence {
+                        return Err(format!("silent for {} ms", silence.as_millis()));
+                    }
                     conn.write(&HaMessage::Beat(self.beat())).await.map_err(|e| e.to_string())?;
                     let (mirror_to_partner, handover, request) = {
                         let mut inner = self.lock();
@@ -648,8 +654,8 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                         conn.write(&HaMessage::RequestHandover).await.map_err(|e| e.to_string())?;
                     }
                 }
-                msg = tokio::time::timeout(silence, conn.read::<HaMessage>()) => {
-                    let msg = msg.map_err(|_| format!("silent for {} ms", silence.as_millis()))?;
+                msg = conn.read::<HaMessage>() => {
+                    heard = Instant::now();
                     match msg.map_err(|e| e.to_string())? {
                         None => return Err("closed".into()),
                         Some(m) => self.on_message(conn, m, &mut assembler, &mut sent_at).await?,
