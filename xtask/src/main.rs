@@ -3,6 +3,7 @@
 mod cmd;
 mod delegate;
 mod fuzz;
+mod package;
 mod setup;
 mod test;
 
@@ -78,6 +79,18 @@ enum Cmd {
         #[arg(value_enum)]
         verb: LabVerb,
     },
+    /// Build the Debian packages sluice-central (with sluicectl) and sluice-peer (cargo-deb).
+    Package {
+        /// Cargo profile of the packaged binaries.
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Package the binaries already built with that profile.
+        #[arg(long)]
+        no_build: bool,
+        /// Directory for the .deb files (default: target/debian).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,6 +139,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Demo { args } => delegate::exec_bin("sluice-demo", &args),
         Cmd::Lab { verb } => delegate::exec_bin("sluice-lab", &[enum_name(verb)]),
+        Cmd::Package {
+            profile,
+            no_build,
+            output,
+        } => package::run(&profile, no_build, output),
     }
 }
 

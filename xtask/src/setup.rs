@@ -142,6 +142,7 @@ pub fn ensure() -> Result<()> {
     ensure_components(None, DEFAULT_COMPONENTS, &rustc.host)?;
     ensure_bpf_linker(rustc.llvm_major)?;
     ensure_cargo_fuzz()?;
+    ensure_cargo_deb()?;
     ensure_scapy()?;
     ensure_bpffs()
 }
@@ -341,6 +342,19 @@ fn ensure_cargo_fuzz() -> Result<()> {
     c.args(["install", "--quiet", "cargo-fuzz", "--locked"]);
     cmd::run(&mut c).context("cannot build cargo-fuzz; fix: cargo install cargo-fuzz --locked")?;
     installed("cargo-fuzz (cargo install)");
+    Ok(())
+}
+
+/// `cargo xtask package` and the packaging tests build .deb files with cargo-deb.
+fn ensure_cargo_deb() -> Result<()> {
+    if find_executable("cargo-deb").is_some() {
+        return Ok(());
+    }
+    println!("xtask setup: building cargo-deb (a minute or two)");
+    let mut c = Command::new("cargo");
+    c.args(["install", "--quiet", "cargo-deb", "--locked"]);
+    cmd::run(&mut c).context("cannot build cargo-deb; fix: cargo install cargo-deb --locked")?;
+    installed("cargo-deb (cargo install)");
     Ok(())
 }
 
