@@ -15,6 +15,7 @@ use std::{
 use crate::{PinDir, netns::NetNs, run};
 
 pub mod agents;
+pub mod ha;
 pub mod traffic;
 
 /// Listener port used by the lab.
@@ -48,16 +49,7 @@ impl Lab {
             "ip link add xe0 netns {} type veth peer name ce0 netns {}",
             x.name, c.name
         ));
-        let exporter_addrs: Vec<Ipv4Addr> = (0..exporters)
-            .map(|i| Ipv4Addr::new(198, 18, 0, 10 + i as u8))
-            .collect();
-        for a in &exporter_addrs {
-            x.exec(&format!("ip addr add {a}/24 dev xe0"));
-        }
-        x.exec("ip link set xe0 up");
-        // Checksum offload on the sending veth leaves partial checksums that a native-mode
-        // redirect forwards as-is: real NIC ingress always carries full checksums.
-        x.exec("ethtool -K xe0 tx off >/dev/null");
+        let exporter_addrs = exporters_on(&x, exporters);
         x.exec("ip route add default via 198.18.0.1");
         c.exec("ip addr add 198.18.0.1/24 dev ce0 && ip link set ce0 up");
         let mut ps = Vec::new();
@@ -171,6 +163,20 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
+}
+
+/// Gives `xe0` in `x` the addresses of `n` exporters, `198.18.0.10` on (a /24), and brings
+/// it up with checksum offload off: partial checksums on the sending veth would be forwarded
+/// as-is by a native-mode redirect (real NIC ingress always carries full checksums).
+pub fn exporters_on(x: &NetNs, n: usize) -> Vec<Ipv4Addr> {
+    let addrs: Vec<Ipv4Addr> = (0..n)
+        .map(|i| Ipv4Addr::new(198, 18, 0, 10 + i as u8))
+        .collect();
+    for a in &addrs {
+        x.exec(&format!("ip addr add {a}/24 dev xe0"));
+    }
+    x.exec("ip link set xe0 up && ethtool -K xe0 tx off >/dev/null");
+    addrs
 }
 
 /// Name of peer `i` in the lab (`a`, `b`, …).

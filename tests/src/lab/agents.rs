@@ -5,8 +5,8 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant, SystemTime},
 };
@@ -19,7 +19,7 @@ use sluice_central::{
 use sluice_common::protocol::{ExporterView, PeerStatus, PeerView};
 
 use super::{Lab, LabProcess, PORT, peer_name};
-use crate::bin;
+use crate::{bin, netns::NetNs};
 
 /// Central's control API port (the default of `[control] listen`).
 pub const CONTROL_PORT: u16 = 8443;
@@ -58,72 +58,27 @@ impl Lab {
     /// the peer token and Central's certificate pinned. Killed by its pid on drop.
     pub fn start_peer_agent(&self, i: usize) -> LabProcess {
         let (ns, addr) = &self.peers[i];
-        let name = peer_name(i);
         let [a, b, c, _] = addr.octets();
-        let control = Ipv4Addr::new(a, b, c, 1);
-        let config = self.state_dir.join(format!("peer-{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"name = "{name}"
-outputs = []
-
-[central]
-url = "https://{control}:{CONTROL_PORT}"
-token_file = "{token}"
-ca_cert = "{cert}"
-
-[ingest]
-listen = ["{addr}:{PORT}"]
-
-[pipeline]
-shards = 1
-"#,
-                token = self.token_file(false).display(),
-                cert = self.ca_cert().display(),
-            ),
-        )
-        .expect("peer config");
-        let mut cmd = ns.command(bin("sluice-peer").to_str().expect("utf-8 path"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        LabProcess::spawn_logged(cmd, &format!("sluice-peer {name}"), None)
+        PeerAgent {
+            ns,
+            name: peer_name(i),
+            addr: *addr,
+            central: format!("https://{}:{CONTROL_PORT}", Ipv4Addr::new(a, b, c, 1)),
+            dir: &self.state_dir,
+            token_file: self.token_file(false),
+            ca_cert: self.ca_cert(),
+            metrics: None,
+        }
+        .spawn()
     }
 
     /// `sluicectl --json ARGS` in Central's namespace with the admin token, its output parsed.
     /// Panics with `sluicectl`'s error line when it fails.
     pub fn sluicectl<T: DeserializeOwned>(&self, args: &[&str]) -> T {
-        let out = self
-            .central
-            .command(bin("sluicectl").to_str().expect("utf-8 path"))
-            .args([
-                "--json",
-                "--central",
-                &format!("https://127.0.0.1:{CONTROL_PORT}"),
-            ])
-            .arg("--ca-cert")
-            .arg(self.ca_cert())
-            .arg("--token-file")
-            .arg(self.token_file(true))
-            .args(args)
-            .output()
-            .expect("spawn sluicectl");
-        assert!(
-            out.status.success(),
-            "sluicectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "sluicectl {}: {e}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        parse_json(
+            args,
+            sluicectl(&self.central, &self.ca_cert(), &self.token_file(true), args),
+        )
     }
 
     /// Central's Connected Peers table.
@@ -227,4 +182,111 @@ shards = 1
         }
         (central, agents)
     }
+}
+
+/// A `sluice-peer` in peer mode (a `[central]` section) in its own namespace.
+pub struct PeerAgent<'a> {
+    /// Its namespace (the data arrives on its address there).
+    pub ns: &'a NetNs,
+    /// Its name.
+    pub name: String,
+    /// The address it receives datagrams on, at the lab port.
+    pub addr: Ipv4Addr,
+    /// Central's control API URL.
+    pub central: String,
+    /// Where its config file goes.
+    pub dir: &'a Path,
+    /// The peer access token.
+    pub token_file: PathBuf,
+    /// Central's certificate, pinned.
+    pub ca_cert: PathBuf,
+    /// Where it serves `/metrics` (plain HTTP), if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl PeerAgent<'_> {
+    /// Writes its config and starts it: it decodes without outputs, one shard. Killed by its
+    /// pid on drop.
+    pub fn spawn(&self) -> LabProcess {
+        let name = &self.name;
+        let config = self.dir.join(format!("peer-{name}.toml"));
+        let metrics = self
+            .metrics
+            .map(|m| format!("\n[metrics]\nlisten = \"{m}\"\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                r#"name = "{name}"
+outputs = []
+
+[central]
+url = "{url}"
+token_file = "{token}"
+ca_cert = "{cert}"
+
+[ingest]
+listen = ["{addr}:{PORT}"]
+
+[pipeline]
+shards = 1
+{metrics}"#,
+                url = self.central,
+                addr = self.addr,
+                token = self.token_file.display(),
+                cert = self.ca_cert.display(),
+            ),
+        )
+        .expect("peer config");
+        let mut cmd = self
+            .ns
+            .command(bin("sluice-peer").to_str().expect("utf-8 path"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        LabProcess::spawn_logged(cmd, &format!("sluice-peer {name}"), None)
+    }
+}
+
+/// `sluicectl --json ARGS` in `ns` against the control API on its loopback, with `ca_cert`
+/// pinned and the admin token in `token_file`: its stdout, or its error line.
+pub fn sluicectl(
+    ns: &NetNs,
+    ca_cert: &Path,
+    token_file: &Path,
+    args: &[&str],
+) -> Result<Vec<u8>, String> {
+    let out = ns
+        .command(bin("sluicectl").to_str().expect("utf-8 path"))
+        .args([
+            "--json",
+            "--central",
+            &format!("https://127.0.0.1:{CONTROL_PORT}"),
+        ])
+        .arg("--ca-cert")
+        .arg(ca_cert)
+        .arg("--token-file")
+        .arg(token_file)
+        .args(args)
+        .output()
+        .expect("spawn sluicectl");
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// [`sluicectl`]'s output parsed; panics with its error line or the unparsable output.
+pub fn parse_json<T: DeserializeOwned>(args: &[&str], out: Result<Vec<u8>, String>) -> T {
+    let out = out.unwrap_or_else(|e| panic!("sluicectl {}: {e}", args.join(" ")));
+    serde_json::from_slice(&out).unwrap_or_else(|e| {
+        panic!(
+            "sluicectl {}: {e}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out)
+        )
+    })
 }

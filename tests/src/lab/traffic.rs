@@ -7,11 +7,13 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use sluice_peer::flowgen::{Encoder, EncoderConfig, FlowSynth, Protocol};
 
 use super::{LISTENER, Lab, PORT};
 use crate::{
@@ -48,36 +50,140 @@ fn netflow_v5(sequence: u32, uptime: Duration) -> Vec<u8> {
     d
 }
 
-/// NetFlow v5 from the lab's exporters to Central's listener, exporter `i` at `rates[i]`
+/// What a [`Sender`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// NetFlow v5, one record a datagram.
+    V5,
+    /// NetFlow v9 from `sluice-flowgen`'s encoder, ten records a datagram, with the templates
+    /// (and sampling options) in each exporter's first datagram only: a peer that lost them
+    /// counts template misses from then on.
+    V9TemplatesOnce,
+}
+
+/// Builds each exporter's datagrams.
+enum Encoders {
+    V5,
+    V9(Vec<(Encoder, FlowSynth)>),
+}
+
+impl Encoders {
+    fn new(payload: Payload, sources: &[Ipv4Addr]) -> Self {
+        match payload {
+            Payload::V5 => Encoders::V5,
+            Payload::V9TemplatesOnce => {
+                let boot = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .saturating_sub(Duration::from_secs(3600));
+                Encoders::V9(
+                    sources
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| {
+                            let cfg = EncoderConfig {
+                                template_every: 0,
+                                agent_address: (*a).into(),
+                                boot_time_ns: boot.as_nanos() as u64,
+                                ..EncoderConfig::default()
+                            };
+                            (
+                                Encoder::new(Protocol::NetflowV9, cfg),
+                                FlowSynth::new(i as u64 + 1, Protocol::NetflowV9),
+                            )
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn datagram(&mut self, i: usize, sequence: u64, uptime: Duration, out: &mut Vec<u8>) {
+        match self {
+            Encoders::V5 => *out = netflow_v5(sequence as u32, uptime),
+            Encoders::V9(e) => {
+                let (encoder, synth) = &mut e[i];
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as u64;
+                let flows: Vec<_> = (0..10).map(|_| synth.flow(now)).collect();
+                encoder.encode(&flows, now, out);
+            }
+        }
+    }
+}
+
+/// Flow datagrams from the lab's exporters to Central's listener, exporter `i` at `rates[i]`
 /// datagrams per second, on a thread of its own until stopped (or dropped).
 pub struct Sender {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    sent: Arc<Vec<AtomicU64>>,
     thread: Option<JoinHandle<Vec<u64>>>,
 }
 
 impl Sender {
-    /// Starts sending from exporters `0..rates.len()` (every rate above zero).
+    /// Starts sending NetFlow v5 from exporters `0..rates.len()` (every rate above zero).
     pub fn start(lab: &Lab, rates: &[u32]) -> Self {
-        assert!(rates.iter().all(|&r| r > 0), "rates must be positive");
         let sockets: Vec<UdpSocket> = (0..rates.len()).map(|i| lab.exporter_socket(i)).collect();
+        Self::start_on(
+            sockets,
+            SocketAddr::new(LISTENER.into(), PORT),
+            rates,
+            Payload::V5,
+        )
+    }
+
+    /// Starts sending `payload` to `target` from each of `sockets` (bound to the exporters'
+    /// addresses), the socket `i` at `rates[i]` datagrams per second.
+    pub fn start_on(
+        sockets: Vec<UdpSocket>,
+        target: SocketAddr,
+        rates: &[u32],
+        payload: Payload,
+    ) -> Self {
+        assert!(rates.iter().all(|&r| r > 0), "rates must be positive");
+        assert_eq!(sockets.len(), rates.len(), "one rate per socket");
+        let sources: Vec<Ipv4Addr> = sockets
+            .iter()
+            .map(|s| match s.local_addr().expect("bound").ip() {
+                std::net::IpAddr::V4(a) => a,
+                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            })
+            .collect();
+        let mut encoders = Encoders::new(payload, &sources);
         let periods: Vec<Duration> = rates
             .iter()
             .map(|&r| Duration::from_secs_f64(1.0 / f64::from(r)))
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let paused = Arc::new(AtomicBool::new(false));
+        let counts: Arc<Vec<AtomicU64>> =
+            Arc::new(rates.iter().map(|_| AtomicU64::new(0)).collect());
+        let (flag, pause, shared) = (stop.clone(), paused.clone(), counts.clone());
         let thread = std::thread::spawn(move || {
-            let target = SocketAddr::new(LISTENER.into(), PORT);
             let start = Instant::now();
             let mut due = vec![start; sockets.len()];
             let mut sent = vec![0u64; sockets.len()];
+            let mut buf = Vec::with_capacity(2048);
             while !flag.load(Ordering::Relaxed) {
                 let now = Instant::now();
+                if pause.load(Ordering::SeqCst) {
+                    // Paused: nothing is due until resumed (no burst to catch up afterwards).
+                    due.iter_mut()
+                        .for_each(|d| *d = now + Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
                 for (i, s) in sockets.iter().enumerate() {
                     while due[i] <= now {
-                        s.send_to(&netflow_v5(sent[i] as u32, start.elapsed()), target)
-                            .expect("send");
+                        encoders.datagram(i, sent[i], start.elapsed(), &mut buf);
+                        // Counted as sent whatever the kernel says: a datagram the exporter's
+                        // host could not deliver (an unresolved neighbour) is lost all the same.
+                        let _ = s.send_to(&buf, target);
                         sent[i] += 1;
+                        shared[i].store(sent[i], Ordering::SeqCst);
                         due[i] += periods[i];
                     }
                 }
@@ -88,8 +194,23 @@ impl Sender {
         });
         Self {
             stop,
+            paused,
+            sent: counts,
             thread: Some(thread),
         }
+    }
+
+    /// Datagrams sent so far by each exporter.
+    pub fn sent(&self) -> Vec<u64> {
+        self.sent.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+    }
+
+    /// Pauses (or resumes) sending: with the sender paused and what was in flight arrived,
+    /// what was sent and what arrived can be compared exactly.
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        // Let a datagram being sent right now leave before the caller counts.
+        std::thread::sleep(Duration::from_millis(5));
     }
 
     /// Stops; returns the datagrams sent by each exporter.
@@ -169,9 +290,10 @@ impl Tap {
         })
     }
 
-    /// Source address of the next UDP datagram to the lab port arriving on the link; `None`
-    /// after 100 ms without any packet.
-    fn next(&self) -> Option<Ipv4Addr> {
+    /// Source address of the next UDP datagram to the lab port arriving on the link for this
+    /// host, and the source MAC of its frame (the Central that forwarded it); `None` after
+    /// 100 ms without any packet.
+    fn next(&self) -> Option<(Ipv4Addr, [u8; 6])> {
         let mut buf = [0u8; 64];
         loop {
             // SAFETY: as above.
@@ -192,7 +314,9 @@ impl Tap {
                 return None;
             };
             let p = &buf[..n];
+            // Frames for another host (a bridge flooding an unknown unicast) are not ours.
             if from.sll_pkttype == libc::PACKET_OUTGOING
+                || from.sll_pkttype == libc::PACKET_OTHERHOST
                 || p.len() < 20
                 || p[0] >> 4 != 4
                 || p[9] != libc::IPPROTO_UDP as u8
@@ -202,7 +326,9 @@ impl Tap {
             }
             let udp = usize::from(p[0] & 0xf) * 4;
             if p.len() >= udp + 4 && u16::from_be_bytes([p[udp + 2], p[udp + 3]]) == PORT {
-                return Some(Ipv4Addr::new(p[12], p[13], p[14], p[15]));
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(&from.sll_addr[..6]);
+                return Some((Ipv4Addr::new(p[12], p[13], p[14], p[15]), mac));
             }
         }
     }
@@ -215,15 +341,33 @@ pub struct Seen {
     pub count: u64,
     /// When the first arrived.
     pub first: Instant,
+    /// When the last arrived.
+    pub last: Instant,
 }
 
 /// Per peer, per exporter: what was seen.
 pub type Seens = Vec<BTreeMap<Ipv4Addr, Seen>>;
 
+/// Per source MAC (the Central that forwarded them): the datagrams seen on all peer links.
+pub type Via = BTreeMap<[u8; 6], Seen>;
+
+fn count(seen: &mut Seen, now: Instant) {
+    seen.count += 1;
+    seen.last = now;
+}
+
+fn fresh(now: Instant) -> Seen {
+    Seen {
+        count: 0,
+        first: now,
+        last: now,
+    }
+}
+
 /// Records, per peer and exporter, the datagrams Central forwards into each peer's namespace
 /// (a tap on each `pe0`, one thread each) until dropped.
 pub struct Arrivals {
-    seen: Arc<Mutex<Seens>>,
+    seen: Arc<Mutex<(Seens, Via)>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -231,26 +375,29 @@ pub struct Arrivals {
 impl Arrivals {
     /// Starts watching every peer link of the lab.
     pub fn start(lab: &Lab) -> Self {
-        let seen = Arc::new(Mutex::new(vec![BTreeMap::new(); lab.peers.len()]));
+        let peers: Vec<&NetNs> = lab.peers.iter().map(|(ns, _)| ns).collect();
+        Self::start_on(&peers)
+    }
+
+    /// Starts watching `pe0` in each of `peers`.
+    pub fn start_on(peers: &[&NetNs]) -> Self {
+        let seen = Arc::new(Mutex::new((vec![BTreeMap::new(); peers.len()], Via::new())));
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = lab
-            .peers
+        let threads = peers
             .iter()
             .enumerate()
-            .map(|(i, (ns, _))| {
+            .map(|(i, ns)| {
                 let tap = Tap::open(ns);
                 let (seen, stop) = (seen.clone(), stop.clone());
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        let Some(src) = tap.next() else { continue };
+                        let Some((src, mac)) = tap.next() else {
+                            continue;
+                        };
                         let now = Instant::now();
                         let mut g = seen.lock().expect("arrivals");
-                        g[i].entry(src)
-                            .or_insert(Seen {
-                                count: 0,
-                                first: now,
-                            })
-                            .count += 1;
+                        count(g.0[i].entry(src).or_insert_with(|| fresh(now)), now);
+                        count(g.1.entry(mac).or_insert_with(|| fresh(now)), now);
                     }
                 })
             })
@@ -264,14 +411,20 @@ impl Arrivals {
 
     /// What was seen since the start or the last [`Arrivals::take`].
     pub fn snapshot(&self) -> Seens {
-        self.seen.lock().expect("arrivals").clone()
+        self.seen.lock().expect("arrivals").0.clone()
+    }
+
+    /// Per forwarding Central (source MAC): what was seen since the start or the last `take`.
+    pub fn via(&self) -> Via {
+        self.seen.lock().expect("arrivals").1.clone()
     }
 
     /// What was seen since the start or the last `take`; starts afresh.
     pub fn take(&self) -> Seens {
         let mut g = self.seen.lock().expect("arrivals");
-        let fresh = vec![BTreeMap::new(); g.len()];
-        std::mem::replace(&mut *g, fresh)
+        let fresh = vec![BTreeMap::new(); g.0.len()];
+        g.1.clear();
+        std::mem::replace(&mut g.0, fresh)
     }
 
     /// Datagrams of each exporter over all peers in `seen`.
