@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     thread,
     time::{Duration, Instant},
 };
@@ -17,8 +17,7 @@ use sluice_tests::{
     lab::{
         PORT,
         ha::{HaLab, PEER_VIP, VIP},
-        peer_name,
-        traffic::{Arrivals, Sender},
+        traffic::Arrivals,
     },
     privileged,
 };
@@ -226,55 +225,6 @@ fn a_wrong_credential_is_refused_and_every_change_on_the_active_reaches_the_stan
     drop(a);
 }
 
-/// Pauses the sender until what was in flight has arrived; returns what was sent by each
-/// exporter so far and what arrived since the last call.
-fn quiesce(
-    sender: &Sender,
-    arrivals: &Arrivals,
-) -> (Vec<u64>, BTreeMap<Ipv4Addr, u64>, Vec<Vec<Ipv4Addr>>) {
-    sender.pause(true);
-    thread::sleep(Duration::from_millis(100));
-    let sent = sender.sent();
-    let seen = arrivals.take();
-    sender.pause(false);
-    let at: Vec<Vec<Ipv4Addr>> = seen.iter().map(|m| m.keys().copied().collect()).collect();
-    (sent, Arrivals::totals(&seen), at)
-}
-
-/// Datagrams sent between two [`quiesce`] calls that did not arrive.
-fn lost(before: &[u64], after: &[u64], arrived: &BTreeMap<Ipv4Addr, u64>) -> u64 {
-    let sent: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
-    sent.saturating_sub(arrived.values().sum())
-}
-
-/// Exporters that reached a peer other than their own (`owner`: peer index per exporter).
-fn strays(lab: &HaLab, owner: &[usize], at: &[Vec<Ipv4Addr>]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (p, seen) in at.iter().enumerate() {
-        for e in seen {
-            let i = lab
-                .exporter_addrs
-                .iter()
-                .position(|a| a == e)
-                .expect("lab exporter");
-            if owner[i] != p {
-                out.push(format!(
-                    "{e} reached {} (its peer: {})",
-                    peer_name(p),
-                    peer_name(owner[i])
-                ));
-            }
-        }
-    }
-    out
-}
-
-fn template_misses(lab: &HaLab) -> f64 {
-    (0..lab.peers.len())
-        .map(|i| lab.peer_metric(i, "sluice_peer_template_misses_total"))
-        .sum()
-}
-
 #[test]
 fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchover_loses_nothing() {
     if !privileged("netns_ha_host_death") {
@@ -297,77 +247,49 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
         assert!(Instant::now() < deadline, "exporters not placed: {p:?}");
         thread::sleep(Duration::from_millis(100));
     };
-    let owner: Vec<usize> = lab
-        .exporter_addrs
-        .iter()
-        .map(|e| {
-            let name = before[&IpAddr::from(*e)].1.clone().expect("placed");
-            (0..lab.peers.len())
-                .find(|&i| peer_name(i) == name)
-                .expect("lab peer")
-        })
-        .collect();
+    let peer_of = |p: &BTreeMap<IpAddr, (Option<String>, Option<String>, bool)>| {
+        p.iter().map(|(k, v)| (*k, v.1.clone())).collect::<Vec<_>>()
+    };
     within_a_second("the placements", || {
         same(before.clone(), placements(&lab, 1))
     });
     // Let the peers report their templates and the mirror carry them.
     thread::sleep(Duration::from_millis(1500));
-    let misses_before = template_misses(&lab);
-    let (mac_a, mac_b) = (lab.forwarding_mac(0), lab.forwarding_mac(1));
+    let misses_before = lab.template_misses();
 
     // (2) Host death of a.
-    let (sent0, _, _) = quiesce(&sender, &arrivals);
-    thread::sleep(Duration::from_millis(500));
-    let died = Instant::now();
-    lab.set_links(0, false);
-    let first_via_b = loop {
-        if let Some(s) = arrivals.via().get(&mac_b) {
-            break s.first;
-        }
-        assert!(
-            died.elapsed() < Duration::from_secs(10),
-            "b never forwarded\n{}",
-            b.log_text()
-        );
-        thread::sleep(Duration::from_millis(2));
-    };
-    let forwarding_after = first_via_b.duration_since(died);
-    let via = arrivals.via();
-    let gap = via
-        .get(&mac_a)
-        .map(|s| first_via_b.saturating_duration_since(s.last));
+    let death = lab
+        .host_death(0, &sender, &arrivals, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.log_text()));
     let status_b = lab
         .wait_ha(1, Duration::from_secs(2), |s| s.role == "active")
         .unwrap_or_else(|e| panic!("{e}\n{}", b.log_text()));
-    thread::sleep(Duration::from_secs(2));
-    let (sent1, arrived, at) = quiesce(&sender, &arrivals);
-    let lost_death = lost(&sent0, &sent1, &arrived);
-    let misses_after = template_misses(&lab);
-    let after = placements(&lab, 1);
-    let stray = strays(&lab, &owner, &at);
+    let misses_after = lab.template_misses();
     println!(
-        "host death: b forwarded {forwarding_after:?} after a's links went down (bound {:?}); \
-         gap at the peers (last via a → first via b) {gap:?}; {lost_death} datagrams lost of {}; \
-         template misses {misses_before} → {misses_after}; epoch {}",
+        "host death: b forwarded {:?} after a's links went down (bound {:?}); gap at the peers \
+         (last via a → first via b) {:?}; {} datagrams lost of {}; template misses {misses_before} \
+         → {misses_after}; epoch {}",
+        death.forwarded_after,
         TAKEOVER + SLACK,
-        sent1.iter().sum::<u64>() - sent0.iter().sum::<u64>(),
+        death.gap,
+        death.lost,
+        death.sent,
         status_b.epoch
     );
     assert!(
-        forwarding_after <= TAKEOVER + SLACK,
-        "b forwarded only {forwarding_after:?} after the host death\n{}",
+        death.forwarded_after <= TAKEOVER + SLACK,
+        "b forwarded only {:?} after the host death\n{}",
+        death.forwarded_after,
         b.log_text()
     );
-    assert!(stray.is_empty(), "exporters changed peers: {stray:?}");
+    assert!(
+        death.reassigned.is_empty(),
+        "exporters changed peers: {:?}",
+        death.reassigned
+    );
     assert_eq!(
-        after
-            .iter()
-            .map(|(k, v)| (*k, v.1.clone()))
-            .collect::<Vec<_>>(),
-        before
-            .iter()
-            .map(|(k, v)| (*k, v.1.clone()))
-            .collect::<Vec<_>>(),
+        peer_of(&placements(&lab, 1)),
+        peer_of(&before),
         "every exporter kept its peer on the new active"
     );
     assert_eq!(
@@ -381,6 +303,8 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
     );
 
     // (4) a's links come back: it becomes the standby, and stays so.
+    let start = HaLab::quiesce(&sender, &arrivals);
+    let owners = start.owners();
     lab.set_links(0, true);
     let back = Instant::now();
     lab.wait_ha(0, Duration::from_secs(5), |s| {
@@ -412,15 +336,17 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
         (ta, tb),
         "no takeover after the return"
     );
-    let (sent2, arrived, at) = quiesce(&sender, &arrivals);
+    let returned = HaLab::quiesce(&sender, &arrivals);
     println!(
-        "return: a standby and synchronised {settled:?} after its links came up; roles steady over \
-         {samples} samples; {} datagrams lost meanwhile",
-        lost(&sent1, &sent2, &arrived)
+        "return: a standby and synchronised {settled:?} after its links came up; roles steady \
+         over {samples} samples; {} of {} datagrams lost meanwhile",
+        returned.lost_since(&start),
+        returned.sent_since(&start)
     );
     assert!(
-        strays(&lab, &owner, &at).is_empty(),
-        "exporters changed peers on the return"
+        returned.strays(&owners).is_empty(),
+        "exporters changed peers on the return: {:?}",
+        returned.strays(&owners)
     );
 
     // (5) Planned switchover back to a, under load: nothing lost.
@@ -434,18 +360,18 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
         .unwrap_or_else(|e| panic!("{e}\n{}", b.log_text()));
     let switched = asked.elapsed();
     thread::sleep(Duration::from_secs(1));
-    let (sent3, arrived, at) = quiesce(&sender, &arrivals);
-    let lost_switch = lost(&sent2, &sent3, &arrived);
-    let misses_end = template_misses(&lab);
+    let end = HaLab::quiesce(&sender, &arrivals);
+    let (lost, strays) = (end.lost_since(&returned), end.strays(&owners));
+    let misses_end = lab.template_misses();
     println!(
-        "switchover: roles swapped {switched:?} after `ha switchover`; {lost_switch} of {} datagrams \
+        "switchover: roles swapped {switched:?} after `ha switchover`; {lost} of {} datagrams \
          lost; template misses {misses_end}",
-        sent3.iter().sum::<u64>() - sent2.iter().sum::<u64>()
+        end.sent_since(&returned)
     );
-    assert_eq!(lost_switch, 0, "a planned switchover loses nothing");
+    assert_eq!(lost, 0, "a planned switchover loses nothing");
     assert!(
-        strays(&lab, &owner, &at).is_empty(),
-        "exporters changed peers on the switchover"
+        strays.is_empty(),
+        "exporters changed peers on the switchover: {strays:?}"
     );
     assert_eq!(
         misses_end, misses_before,

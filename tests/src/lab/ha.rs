@@ -15,6 +15,7 @@
 //! its pinned XDP program forwarding.
 
 use std::{
+    collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::PathBuf,
     process::{Command, Stdio},
@@ -29,7 +30,7 @@ use super::{
     LabProcess, PORT,
     agents::{CONTROL_PORT, PeerAgent, parse_json, sluicectl},
     peer_name,
-    traffic::{Payload, Sender},
+    traffic::{Arrivals, Payload, Sender},
 };
 use crate::{PinDir, netns::NetNs, run};
 
@@ -423,6 +424,148 @@ priority = 100
         let (ns, addr) = &self.peers[i];
         let body = ns.enter(|| http_get(SocketAddr::new((*addr).into(), PEER_METRICS_PORT)));
         metric(&body, name)
+    }
+}
+
+/// What arrived between two [`HaLab::quiesce`] calls.
+pub struct Window {
+    /// Datagrams sent by each exporter since the sender started.
+    pub sent: Vec<u64>,
+    /// Datagrams of each exporter that arrived at any peer in the window.
+    pub arrived: BTreeMap<Ipv4Addr, u64>,
+    /// Per peer: the exporters seen there in the window.
+    pub at: Vec<Vec<Ipv4Addr>>,
+}
+
+impl Window {
+    /// Datagrams sent between `before` and this window's end that did not arrive.
+    pub fn lost_since(&self, before: &Window) -> u64 {
+        self.sent_since(before)
+            .saturating_sub(self.arrived.values().sum())
+    }
+
+    /// Datagrams sent between `before` and this window's end.
+    pub fn sent_since(&self, before: &Window) -> u64 {
+        self.sent.iter().sum::<u64>() - before.sent.iter().sum::<u64>()
+    }
+
+    /// Per exporter seen at exactly one peer: that peer.
+    pub fn owners(&self) -> BTreeMap<Ipv4Addr, usize> {
+        let mut count: BTreeMap<Ipv4Addr, Vec<usize>> = BTreeMap::new();
+        for (p, seen) in self.at.iter().enumerate() {
+            for e in seen {
+                count.entry(*e).or_default().push(p);
+            }
+        }
+        count
+            .into_iter()
+            .filter(|(_, ps)| ps.len() == 1)
+            .map(|(e, ps)| (e, ps[0]))
+            .collect()
+    }
+
+    /// Exporters that reached a peer other than their `owners` one in this window.
+    pub fn strays(&self, owners: &BTreeMap<Ipv4Addr, usize>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (p, seen) in self.at.iter().enumerate() {
+            for e in seen {
+                match owners.get(e) {
+                    Some(&o) if o == p => {}
+                    o => out.push(format!(
+                        "{e} reached peer {} (its peer: {})",
+                        peer_name(p),
+                        o.map_or("none".into(), |&o| peer_name(o))
+                    )),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What a host death did to the traffic.
+#[derive(Clone, Debug)]
+pub struct Death {
+    /// Links down → the first datagram the survivor forwarded.
+    pub forwarded_after: Duration,
+    /// The last datagram through the victim → the first through the survivor, at the peers.
+    pub gap: Option<Duration>,
+    /// Datagrams sent from just before the death to the end of the settling time.
+    pub sent: u64,
+    /// Of those, the ones that never arrived.
+    pub lost: u64,
+    /// Exporters that reached another peer than before the death.
+    pub reassigned: Vec<String>,
+}
+
+impl HaLab {
+    /// Pauses `sender` until what was in flight has arrived; what was sent so far and what
+    /// arrived since the last call (or since `arrivals` started).
+    pub fn quiesce(sender: &Sender, arrivals: &Arrivals) -> Window {
+        sender.pause(true);
+        std::thread::sleep(Duration::from_millis(100));
+        let sent = sender.sent();
+        let seen = arrivals.take();
+        sender.pause(false);
+        Window {
+            sent,
+            arrived: Arrivals::totals(&seen),
+            at: seen.iter().map(|m| m.keys().copied().collect()).collect(),
+        }
+    }
+
+    /// Host death of node `victim` under `sender`'s load, watched by `arrivals` on every peer
+    /// link: its links go down; measured until the other node forwards, then for `settle`.
+    /// The victim's links stay down.
+    pub fn host_death(
+        &self,
+        victim: usize,
+        sender: &Sender,
+        arrivals: &Arrivals,
+        settle: Duration,
+    ) -> Result<Death, String> {
+        let (victim_mac, survivor_mac) =
+            (self.forwarding_mac(victim), self.forwarding_mac(1 - victim));
+        Self::quiesce(sender, arrivals);
+        std::thread::sleep(Duration::from_millis(500));
+        let start = Self::quiesce(sender, arrivals);
+        let owners = start.owners();
+        std::thread::sleep(Duration::from_millis(300));
+        let died = Instant::now();
+        self.set_links(victim, false);
+        let first = loop {
+            if let Some(s) = arrivals.via().get(&survivor_mac) {
+                break s.first;
+            }
+            if died.elapsed() > Duration::from_secs(15) {
+                return Err(format!(
+                    "node {} never forwarded after node {}'s host death",
+                    NODES[1 - victim],
+                    NODES[victim]
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let gap = arrivals
+            .via()
+            .get(&victim_mac)
+            .map(|s| first.saturating_duration_since(s.last));
+        std::thread::sleep(settle);
+        let end = Self::quiesce(sender, arrivals);
+        Ok(Death {
+            forwarded_after: first.duration_since(died),
+            gap,
+            sent: end.sent_since(&start),
+            lost: end.lost_since(&start),
+            reassigned: end.strays(&owners),
+        })
+    }
+
+    /// `sluice_peer_template_misses_total` over every peer.
+    pub fn template_misses(&self) -> f64 {
+        (0..self.peers.len())
+            .map(|i| self.peer_metric(i, "sluice_peer_template_misses_total"))
+            .sum()
     }
 }
 
