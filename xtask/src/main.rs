@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Sluice orchestration: setup, tests, demo, lab, benchmarks",
+    about = "Sluice orchestration: setup, tests, demo, lab, benchmarks, soak runs",
     long_about = "Sluice orchestration. Every subcommand first runs the setup check, which installs \
                   whatever is missing (Debian packages, rust-src, bpf-linker, cargo-fuzz, scapy, \
                   bpffs) and takes well under a second when nothing is."
@@ -78,6 +78,17 @@ enum Cmd {
     Lab {
         #[arg(value_enum)]
         verb: LabVerb,
+        /// `up` a hot-standby pair of Centrals instead of one, to watch a takeover.
+        #[arg(long)]
+        ha: bool,
+    },
+    /// Long loaded runs that report what went wrong by itself (root; not part of `test`).
+    Soak {
+        #[arg(value_enum)]
+        what: Soak,
+        /// How long.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
     },
     /// Build the Debian packages sluice-central (with sluicectl) and sluice-peer (cargo-deb).
     Package {
@@ -101,6 +112,15 @@ enum Bench {
     Decode,
     /// Failover timing.
     Failover,
+    /// Hot-standby takeover (host death of the active Central) next to keepalived.
+    Takeover,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Soak {
+    /// The hot-standby pair under load with a 300 ms takeover timeout: spurious takeovers and
+    /// datagrams lost.
+    Ha,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,7 +158,20 @@ fn run(cli: Cli) -> Result<()> {
             delegate::exec_bin("sluice-bench", &all)
         }
         Cmd::Demo { args } => delegate::exec_bin("sluice-demo", &args),
-        Cmd::Lab { verb } => delegate::exec_bin("sluice-lab", &[enum_name(verb)]),
+        Cmd::Lab { verb, ha } => {
+            let mut args = vec![enum_name(verb)];
+            if ha {
+                args.push("--ha".into());
+            }
+            delegate::exec_bin("sluice-lab", &args)
+        }
+        Cmd::Soak {
+            what: Soak::Ha,
+            minutes,
+        } => delegate::exec_bin(
+            "sluice-bench",
+            &["soak-ha".into(), format!("--minutes={minutes}")],
+        ),
         Cmd::Package {
             profile,
             no_build,
@@ -180,6 +213,18 @@ mod tests {
         assert_eq!(enum_name(what), "decode");
         assert_eq!(args, ["--quick"]);
         assert!(Cli::try_parse_from(["xtask", "lab", "sideways"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "lab", "up", "--ha"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Lab { ha: true, .. }));
+        let cli = Cli::try_parse_from(["xtask", "soak", "ha"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Soak { minutes: 10, .. }));
+        let cli = Cli::try_parse_from(["xtask", "bench", "takeover"]).unwrap();
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Bench {
+                what: Bench::Takeover,
+                ..
+            }
+        ));
         assert!(Cli::try_parse_from(["xtask", "test", "--tier", "everything"]).is_err());
     }
 }

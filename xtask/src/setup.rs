@@ -24,6 +24,8 @@ const TOOL_PACKAGES: &[&str] = &[
     "nfdump",
     "tcpreplay",
     "python3-pip",
+    // `cargo xtask bench takeover` puts keepalived's VRRP next to Sluice's hot standby.
+    "keepalived",
     // The status page's browser test: headless Chromium driven over WebDriver.
     "chromium",
     "chromium-driver",

@@ -3,7 +3,8 @@
 //! `xdp`: BPF_PROG_TEST_RUN cost per packet of the XDP program next to an empty program, then
 //! forwarding rate and CPU per packet on the namespace lab for XDP, the slow-path relay alone
 //! and pmacct's nfacctd. `failover`: SIGKILL of a peer → first datagram of each of its exporters
-//! at the survivor, over 10 runs. Everything started is stopped by pid and the namespaces are
+//! at the survivor, over 10 runs. `takeover`: host death of the active Central of a hot-standby
+//! pair, next to keepalived; `soak-ha`: the loaded pair left alone, spurious takeovers counted. Everything started is stopped by pid and the namespaces are
 //! removed, also on error and on Ctrl-C.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 use sluice_tests::bench::{
     decode, failover,
     forwarding::{self, DATAGRAM_LEN, Forwarder, GIVE_UP_LOSS, RATES, STEP, Step},
+    takeover,
     test_run::{self, FRAME_LEN, REPEAT, TestRunReport},
 };
 
@@ -35,6 +37,21 @@ enum Bench {
     /// Failover: SIGKILL of a peer → first datagram of each of its exporters at the survivor,
     /// median and max over 10 runs, default settings.
     Failover,
+    /// Takeover: host death of the active Central of a hot-standby pair under load (300 ms
+    /// takeover timeout), gap at the peers, loss, reassignments, template misses; keepalived
+    /// moving the same virtual IP with advert_int 1 and 0.01, measured the same way.
+    Takeover {
+        /// Runs per setting.
+        #[arg(long, default_value_t = takeover::RUNS)]
+        runs: usize,
+    },
+    /// Soak of the loaded hot-standby pair (300 ms takeover timeout): spurious takeovers and
+    /// datagrams lost (`cargo xtask soak ha`).
+    SoakHa {
+        /// How long.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Peer decoding: flows per CPU-second in process and over UDP vs nfcapd; JSON file output's
     /// loss-free rate, CPU per flow and latency vs nfacctd.
     Decode,
@@ -62,6 +79,8 @@ fn main() -> Result<()> {
         Bench::Xdp { test_run_only } => xdp(test_run_only),
         Bench::Failover => failover::bench(&STOP),
         Bench::Decode => decode::run(&STOP),
+        Bench::Takeover { runs } => takeover::bench(&STOP, runs),
+        Bench::SoakHa { minutes } => takeover::soak(&STOP, minutes),
     }
 }
 

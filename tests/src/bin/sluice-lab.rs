@@ -1,4 +1,5 @@
-//! `cargo xtask lab up|down`: the demo's namespaces, kept up for exploring by hand.
+//! `cargo xtask lab up|down`: the demo's namespaces, kept up for exploring by hand. `up --ha`:
+//! a hot-standby pair of Centrals instead of one, with the commands to watch a takeover.
 //!
 //! `up` builds the lab (three exporters sending NetFlow v9, Central with XDP, two registered
 //! `sluice-peer`s), prints how to reach it with `sluicectl` and `bpftool`, and keeps it until
@@ -14,7 +15,12 @@ use std::{
 
 use sluice_tests::{
     bin,
-    lab::{LISTENER, Lab, LabProcess, PORT, agents::CONTROL_PORT},
+    lab::{
+        LISTENER, Lab, LabProcess, PORT,
+        agents::CONTROL_PORT,
+        ha::{HaLab, NODES, PEER_VIP, VIP},
+    },
+    netns::NetNs,
     run,
 };
 
@@ -32,39 +38,43 @@ fn main() {
         );
         std::process::exit(1);
     }
+    let ha = std::env::args().skip(2).any(|a| a == "--ha");
     match std::env::args().nth(1).as_deref() {
+        Some("up") if ha => up_ha(),
         Some("up") => up(),
         Some("down") => down(),
         _ => {
-            eprintln!("usage: sluice-lab up|down");
+            eprintln!("usage: sluice-lab up [--ha] | down");
             std::process::exit(2);
         }
     }
 }
 
-fn up() {
+fn on_ctrl_c() {
     // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let lab = Lab::new("lab", 2, 3);
-    let (_central, _peers) = lab.start_control_plane(&[]);
-    let sources = format!("{}-{}", lab.exporter_addrs[0], lab.exporter_addrs[2]);
-    let mut exporters = lab
-        .exporters
-        .command(bin("sluice-flowgen").to_str().expect("utf-8 path"));
+}
+
+/// `sluice-flowgen` in `ns`: NetFlow v9 from `sources` to `dest` at 300 datagrams/s for a day.
+fn flowgen(ns: &NetNs, dest: &str, sources: &str) -> LabProcess {
+    let mut exporters = ns.command(bin("sluice-flowgen").to_str().expect("utf-8 path"));
     exporters
-        .args([
-            "--dest",
-            &format!("{LISTENER}:{PORT}"),
-            "--sources",
-            &sources,
-        ])
+        .args(["--dest", dest, "--sources", sources])
         .args(["--proto", "v9", "--rate", "300", "--duration", "24h"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let _exporters = LabProcess::spawn_logged(exporters, "sluice-flowgen", None);
+    LabProcess::spawn_logged(exporters, "sluice-flowgen", None)
+}
+
+fn up() {
+    on_ctrl_c();
+    let lab = Lab::new("lab", 2, 3);
+    let (_central, _peers) = lab.start_control_plane(&[]);
+    let sources = format!("{}-{}", lab.exporter_addrs[0], lab.exporter_addrs[2]);
+    let _exporters = flowgen(&lab.exporters, &format!("{LISTENER}:{PORT}"), &sources);
     let ctl = format!(
         "nsenter --net=/run/netns/{} {} --central https://127.0.0.1:{CONTROL_PORT} --ca-cert {} --token-file {}",
         lab.central.name,
@@ -91,6 +101,84 @@ fn up() {
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
     }
+    println!("Removing the lab.");
+}
+
+/// The hot-standby variant: two Centrals `a` and `b` sharing the exporters' and the peers'
+/// segments, a direct HA link, registered peers on the peers' virtual IP. Prints the commands
+/// that kill a host, cut the link, switch over, and follows the roles until Ctrl-C.
+fn up_ha() {
+    on_ctrl_c();
+    let takeover = Duration::from_millis(300);
+    let lab = HaLab::new("lab", 2, 3, takeover);
+    let (a, b) = lab.start_pair(&[]);
+    let _peers = lab.start_peers(0);
+    let sources = format!("{}-{}", lab.exporter_addrs[0], lab.exporter_addrs[2]);
+    let _exporters = flowgen(&lab.exporters, &format!("{VIP}:{PORT}"), &sources);
+    let ctl = |n: usize| {
+        format!(
+            "nsenter --net=/run/netns/{} {} --central https://127.0.0.1:{CONTROL_PORT} --ca-cert {} --token-file {}",
+            lab.centrals[n].name,
+            bin("sluicectl").display(),
+            lab.ca_cert().display(),
+            lab.token_file(true).display()
+        )
+    };
+    let links = |n: usize, state: &str| {
+        ["ex0", "pp0", "ha0"]
+            .map(|l| format!("ip -n {} link set {l} {state}", lab.centrals[n].name))
+            .join("; ")
+    };
+    println!(
+        "HA lab up: exporters {sources} send NetFlow v9 to the virtual IP {VIP}:{PORT}; Central a is active, b its hot \
+         standby (takeover timeout {} ms); peers a and b register at https://{PEER_VIP}:{CONTROL_PORT}.",
+        takeover.as_millis()
+    );
+    println!(
+        "Both Centrals run `sluice-central run --config {} --ha-node a|b`.",
+        lab.config().display()
+    );
+    println!("\nLook (in another terminal):");
+    println!("  {} ha status", ctl(0));
+    println!("  {} ha status", ctl(1));
+    println!(
+        "  ip netns exec {} tcpdump -eni pe0 udp port {PORT}    # the source MAC says which Central forwards",
+        lab.peers[0].0.name
+    );
+    println!(
+        "\nHost death of a (every link of its namespace down), then its return as the standby:"
+    );
+    println!("  {}", links(0, "down"));
+    println!("  {}", links(0, "up"));
+    println!("Planned switchover (ask the active one):");
+    println!("  {} ha switchover", ctl(1));
+    println!(
+        "Cut only the HA link (nothing is taken over: the active still answers for the virtual IP):"
+    );
+    println!("  ip -n {} link set ha0 down", lab.centrals[0].name);
+    println!("\nRole changes are printed here as they happen. Ctrl-C removes the lab.");
+    let mut roles: Vec<String> = vec![String::new(); 2];
+    while !STOP.load(Ordering::SeqCst) {
+        for n in 0..2 {
+            let now = lab
+                .ha_status(n)
+                .map(|s| {
+                    format!(
+                        "{} (epoch {}, link {})",
+                        s.role,
+                        s.epoch,
+                        if s.link_up { "up" } else { "down" }
+                    )
+                })
+                .unwrap_or_else(|_| "unreachable".into());
+            if now != roles[n] {
+                println!("  node {}: {now}", NODES[n]);
+                roles[n] = now;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop((a, b));
     println!("Removing the lab.");
 }
 

@@ -164,7 +164,14 @@ impl Sender {
         let (flag, pause, shared) = (stop.clone(), paused.clone(), counts.clone());
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
-            let mut due = vec![start; sockets.len()];
+            // Exporters start at evenly spread phases: the datagrams of all of them are evenly
+            // spaced rather than bursts of one from each.
+            let n = sockets.len().max(1) as f64;
+            let mut due: Vec<Instant> = periods
+                .iter()
+                .enumerate()
+                .map(|(i, p)| start + p.mul_f64(i as f64 / n))
+                .collect();
             let mut sent = vec![0u64; sockets.len()];
             let mut buf = Vec::with_capacity(2048);
             while !flag.load(Ordering::Relaxed) {
