@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     bin_name = "cargo xtask",
     about = "Sluice orchestration: setup, tests, demo, lab, benchmarks, soak runs",
     long_about = "Sluice orchestration. Every subcommand first runs the setup check, which installs \
-                  whatever is missing (Debian packages, rust-src, bpf-linker, cargo-fuzz, scapy, \
+                  whatever is missing (Debian packages, rust-src, bpf-linker, cargo-fuzz, cargo-deb, scapy, \
                   bpffs) and takes well under a second when nothing is."
 )]
 struct Cli {
