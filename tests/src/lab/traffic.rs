@@ -177,10 +177,13 @@ impl Sender {
             while !flag.load(Ordering::Relaxed) {
                 let now = Instant::now();
                 if pause.load(Ordering::SeqCst) {
-                    // Paused: nothing is due until resumed (no burst to catch up afterwards).
-                    due.iter_mut()
-                        .for_each(|d| *d = now + Duration::from_millis(1));
-                    std::thread::sleep(Duration::from_millis(1));
+                    // Paused: what falls due meanwhile is not sent; afterwards every exporter
+                    // goes on at its own phase (no burst to catch up).
+                    while pause.load(Ordering::SeqCst) && !flag.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let paused = now.elapsed();
+                    due.iter_mut().for_each(|d| *d += paused);
                     continue;
                 }
                 for (i, s) in sockets.iter().enumerate() {
