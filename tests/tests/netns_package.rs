@@ -673,3 +673,110 @@ fn packaged_central_forwards_as_non_root_with_exactly_the_units_capabilities() {
     let status = p.terminate();
     assert!(status.success(), "clean stop: {status}\n{}", p.log_text());
 }
+
+#[test]
+fn packaged_sysusers_and_tmpfiles_make_the_users_and_the_state_dir() {
+    if !privileged("netns_package_users") {
+        return;
+    }
+    // What the postinst runs (`systemd-sysusers ${DPKG_ROOT:+--root=...} PKG.conf`), and what
+    // systemd-tmpfiles does at boot, against the scratch root instead of this host.
+    let root = unpacked("users");
+    std::fs::create_dir_all(root.0.join("etc")).expect("etc");
+    let root_arg = format!("--root={}", root.0.display());
+    run_ok(Command::new("systemd-sysusers").args([
+        &root_arg,
+        "sluice-central.conf",
+        "sluice-peer.conf",
+    ]));
+    let passwd = std::fs::read_to_string(root.0.join("etc/passwd")).expect("passwd");
+    let uid_of = |user: &str| -> u32 {
+        passwd
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{user}:x:")))
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|uid| uid.parse().ok())
+            .unwrap_or_else(|| panic!("no {user} in\n{passwd}"))
+    };
+    let (central, peer) = (uid_of("sluice"), uid_of("sluice-peer"));
+    assert!(central < 1000 && peer < 1000, "system users: {passwd}");
+    assert_ne!(central, peer, "each service its own user");
+    assert!(
+        passwd
+            .lines()
+            .all(|l| !l.starts_with("sluice") || l.ends_with(":/usr/sbin/nologin")),
+        "no login shell: {passwd}"
+    );
+    run_ok(Command::new("systemd-tmpfiles").args([&root_arg, "--create", "sluice-central.conf"]));
+    let state = std::fs::metadata(root.0.join("var/lib/sluice")).expect("state dir");
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    assert_eq!(state.uid(), central, "state dir owner");
+    assert_eq!(state.permissions().mode() & 0o7777, 0o750);
+}
+
+/// `KEY=` values of a unit, in order.
+fn unit_values(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn packaged_units_check_first_restart_on_failure_and_hold_least_privilege() {
+    let root = unpacked("unit-text");
+    let unit = |name: &str| {
+        std::fs::read_to_string(root.0.join("usr/lib/systemd/system").join(name)).expect("unit")
+    };
+    let central = unit("sluice-central.service");
+    let peer = unit("sluice-peer.service");
+    let one = |text: &str, key: &str| -> String {
+        let v = unit_values(text, key);
+        assert_eq!(v.len(), 1, "{key}= {v:?}");
+        v[0].clone()
+    };
+    for (text, user, bin, conf) in [
+        (&central, "sluice", "sluice-central", "central.toml"),
+        (&peer, "sluice-peer", "sluice-peer", "peer.toml"),
+    ] {
+        assert_eq!(one(text, "User"), user);
+        assert_eq!(
+            unit_values(text, "ExecStartPre").last().map(String::as_str),
+            Some(&*format!(
+                "/usr/bin/{bin} check --config /etc/sluice/{conf}"
+            )),
+            "the check runs last before the start"
+        );
+        assert_eq!(
+            one(text, "ExecStart"),
+            format!("/usr/bin/{bin} run --config /etc/sluice/{conf}")
+        );
+        for (k, v) in [
+            ("Restart", "on-failure"),
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "yes"),
+            ("PrivateTmp", "yes"),
+            ("SystemCallArchitectures", "native"),
+            ("WantedBy", "multi-user.target"),
+        ] {
+            assert_eq!(one(text, k), v, "{bin}: {k}=");
+        }
+    }
+    assert_eq!(one(&central, "SystemCallFilter"), "@system-service bpf");
+    assert_eq!(
+        one(&central, "RestrictAddressFamilies"),
+        "AF_INET AF_INET6 AF_UNIX AF_NETLINK AF_PACKET"
+    );
+    assert_eq!(one(&central, "LimitMEMLOCK"), "infinity");
+    assert_eq!(one(&central, "StateDirectory"), "sluice");
+    assert_eq!(unit_values(&central, "ReadWritePaths"), ["/sys/fs/bpf"]);
+    assert_eq!(one(&peer, "CapabilityBoundingSet"), "");
+    assert_eq!(one(&peer, "AmbientCapabilities"), "");
+    assert!(!peer.contains("bpf"), "the peer has no use for bpf(2)");
+    assert_eq!(
+        unit_values(&peer, "SystemCallFilter"),
+        ["@system-service", "~@privileged"]
+    );
+    assert_eq!(one(&peer, "LogsDirectory"), "sluice");
+}
