@@ -171,10 +171,12 @@ fn transport(proto: u8, b: &[u8], r: &mut FlowRecord) {
                 r.src_port = s;
                 r.dst_port = d;
             }
+            // The flags byte only (CWR … FIN), as GoFlow2 reads it; the NS bit is historic
+            // (RFC 8311).
             if proto == 6
-                && let (Some(hi), Some(lo)) = (u8_at(b, 12), u8_at(b, 13))
+                && let Some(flags) = u8_at(b, 13)
             {
-                r.tcp_flags = u16::from(hi & 0x01) << 8 | u16::from(lo);
+                r.tcp_flags = u16::from(flags);
             }
         }
         1 | 58 => {
