@@ -151,13 +151,21 @@ fn layer_3_and_4() {
     case(&[f(30, &[64])], |r| r.dst_mask = 64);
     case(&[f(16, &65001u32.to_be_bytes())], |r| r.src_as = 65001);
     case(&[f(17, &65002u16.to_be_bytes())], |r| r.dst_as = 65002);
-    case(&[f(128, &65003u32.to_be_bytes())], |r| r.next_hop_as = 65003);
+    case(&[f(128, &65003u32.to_be_bytes())], |r| {
+        r.next_hop_as = 65003
+    });
     case(&[f(89, &[0x40])], |r| r.forwarding_status = 0x40);
-    case(&[f(138, &5u32.to_be_bytes())], |r| r.observation_point_id = 5);
-    case(&[f(31, &[0x0a, 0xbc, 0xde])], |r| r.ipv6_flow_label = 0x0abcde);
+    case(&[f(138, &5u32.to_be_bytes())], |r| {
+        r.observation_point_id = 5
+    });
+    case(&[f(31, &[0x0a, 0xbc, 0xde])], |r| {
+        r.ipv6_flow_label = 0x0abcde
+    });
     case(&[f(52, &[63])], |r| r.ip_ttl = 63); // MIN_TTL
     case(&[f(192, &[62])], |r| r.ip_ttl = 62); // ipTTL (Sluice addition)
-    case(&[f(54, &0x1234u16.to_be_bytes())], |r| r.fragment_id = 0x1234);
+    case(&[f(54, &0x1234u16.to_be_bytes())], |r| {
+        r.fragment_id = 0x1234
+    });
     case(&[f(88, &100u16.to_be_bytes())], |r| r.fragment_offset = 100);
     // fragmentFlags: DF is 0x40 on the wire, 2 in the header's 3-bit flags field.
     case(&[f(197, &[0x40])], |r| r.ip_flags = 2);
@@ -181,7 +189,10 @@ fn icmp() {
 #[test]
 fn addresses_and_their_ethernet_type() {
     let v4 = [10, 0, 0, 1];
-    let v6: [u8; 16] = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let v6: [u8; 16] = "2001:db8::1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
     let zero6 = [0u8; 16];
     case(&[f(8, &v4)], |r| {
         (r.src_addr, r.etype) = (ip("10.0.0.1"), 0x0800);
@@ -375,7 +386,18 @@ fn sflow_gateway_as_numbers() {
     // one AS_SEQUENCE segment [65010, 65020], no communities, local pref.
     let gateway = |src_as: u32| {
         words(&[
-            1, 0x0a00_0009, 65000, src_as, 0, 1, 2, 2, 65010, 65020, 0, 100,
+            1,
+            0x0a00_0009,
+            65000,
+            src_as,
+            0,
+            1,
+            2,
+            2,
+            65010,
+            65020,
+            0,
+            100,
         ])
     };
     let mut want = sflow_base();

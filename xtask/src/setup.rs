@@ -24,6 +24,8 @@ const TOOL_PACKAGES: &[&str] = &[
     "nfdump",
     "tcpreplay",
     "python3-pip",
+    // `protoc --decode` reads `format = "pb"` output back in peer/tests/pb_protoc.rs.
+    "protobuf-compiler",
 ];
 
 /// The toolchain that builds the eBPF crate (aya-build runs `rustup run nightly cargo build`),
@@ -451,6 +453,7 @@ mod tests {
             "tshark",
             "pmacct",
             "python3-pip",
+            "protobuf-compiler",
         ] {
             assert!(pkgs.iter().any(|x| x == p), "{p} missing from {pkgs:?}");
         }

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod file;
+pub mod format;
 pub mod runner;
 pub mod stdout;
 pub mod syslog;
@@ -17,6 +18,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 pub use batch::EncodedBatch;
+pub use format::Format;
 pub use runner::{Fanout, OutputSet};
 
 use crate::config::{ConfigError, positive};
@@ -68,6 +70,15 @@ impl OutputConfig {
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Syslog(_) => "syslog",
+        }
+    }
+
+    /// How this output encodes records (syslog carries JSON).
+    pub fn format(&self) -> Format {
+        match self {
+            OutputConfig::Stdout(c) => c.format,
+            OutputConfig::File(c) => c.format,
+            OutputConfig::Syslog(_) => Format::Json,
         }
     }
 

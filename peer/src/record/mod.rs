@@ -7,7 +7,10 @@
 //! their decimal number), `src_net`/`dst_net` as `prefix/len` built from the address and mask.
 //!
 //! [`FlowRecord::write_json`] is a hand-written writer that produces exactly what
-//! `serde_json::to_vec` produces, without allocating per field.
+//! `serde_json::to_vec` produces, without allocating per field. [`pb`] writes the same record
+//! as GoFlow2's protobuf `FlowMessage`.
+
+pub mod pb;
 
 use std::fmt;
 use std::io::Write as _;
@@ -687,10 +690,11 @@ mod wire {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> FlowRecord {
+    /// A record with most fields set (IPFIX, IPv4); other tests vary it.
+    pub(crate) fn sample() -> FlowRecord {
         FlowRecord {
             flow_type: Protocol::Ipfix,
             time_received_ns: 1_700_000_000_123_456_789,

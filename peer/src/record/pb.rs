@@ -1,0 +1,234 @@
+//! The record as GoFlow2's `flowpb.FlowMessage` (protobuf), written length-delimited
+//! (GoFlow2's `bin` format: varint length, then the message).
+//!
+//! [`FlowMessage`] is derived by hand from `peer/proto/flow.proto` (no `protoc` at build
+//! time); `peer/tests/pb_protoc.rs` decodes our output with `protoc --decode` and that file,
+//! field by field against the JSON of the same records, so the two stay in sync.
+
+use std::net::IpAddr;
+
+use super::{FlowRecord, Mac, Protocol};
+
+/// `FlowMessage.FlowType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum FlowType {
+    Flowunknown = 0,
+    Sflow5 = 1,
+    NetflowV5 = 2,
+    NetflowV9 = 3,
+    Ipfix = 4,
+}
+
+impl From<Protocol> for FlowType {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Sflow5 => FlowType::Sflow5,
+            Protocol::NetflowV5 => FlowType::NetflowV5,
+            Protocol::NetflowV9 => FlowType::NetflowV9,
+            Protocol::Ipfix => FlowType::Ipfix,
+        }
+    }
+}
+
+/// `flowpb.FlowMessage`, the fields Sluice fills (tags as in `flow.proto`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FlowMessage {
+    #[prost(enumeration = "FlowType", tag = "1")]
+    pub r#type: i32,
+    #[prost(uint64, tag = "110")]
+    pub time_received_ns: u64,
+    #[prost(uint32, tag = "4")]
+    pub sequence_num: u32,
+    #[prost(uint64, tag = "3")]
+    pub sampling_rate: u64,
+    #[prost(bytes = "vec", tag = "11")]
+    pub sampler_address: Vec<u8>,
+    #[prost(uint64, tag = "111")]
+    pub time_flow_start_ns: u64,
+    #[prost(uint64, tag = "112")]
+    pub time_flow_end_ns: u64,
+    #[prost(uint64, tag = "9")]
+    pub bytes: u64,
+    #[prost(uint64, tag = "10")]
+    pub packets: u64,
+    #[prost(bytes = "vec", tag = "6")]
+    pub src_addr: Vec<u8>,
+    #[prost(bytes = "vec", tag = "7")]
+    pub dst_addr: Vec<u8>,
+    #[prost(uint32, tag = "30")]
+    pub etype: u32,
+    #[prost(uint32, tag = "20")]
+    pub proto: u32,
+    #[prost(uint32, tag = "21")]
+    pub src_port: u32,
+    #[prost(uint32, tag = "22")]
+    pub dst_port: u32,
+    #[prost(uint32, tag = "18")]
+    pub in_if: u32,
+    #[prost(uint32, tag = "19")]
+    pub out_if: u32,
+    #[prost(uint64, tag = "27")]
+    pub src_mac: u64,
+    #[prost(uint64, tag = "28")]
+    pub dst_mac: u64,
+    #[prost(uint32, tag = "33")]
+    pub src_vlan: u32,
+    #[prost(uint32, tag = "34")]
+    pub dst_vlan: u32,
+    #[prost(uint32, tag = "29")]
+    pub vlan_id: u32,
+    #[prost(uint32, tag = "23")]
+    pub ip_tos: u32,
+    #[prost(uint32, tag = "24")]
+    pub forwarding_status: u32,
+    #[prost(uint32, tag = "25")]
+    pub ip_ttl: u32,
+    #[prost(uint32, tag = "38")]
+    pub ip_flags: u32,
+    #[prost(uint32, tag = "26")]
+    pub tcp_flags: u32,
+    #[prost(uint32, tag = "31")]
+    pub icmp_type: u32,
+    #[prost(uint32, tag = "32")]
+    pub icmp_code: u32,
+    #[prost(uint32, tag = "37")]
+    pub ipv6_flow_label: u32,
+    #[prost(uint32, tag = "35")]
+    pub fragment_id: u32,
+    #[prost(uint32, tag = "36")]
+    pub fragment_offset: u32,
+    #[prost(uint32, tag = "14")]
+    pub src_as: u32,
+    #[prost(uint32, tag = "15")]
+    pub dst_as: u32,
+    #[prost(bytes = "vec", tag = "12")]
+    pub next_hop: Vec<u8>,
+    #[prost(uint32, tag = "13")]
+    pub next_hop_as: u32,
+    #[prost(uint32, tag = "16")]
+    pub src_net: u32,
+    #[prost(uint32, tag = "17")]
+    pub dst_net: u32,
+    #[prost(bytes = "vec", tag = "100")]
+    pub bgp_next_hop: Vec<u8>,
+    #[prost(uint32, tag = "70")]
+    pub observation_domain_id: u32,
+    #[prost(uint32, tag = "71")]
+    pub observation_point_id: u32,
+}
+
+/// An address as GoFlow2 stores it: 4 or 16 bytes in network order, empty when absent.
+fn put_addr(dst: &mut Vec<u8>, a: Option<IpAddr>) {
+    dst.clear();
+    match a {
+        Some(IpAddr::V4(v4)) => dst.extend_from_slice(&v4.octets()),
+        Some(IpAddr::V6(v6)) => dst.extend_from_slice(&v6.octets()),
+        None => {}
+    }
+}
+
+fn mac_u64(m: Mac) -> u64 {
+    let [a, b, c, d, e, f] = m.0;
+    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+}
+
+impl FlowMessage {
+    /// Fills every field from `r`, reusing the address buffers (no allocation once warm).
+    pub fn fill(&mut self, r: &FlowRecord) {
+        self.r#type = FlowType::from(r.flow_type) as i32;
+        self.time_received_ns = r.time_received_ns;
+        self.sequence_num = r.sequence_num;
+        self.sampling_rate = r.sampling_rate;
+        put_addr(&mut self.sampler_address, r.sampler_address);
+        self.time_flow_start_ns = r.time_flow_start_ns;
+        self.time_flow_end_ns = r.time_flow_end_ns;
+        self.bytes = r.bytes;
+        self.packets = r.packets;
+        put_addr(&mut self.src_addr, r.src_addr);
+        put_addr(&mut self.dst_addr, r.dst_addr);
+        self.etype = u32::from(r.etype);
+        self.proto = u32::from(r.proto);
+        self.src_port = u32::from(r.src_port);
+        self.dst_port = u32::from(r.dst_port);
+        self.in_if = r.in_if;
+        self.out_if = r.out_if;
+        self.src_mac = mac_u64(r.src_mac);
+        self.dst_mac = mac_u64(r.dst_mac);
+        self.src_vlan = u32::from(r.src_vlan);
+        self.dst_vlan = u32::from(r.dst_vlan);
+        self.vlan_id = u32::from(r.vlan_id);
+        self.ip_tos = u32::from(r.ip_tos);
+        self.forwarding_status = u32::from(r.forwarding_status);
+        self.ip_ttl = u32::from(r.ip_ttl);
+        self.ip_flags = u32::from(r.ip_flags);
+        self.tcp_flags = u32::from(r.tcp_flags);
+        self.icmp_type = u32::from(r.icmp_type);
+        self.icmp_code = u32::from(r.icmp_code);
+        self.ipv6_flow_label = r.ipv6_flow_label;
+        self.fragment_id = r.fragment_id;
+        self.fragment_offset = u32::from(r.fragment_offset);
+        self.src_as = r.src_as;
+        self.dst_as = r.dst_as;
+        put_addr(&mut self.next_hop, r.next_hop);
+        self.next_hop_as = r.next_hop_as;
+        self.src_net = u32::from(r.src_mask);
+        self.dst_net = u32::from(r.dst_mask);
+        put_addr(&mut self.bgp_next_hop, r.bgp_next_hop);
+        self.observation_domain_id = r.observation_domain_id;
+        self.observation_point_id = r.observation_point_id;
+    }
+}
+
+/// Writes records as length-delimited `FlowMessage`s; one per shard (it keeps a message whose
+/// buffers are reused).
+#[derive(Debug, Default)]
+pub struct PbEncoder {
+    msg: FlowMessage,
+}
+
+impl PbEncoder {
+    /// Appends `r` to `out`: varint length, then the message.
+    pub fn write(&mut self, r: &FlowRecord, out: &mut Vec<u8>) {
+        use prost::Message as _;
+        self.msg.fill(r);
+        // Writing into a Vec only fails when it cannot grow, which aborts anyway.
+        let _ = self.msg.encode_length_delimited(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn length_delimited_round_trip_keeps_every_field() {
+        let r = FlowRecord {
+            flow_type: Protocol::NetflowV9,
+            src_addr: Some("2001:db8::1".parse().unwrap()),
+            etype: 0x86dd,
+            src_mask: 48,
+            ..crate::record::tests::sample()
+        };
+        let mut enc = PbEncoder::default();
+        let mut out = Vec::new();
+        enc.write(&r, &mut out);
+        enc.write(&FlowRecord::default(), &mut out);
+        let mut buf = &out[..];
+        let m = FlowMessage::decode_length_delimited(&mut buf).unwrap();
+        assert_eq!(m.r#type, FlowType::NetflowV9 as i32);
+        assert_eq!(m.sampler_address, [198, 18, 1, 10]);
+        assert_eq!(m.src_addr.len(), 16);
+        assert_eq!(m.src_mac, 0x0011_2233_44aa);
+        assert_eq!((m.src_net, m.dst_net), (48, 16));
+        assert_eq!((m.bytes, m.packets, m.etype), (1500, 3, 0x86dd));
+        assert_eq!((m.src_vlan, m.dst_vlan, m.tcp_flags), (10, 20, 0x1b));
+        // The second record reuses the buffers: its absent addresses are empty, not stale.
+        let empty = FlowMessage::decode_length_delimited(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        assert!(empty.sampler_address.is_empty() && empty.src_addr.is_empty());
+        assert_eq!(empty.r#type, FlowType::NetflowV5 as i32);
+    }
+}

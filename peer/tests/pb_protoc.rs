@@ -1,0 +1,273 @@
+//! `format = "pb"` read back by a decoder we did not write: the real `sluice-peer` writes the
+//! same flowgen traffic (every protocol, IPv4 and IPv6) to a JSON file and a `pb` file;
+//! `protoc --decode` with `peer/proto/flow.proto` reads the `pb` file, and every record must
+//! equal its JSON line field by field — same names, same values, nothing extra on either side.
+//!
+//! Needs `protoc` (Debian's protobuf-compiler, installed by `cargo xtask setup`): without it the
+//! test fails when `CI=true` and prints a skip otherwise.
+#![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
+
+#[path = "data/oracle_support.rs"]
+#[allow(dead_code, reason = "each oracle test uses part of the support module")]
+mod oracle;
+mod peer_support;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use peer_support::*;
+use serde_json::Value;
+use sluice_peer::flowgen::Protocol;
+use sluice_peer::record::{etype_name, proto_name};
+
+/// Splits a stream of length-delimited messages (varint length, then the message) into the
+/// frames (length included).
+fn split_delimited(mut b: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (mut len, mut shift, mut i) = (0usize, 0, 0);
+        loop {
+            let byte = b[i];
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        out.push(&b[..i + len]);
+        b = &b[i + len..];
+    }
+    out
+}
+
+/// protoc's text format string escapes (C-style, octal for unprintable bytes).
+fn unescape(s: &str) -> Vec<u8> {
+    let s = s.strip_prefix('"').unwrap().strip_suffix('"').unwrap();
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let c = b[i + 1];
+        i += 2;
+        match c {
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    if let Some(d @ b'0'..=b'7') = b.get(i) {
+                        v = v * 8 + u32::from(d - b'0');
+                        i += 1;
+                    }
+                }
+                out.push(u8::try_from(v).unwrap());
+            }
+            b'x' => {
+                let hex = std::str::from_utf8(&b[i..i + 2]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 2;
+            }
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            other => out.push(other), // \" \' \\
+        }
+    }
+    out
+}
+
+fn addr_text(bytes: &[u8]) -> String {
+    if let Ok(a) = <[u8; 4]>::try_from(bytes) {
+        IpAddr::V4(Ipv4Addr::from(a)).to_string()
+    } else if let Ok(a) = <[u8; 16]>::try_from(bytes) {
+        IpAddr::V6(Ipv6Addr::from(a)).to_string()
+    } else {
+        panic!("address of {} bytes", bytes.len())
+    }
+}
+
+/// `protoc --decode` of every message in `pb` (wrapped as one repeated field, which is what
+/// length-delimited messages each prefixed by the field's tag are), as name → text value.
+fn protoc_decode(pb: &[u8], dir: &Path) -> Vec<BTreeMap<String, String>> {
+    let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+    std::fs::write(
+        dir.join("batch.proto"),
+        "syntax = \"proto3\";\npackage sluicetest;\nimport \"flow.proto\";\n\
+         message Batch { repeated flowpb.FlowMessage records = 1; }\n",
+    )
+    .unwrap();
+    let mut wrapped = Vec::with_capacity(pb.len() * 2);
+    for frame in split_delimited(pb) {
+        // Field 1, wire type 2, then the frame: the message's varint length and bytes.
+        wrapped.push(0x0a);
+        wrapped.extend_from_slice(frame);
+    }
+    let out = Command::new("protoc")
+        .arg(format!("-I{}", proto_dir.display()))
+        .arg(format!("-I{}", dir.display()))
+        .arg("--decode=sluicetest.Batch")
+        .arg("batch.proto")
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(&wrapped)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "protoc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut records = Vec::new();
+    let mut current: Option<BTreeMap<String, String>> = None;
+    for line in text.lines() {
+        match line.trim() {
+            "records {" => current = Some(BTreeMap::new()),
+            "}" => records.push(current.take().unwrap()),
+            field => {
+                let (k, v) = field.split_once(": ").unwrap();
+                let prev = current.as_mut().unwrap().insert(k.into(), v.into());
+                assert!(prev.is_none(), "field {k} twice");
+            }
+        }
+    }
+    assert!(current.is_none(), "unterminated record in:\n{text}");
+    records
+}
+
+/// Asserts that one protoc-decoded record equals its JSON line, key by key.
+fn assert_equal(i: usize, pb: &BTreeMap<String, String>, json: &Value) {
+    let json = json.as_object().unwrap();
+    // Every field protoc printed is a JSON key (an unknown tag would print as a number).
+    for k in pb.keys() {
+        assert!(
+            json.contains_key(k),
+            "record {i}: protoc field {k} not in the JSON"
+        );
+    }
+    let num = |k: &str| -> u64 { pb.get(k).map_or(0, |v| v.parse().unwrap()) };
+    for (k, want) in json {
+        let ctx = format!("record {i}: {k}");
+        match k.as_str() {
+            "type" => assert_eq!(pb.get(k).map(String::as_str), want.as_str(), "{ctx}"),
+            "sampler_address" | "src_addr" | "dst_addr" | "next_hop" | "bgp_next_hop" => {
+                let got = pb
+                    .get(k)
+                    .map(|v| addr_text(&unescape(v)))
+                    .unwrap_or_default();
+                assert_eq!(got, want.as_str().unwrap(), "{ctx}");
+            }
+            "etype" => {
+                let v = num(k);
+                let name = etype_name(u16::try_from(v).unwrap()).map_or(v.to_string(), Into::into);
+                assert_eq!(name, want.as_str().unwrap(), "{ctx}");
+            }
+            "proto" => {
+                let v = num(k);
+                let name = proto_name(u8::try_from(v).unwrap()).map_or(v.to_string(), Into::into);
+                assert_eq!(name, want.as_str().unwrap(), "{ctx}");
+            }
+            "src_mac" | "dst_mac" => {
+                let b = num(k).to_be_bytes();
+                let mac = b[2..]
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":");
+                assert_eq!(mac, want.as_str().unwrap(), "{ctx}");
+            }
+            // The prefix length; the address part is the (masked) src/dst address, compared
+            // above.
+            "src_net" | "dst_net" => {
+                let len = want.as_str().unwrap().rsplit_once('/').unwrap().1;
+                assert_eq!(num(k).to_string(), len, "{ctx}");
+            }
+            _ => assert_eq!(Some(num(k)), want.as_u64(), "{ctx}"),
+        }
+    }
+}
+
+#[test]
+fn protoc_reads_pb_output_like_the_json_output() {
+    if !oracle::tools_available(&[("protoc", &["--version"])]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (json_path, pb_path) = (dir.path().join("flows.jsonl"), dir.path().join("flows.pb"));
+    let config = dir.path().join("peer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[outputs]]\ntype = \"file\"\npath = \"{}\"\n\n\
+             [[outputs]]\ntype = \"file\"\nformat = \"pb\"\npath = \"{}\"\n",
+            json_path.display(),
+            pb_path.display()
+        ),
+    )
+    .unwrap();
+    let peer = Peer::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "[::1]:0",
+    ]);
+    let (v4, v6) = (peer.listen[0], peer.listen[1]);
+    let mut exporters = vec![
+        Exporter::new("127.0.0.2".parse().unwrap(), Protocol::NetflowV5, 21),
+        Exporter::new("127.0.0.3".parse().unwrap(), Protocol::NetflowV9, 22),
+        Exporter::new("127.0.0.4".parse().unwrap(), Protocol::Ipfix, 23),
+        Exporter::new("127.0.0.5".parse().unwrap(), Protocol::Sflow5, 24),
+        Exporter::new("::1".parse().unwrap(), Protocol::Ipfix, 25),
+    ];
+    for e in &mut exporters {
+        let to = if e.socket.local_addr().unwrap().is_ipv6() {
+            v6
+        } else {
+            v4
+        };
+        e.send(to, 12, 5);
+    }
+    let expected: usize = exporters.iter().map(|e| e.sent.len()).sum();
+    peer.wait_metric("sluice_peer_flows_total", expected as f64);
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{log}");
+
+    let json = read_jsonl(&json_path);
+    let pb = std::fs::read(&pb_path).unwrap();
+    assert_eq!(json.len(), expected);
+    assert_eq!(split_delimited(&pb).len(), expected, "pb records");
+    let decoded = protoc_decode(&pb, dir.path());
+    assert_eq!(decoded.len(), expected, "records protoc decoded");
+    // Both files are written in the same order (each batch is encoded once per format).
+    for (i, (p, j)) in decoded.iter().zip(&json).enumerate() {
+        assert_equal(i, p, j);
+    }
+    // The comparison saw real values: IPv6 and IPv4 addresses, every protocol.
+    let types: std::collections::BTreeSet<&str> = decoded
+        .iter()
+        .filter_map(|r| r.get("type").map(String::as_str))
+        .collect();
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        ["IPFIX", "NETFLOW_V5", "NETFLOW_V9", "SFLOW_5"]
+    );
+    assert!(
+        decoded
+            .iter()
+            .any(|r| r.get("src_addr").is_some_and(|a| unescape(a).len() == 16))
+    );
+}
