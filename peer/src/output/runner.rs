@@ -140,9 +140,9 @@ impl OutputSet {
                 name: name.clone(),
                 source,
             };
-            let sink = config.build().map_err(err)?;
             let capacity = config.buffer_records();
             let stats = metrics.register_output(name.clone(), capacity);
+            let sink = config.build(&stats, drain_timeout).map_err(err)?;
             let (tx, rx) = crossbeam_channel::bounded(capacity.min(MAX_QUEUED_BATCHES));
             let worker = Worker {
                 sink,
@@ -183,6 +183,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         if let Err(error) = self.sink.healthcheck() {
+            self.stats.mark_down();
             tracing::warn!(
                 output = %self.stats.name,
                 %error,
@@ -222,19 +223,26 @@ impl Worker {
         let mut done = skip;
         let mut backoff = FIRST_BACKOFF;
         loop {
+            // A sink that acknowledges counts sent records (and their latency) itself.
+            let acknowledges = self.sink.acknowledges();
             match self.sink.write(batch, done) {
                 Ok(()) => {
-                    if batch.received_ns() > 0 {
-                        let latency = crate::pipeline::now_ns().saturating_sub(batch.received_ns());
-                        self.stats.observe_latency(latency, batch.len() - skip);
+                    if !acknowledges {
+                        if batch.received_ns() > 0 {
+                            let latency =
+                                crate::pipeline::now_ns().saturating_sub(batch.received_ns());
+                            self.stats.observe_latency(latency, batch.len() - skip);
+                        }
+                        self.stats.written(batch.len() - done);
+                        self.stats.succeeded();
                     }
-                    self.stats.written(batch.len() - done);
-                    self.stats.succeeded();
                     return;
                 }
                 Err(failure) => {
                     done += failure.written;
-                    self.stats.written(failure.written);
+                    if !acknowledges {
+                        self.stats.written(failure.written);
+                    }
                     let Some(wait) = self.retry_wait(backoff) else {
                         self.stats.abandoned(batch.len() - done);
                         return;

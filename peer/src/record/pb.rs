@@ -180,6 +180,83 @@ impl FlowMessage {
     }
 }
 
+fn addr_of(b: &[u8]) -> Result<Option<IpAddr>, String> {
+    match b.len() {
+        0 => Ok(None),
+        4 => Ok(<[u8; 4]>::try_from(b).ok().map(IpAddr::from)),
+        16 => Ok(<[u8; 16]>::try_from(b).ok().map(IpAddr::from)),
+        n => Err(format!("address of {n} bytes")),
+    }
+}
+
+fn narrow<T: TryFrom<u64>>(field: &str, v: impl Into<u64>) -> Result<T, String> {
+    let v = v.into();
+    T::try_from(v).map_err(|_| format!("{field}: {v} out of range"))
+}
+
+/// Reads a message back into a record (consumers of `format = "pb"`, tests); fails on values
+/// a record cannot hold.
+impl TryFrom<&FlowMessage> for FlowRecord {
+    type Error = String;
+
+    fn try_from(m: &FlowMessage) -> Result<Self, String> {
+        let flow_type = match FlowType::try_from(m.r#type) {
+            Ok(FlowType::Sflow5) => Protocol::Sflow5,
+            Ok(FlowType::NetflowV5) => Protocol::NetflowV5,
+            Ok(FlowType::NetflowV9) => Protocol::NetflowV9,
+            Ok(FlowType::Ipfix) => Protocol::Ipfix,
+            _ => return Err(format!("type {}", m.r#type)),
+        };
+        let mac = |v: u64| {
+            let [_, _, a, b, c, d, e, f] = v.to_be_bytes();
+            Mac([a, b, c, d, e, f])
+        };
+        Ok(FlowRecord {
+            flow_type,
+            time_received_ns: m.time_received_ns,
+            sequence_num: m.sequence_num,
+            sampling_rate: m.sampling_rate,
+            sampler_address: addr_of(&m.sampler_address)?,
+            time_flow_start_ns: m.time_flow_start_ns,
+            time_flow_end_ns: m.time_flow_end_ns,
+            bytes: m.bytes,
+            packets: m.packets,
+            src_addr: addr_of(&m.src_addr)?,
+            dst_addr: addr_of(&m.dst_addr)?,
+            etype: narrow("etype", m.etype)?,
+            proto: narrow("proto", m.proto)?,
+            src_port: narrow("src_port", m.src_port)?,
+            dst_port: narrow("dst_port", m.dst_port)?,
+            in_if: m.in_if,
+            out_if: m.out_if,
+            src_mac: mac(m.src_mac),
+            dst_mac: mac(m.dst_mac),
+            src_vlan: narrow("src_vlan", m.src_vlan)?,
+            dst_vlan: narrow("dst_vlan", m.dst_vlan)?,
+            vlan_id: narrow("vlan_id", m.vlan_id)?,
+            ip_tos: narrow("ip_tos", m.ip_tos)?,
+            forwarding_status: narrow("forwarding_status", m.forwarding_status)?,
+            ip_ttl: narrow("ip_ttl", m.ip_ttl)?,
+            ip_flags: narrow("ip_flags", m.ip_flags)?,
+            tcp_flags: narrow("tcp_flags", m.tcp_flags)?,
+            icmp_type: narrow("icmp_type", m.icmp_type)?,
+            icmp_code: narrow("icmp_code", m.icmp_code)?,
+            ipv6_flow_label: m.ipv6_flow_label,
+            fragment_id: m.fragment_id,
+            fragment_offset: narrow("fragment_offset", m.fragment_offset)?,
+            src_as: m.src_as,
+            dst_as: m.dst_as,
+            next_hop: addr_of(&m.next_hop)?,
+            next_hop_as: m.next_hop_as,
+            src_mask: narrow("src_net", m.src_net)?,
+            dst_mask: narrow("dst_net", m.dst_net)?,
+            bgp_next_hop: addr_of(&m.bgp_next_hop)?,
+            observation_domain_id: m.observation_domain_id,
+            observation_point_id: m.observation_point_id,
+        })
+    }
+}
+
 /// Writes records as length-delimited `FlowMessage`s; one per shard (it keeps a message whose
 /// buffers are reused).
 #[derive(Debug, Default)]
@@ -230,5 +307,23 @@ mod tests {
         assert!(buf.is_empty());
         assert!(empty.sampler_address.is_empty() && empty.src_addr.is_empty());
         assert_eq!(empty.r#type, FlowType::NetflowV5 as i32);
+    }
+
+    #[test]
+    fn messages_read_back_into_the_same_record() {
+        let mut msg = FlowMessage::default();
+        for r in [
+            crate::record::tests::sample(),
+            FlowRecord {
+                flow_type: Protocol::Sflow5,
+                src_addr: Some("2001:db8::1".parse().unwrap()),
+                ..crate::record::tests::sample()
+            },
+        ] {
+            msg.fill(&r);
+            assert_eq!(FlowRecord::try_from(&msg), Ok(r));
+        }
+        msg.proto = 256;
+        assert!(FlowRecord::try_from(&msg).is_err());
     }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::FileSink;
 use crate::config::{ConfigError, positive};
-use crate::output::{DEFAULT_BUFFER_RECORDS, Format};
+use crate::output::{Format, default_buffer_records};
 
 /// `[[outputs]] type = "file"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -31,10 +31,6 @@ pub struct FileConfig {
 
 fn default_keep() -> usize {
     5
-}
-
-fn default_buffer_records() -> usize {
-    DEFAULT_BUFFER_RECORDS
 }
 
 impl FileConfig {
