@@ -30,8 +30,22 @@ use sluice_peer::flowgen::Protocol;
 use sluice_peer::record::FlowRecord;
 use sluice_peer::record::pb::FlowMessage;
 
+/// `tansu` from PATH, else where `cargo install` put it (`$CARGO_HOME/bin`, `~/.cargo/bin`).
+fn tansu() -> String {
+    let installed = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin").join("tansu"))
+        .filter(|p| p.exists());
+    let on_path = Command::new("tansu").arg("--version").output().is_ok();
+    match installed {
+        Some(p) if !on_path => p.display().to_string(),
+        _ => "tansu".to_owned(),
+    }
+}
+
 fn tansu_available() -> bool {
-    oracle::tools_available(&[("tansu", &["--help"])])
+    oracle::tools_available(&[(&tansu(), &["--version"])])
 }
 
 /// A tansu broker on `127.0.0.1:port`, advertising `advertised` (a proxy in front of it, or
@@ -45,7 +59,7 @@ impl Tansu {
     fn start(advertised: Option<SocketAddr>) -> Tansu {
         let addr = free_tcp_port();
         let advertised = advertised.unwrap_or(addr);
-        let child = Command::new("tansu")
+        let child = Command::new(tansu())
             .arg("broker")
             .arg("--listener-url")
             .arg(format!("tcp://{addr}"))
@@ -65,7 +79,7 @@ impl Tansu {
     }
 
     fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new("tansu")
+        let out = Command::new(tansu())
             .args(["topic", "create", name])
             .arg("--broker")
             .arg(format!("tcp://{}", self.addr))
