@@ -6,11 +6,14 @@
 //!    their processes;
 //! 3. over UDP with JSON written to a file: `sluice-peer` and `nfacctd` (print plugin) at rising
 //!    rates: loss, CPU per flow, and the peer's received→written latency percentiles.
+//! 5. one output at a time at one rate: a file in `json` and `pb`, Kafka (tansu on loopback) in
+//!    `pb` and `json`: flows per CPU-second and latency, with the targets as ratios to parts 2–3.
 //!
 //! Everything runs on loopback; daemons are stopped by pid and the temporary directory removed.
 
 mod corpus;
 mod daemons;
+mod outputs;
 mod send;
 
 use std::{sync::atomic::AtomicBool, time::Duration};
@@ -31,6 +34,7 @@ use self::{
 
 /// Rate (datagrams/s) and duration of the ingest runs of part 2.
 const INGEST_RATE: u64 = 50_000;
+/// Duration of each run of parts 2, 3 and 5.
 const RUN: Duration = Duration::from_secs(2);
 /// Rates (datagrams/s) of the JSON steps of part 3 (nfacctd stops after its first loss).
 const JSON_RATES: [u64; 8] = [
@@ -66,6 +70,21 @@ pub fn run(stop: &AtomicBool) -> Result<()> {
     let mixed = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
     let (peer, nfacctd) = json(&mixed, &tmp, stop)?;
     print_json(&mixed, &peer, &nfacctd);
+    let outputs = outputs::run(&mixed, &tmp, stop)?;
+    // The collectors' figures on the same traffic: nfcapd on v9 and IPFIX (mean), nfacctd at
+    // its best loss-free JSON step.
+    let nfcapd: Vec<f64> = rows
+        .iter()
+        .filter(|r| matches!(r.protocol, Protocol::NetflowV9 | Protocol::Ipfix))
+        .filter_map(|r| r.nfcapd.as_ref().map(Ingest::per_cpu_second))
+        .collect();
+    let nfcapd = (!nfcapd.is_empty()).then(|| nfcapd.iter().sum::<f64>() / nfcapd.len() as f64);
+    let nfacctd = nfacctd
+        .iter()
+        .filter(|s| s.lossless())
+        .max_by_key(|s| s.rate)
+        .map(|s| 1e6 / s.cpu_us_per_flow());
+    outputs::print(&outputs, nfcapd, nfacctd);
     Ok(())
 }
 
