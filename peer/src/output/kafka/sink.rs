@@ -56,7 +56,8 @@ pub struct KafkaSink {
     topic: String,
     brokers: String,
     drain_timeout: Duration,
-    /// The key being formatted (reused).
+    /// The last key's exporter and its text (records of one datagram share it).
+    key_of: Option<std::net::IpAddr>,
     key: String,
 }
 
@@ -78,6 +79,7 @@ impl KafkaSink {
             topic: config.topic.clone(),
             brokers: config.brokers.join(","),
             drain_timeout,
+            key_of: None,
             key: String::with_capacity(40),
         })
     }
@@ -119,11 +121,15 @@ impl Sink for KafkaSink {
     fn write(&mut self, batch: &EncodedBatch, from: usize) -> Result<(), SinkFailure> {
         let received_ns = batch.received_ns() as usize;
         for (n, payload) in batch.payloads_from(from).enumerate() {
-            self.key.clear();
-            let key = batch.exporter(from + n).map(|a| {
-                let _ = write!(self.key, "{a}");
-                self.key.as_bytes()
-            });
+            let exporter = batch.exporter(from + n);
+            if exporter != self.key_of {
+                self.key.clear();
+                if let Some(a) = exporter {
+                    let _ = write!(self.key, "{a}");
+                }
+                self.key_of = exporter;
+            }
+            let key = exporter.map(|_| self.key.as_bytes());
             let mut record = BaseRecord::with_opaque_to(&self.topic, received_ns).payload(payload);
             if let Some(k) = key {
                 record = record.key(k);

@@ -43,8 +43,8 @@ const JSON_RATES: [u64; 8] = [
 /// Flows each in-process measurement decodes (about).
 const IN_PROCESS_FLOWS: u64 = 6_000_000;
 
-/// Runs the benchmark and prints its tables.
-pub fn run(stop: &AtomicBool) -> Result<()> {
+/// Runs the benchmark and prints its tables; `outputs_only`: part 5 alone.
+pub fn run(outputs_only: bool, stop: &AtomicBool) -> Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "sluice-bench decode: {} CPUs, load average {} (other work on the machine shares them)\n",
@@ -59,6 +59,12 @@ pub fn run(stop: &AtomicBool) -> Result<()> {
         "Temporary files (removed at the end): {}\n",
         tmp.0.display()
     );
+    let mixed = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
+    if outputs_only {
+        let outputs = outputs::run(&mixed, &tmp, stop)?;
+        outputs::print(&outputs, None, None);
+        return Ok(());
+    }
     let corpora: Vec<(Protocol, Corpus)> =
         Protocol::ALL.iter().map(|&p| (p, Corpus::new(p))).collect();
     print_corpora(&corpora);
@@ -67,7 +73,6 @@ pub fn run(stop: &AtomicBool) -> Result<()> {
         rows.push(decode_row(*protocol, corpus, &tmp, stop)?);
     }
     print_decode(&rows);
-    let mixed = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
     let (peer, nfacctd) = json(&mixed, &tmp, stop)?;
     print_json(&mixed, &peer, &nfacctd);
     let outputs = outputs::run(&mixed, &tmp, stop)?;
