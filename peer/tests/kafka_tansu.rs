@@ -4,6 +4,7 @@
 //! consumer group.
 //!
 //! Needs `tansu` on PATH: without it the tests fail when `CI=true` and print a skip otherwise.
+#![cfg(feature = "kafka")]
 #![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
 
 #[path = "data/oracle_support.rs"]
