@@ -238,6 +238,32 @@ fn layer_2() {
 }
 
 #[test]
+fn mpls() {
+    // A label stack section: 20-bit label, 3 EXP bits, bottom-of-stack bit.
+    let top = [0x00, 0x01, 0x01]; // label 16, bottom of stack
+    let third = [0xff, 0xff, 0xf0]; // label 0xfffff
+    case(&[f(70, &top)], |r| {
+        r.mpls_label = [16].into_iter().collect()
+    });
+    // Label 3 alone: labels 1 and 2 are 0 (GoFlow2 grows the list).
+    case(&[f(72, &third)], |r| {
+        r.mpls_label = [0, 0, 0xf_ffff].into_iter().collect();
+    });
+    case(&[f(70, &top), f(71, &[0x00, 0x02, 0x00])], |r| {
+        r.mpls_label = [16, 32].into_iter().collect();
+    });
+    let v6: [u8; 16] = "2001:db8::1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    case(&[f(47, &[10, 0, 0, 1]), f(140, &v6)], |r| {
+        r.mpls_ip = [ip("10.0.0.1").unwrap(), ip("2001:db8::1").unwrap()]
+            .into_iter()
+            .collect();
+    });
+}
+
+#[test]
 fn absolute_and_relative_times() {
     let ms = 1_699_999_990_000u64;
     case(&[f(150, &(EXPORT_S - 10).to_be_bytes())], |r| {

@@ -20,7 +20,9 @@ use std::process::{Command, Stdio};
 use peer_support::*;
 use serde_json::Value;
 use sluice_peer::flowgen::Protocol;
-use sluice_peer::record::{etype_name, proto_name};
+use sluice_peer::output::{EncodedBatch, Format};
+use sluice_peer::record::pb::PbEncoder;
+use sluice_peer::record::{FlowRecord, Mac, etype_name, proto_name};
 
 /// Splits a stream of length-delimited messages (varint length, then the message) into the
 /// frames (length included).
@@ -94,7 +96,7 @@ fn addr_text(bytes: &[u8]) -> String {
 
 /// `protoc --decode` of every message in `pb` (wrapped as one repeated field, which is what
 /// length-delimited messages each prefixed by the field's tag are), as name → text value.
-fn protoc_decode(pb: &[u8], dir: &Path) -> Vec<BTreeMap<String, String>> {
+fn protoc_decode(pb: &[u8], dir: &Path) -> Vec<BTreeMap<String, Vec<String>>> {
     let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
     std::fs::write(
         dir.join("batch.proto"),
@@ -131,15 +133,20 @@ fn protoc_decode(pb: &[u8], dir: &Path) -> Vec<BTreeMap<String, String>> {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut records = Vec::new();
-    let mut current: Option<BTreeMap<String, String>> = None;
+    let mut current: Option<BTreeMap<String, Vec<String>>> = None;
     for line in text.lines() {
         match line.trim() {
             "records {" => current = Some(BTreeMap::new()),
             "}" => records.push(current.take().unwrap()),
             field => {
                 let (k, v) = field.split_once(": ").unwrap();
-                let prev = current.as_mut().unwrap().insert(k.into(), v.into());
-                assert!(prev.is_none(), "field {k} twice");
+                let values: &mut Vec<String> =
+                    current.as_mut().unwrap().entry(k.into()).or_default();
+                values.push(v.into());
+                assert!(
+                    values.len() == 1 || REPEATED.contains(&k),
+                    "field {k} twice"
+                );
             }
         }
     }
@@ -147,8 +154,11 @@ fn protoc_decode(pb: &[u8], dir: &Path) -> Vec<BTreeMap<String, String>> {
     records
 }
 
+/// The repeated fields of `flow.proto` (JSON arrays).
+const REPEATED: [&str; 3] = ["mpls_label", "mpls_ttl", "mpls_ip"];
+
 /// Asserts that one protoc-decoded record equals its JSON line, key by key.
-fn assert_equal(i: usize, pb: &BTreeMap<String, String>, json: &Value) {
+fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
     let json = json.as_object().unwrap();
     // Every field protoc printed is a JSON key (an unknown tag would print as a number).
     for k in pb.keys() {
@@ -157,16 +167,35 @@ fn assert_equal(i: usize, pb: &BTreeMap<String, String>, json: &Value) {
             "record {i}: protoc field {k} not in the JSON"
         );
     }
-    let num = |k: &str| -> u64 { pb.get(k).map_or(0, |v| v.parse().unwrap()) };
+    let one = |k: &str| pb.get(k).map(|v| v[0].as_str());
+    let num = |k: &str| -> u64 { one(k).map_or(0, |v| v.parse().unwrap()) };
+    let all = |k: &str| pb.get(k).cloned().unwrap_or_default();
     for (k, want) in json {
         let ctx = format!("record {i}: {k}");
         match k.as_str() {
-            "type" => assert_eq!(pb.get(k).map(String::as_str), want.as_str(), "{ctx}"),
+            "type" => assert_eq!(one(k), want.as_str(), "{ctx}"),
+            "mpls_label" | "mpls_ttl" => {
+                let got: Vec<u64> = all(k).iter().map(|v| v.parse().unwrap()).collect();
+                let want: Vec<u64> = want
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .collect();
+                assert_eq!(got, want, "{ctx}");
+            }
+            "mpls_ip" => {
+                let got: Vec<String> = all(k).iter().map(|v| addr_text(&unescape(v))).collect();
+                let want: Vec<&str> = want
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                assert_eq!(got, want, "{ctx}");
+            }
             "sampler_address" | "src_addr" | "dst_addr" | "next_hop" | "bgp_next_hop" => {
-                let got = pb
-                    .get(k)
-                    .map(|v| addr_text(&unescape(v)))
-                    .unwrap_or_default();
+                let got = one(k).map(|v| addr_text(&unescape(v))).unwrap_or_default();
                 assert_eq!(got, want.as_str().unwrap(), "{ctx}");
             }
             "etype" => {
@@ -259,15 +288,83 @@ fn protoc_reads_pb_output_like_the_json_output() {
     // The comparison saw real values: IPv6 and IPv4 addresses, every protocol.
     let types: std::collections::BTreeSet<&str> = decoded
         .iter()
-        .filter_map(|r| r.get("type").map(String::as_str))
+        .filter_map(|r| r.get("type").map(|v| v[0].as_str()))
         .collect();
     assert_eq!(
         types.into_iter().collect::<Vec<_>>(),
         ["IPFIX", "NETFLOW_V5", "NETFLOW_V9", "SFLOW_5"]
     );
-    assert!(
-        decoded
-            .iter()
-            .any(|r| r.get("src_addr").is_some_and(|a| unescape(a).len() == 16))
-    );
+    assert!(decoded.iter().any(|r| {
+        r.get("src_addr")
+            .is_some_and(|a| unescape(&a[0]).len() == 16)
+    }));
+}
+
+/// Records with every field set, repeated fields included (the flowgen traffic above carries no
+/// MPLS), encoded by the peer's own batch encoder.
+#[test]
+fn protoc_reads_every_field_including_repeated_ones() {
+    if !oracle::tools_available(&[("protoc", &["--version"])]) {
+        return;
+    }
+    let a = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let full = |v6: bool| FlowRecord {
+        flow_type: Protocol::Sflow5,
+        time_received_ns: 1_800_000_000_123_456_789,
+        sequence_num: 3,
+        sampling_rate: 4,
+        sampler_address: Some(a("198.18.1.10")),
+        time_flow_start_ns: 1_800_000_000_000_000_000,
+        time_flow_end_ns: 1_800_000_000_100_000_000,
+        bytes: 1500,
+        packets: 1,
+        src_addr: Some(a(if v6 { "2001:db8::1" } else { "10.0.0.1" })),
+        dst_addr: Some(a(if v6 { "2001:db8::2" } else { "10.0.0.2" })),
+        etype: if v6 { 0x86dd } else { 0x0800 },
+        proto: 47,
+        src_port: 1,
+        dst_port: 2,
+        in_if: 5,
+        out_if: 6,
+        src_mac: Mac([0x02, 0, 0, 0, 0, 7]),
+        dst_mac: Mac([0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54]),
+        src_vlan: 9,
+        dst_vlan: 10,
+        vlan_id: 11,
+        ip_tos: 12,
+        forwarding_status: 13,
+        ip_ttl: 14,
+        ip_flags: 2,
+        tcp_flags: 0x1ff,
+        icmp_type: 16,
+        icmp_code: 17,
+        ipv6_flow_label: 0xfffff,
+        fragment_id: 19,
+        fragment_offset: 20,
+        src_as: 4_200_000_000,
+        dst_as: 22,
+        next_hop: Some(a("10.255.0.1")),
+        next_hop_as: 23,
+        src_mask: if v6 { 64 } else { 24 },
+        dst_mask: 16,
+        bgp_next_hop: Some(a("2001:db8:ffff::1")),
+        mpls_label: [16, 0xf_ffff, 3].into_iter().collect(),
+        mpls_ttl: [255, 1].into_iter().collect(),
+        mpls_ip: [a("10.9.9.9"), a("2001:db8::9")].into_iter().collect(),
+        observation_domain_id: 24,
+        observation_point_id: 25,
+    };
+    let records = [full(false), full(true), FlowRecord::default()];
+    let mut pb = PbEncoder::default();
+    let mut batch = EncodedBatch::with_capacity(Format::Pb, records.len());
+    for r in &records {
+        batch.push_record(r, &mut pb);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let decoded = protoc_decode(batch.text(0..batch.len()), dir.path());
+    assert_eq!(decoded.len(), records.len());
+    for (i, (p, r)) in decoded.iter().zip(&records).enumerate() {
+        assert_equal(i, p, &serde_json::to_value(r).unwrap());
+    }
+    assert_eq!(decoded[0]["mpls_label"], ["16", "1048575", "3"]);
 }

@@ -86,6 +86,10 @@ enum Target {
     EndDeltaUs,
     SysInitMs,
     ObsPointId,
+    /// mplsTopLabelStackSection (70) and sections 2, 3 (71, 72): label = value >> 4.
+    MplsLabel(u8),
+    /// mplsTopLabelIPv4Address (47), mplsTopLabelIPv6Address (140).
+    MplsIp,
     /// dataLinkFrameSize (312): one sampled frame of this many bytes (RFC 7133).
     FrameSize,
     /// dataLinkFrameSection (315): the start of one sampled frame, parsed like an sFlow header.
@@ -151,6 +155,10 @@ fn target_of(f: &FieldSpec) -> Target {
         197 => Target::FragFlags,
         243 => Target::VlanId,
         256 => Target::Etype,
+        70 => Target::MplsLabel(0),
+        71 => Target::MplsLabel(1),
+        72 => Target::MplsLabel(2),
+        47 | 140 => Target::MplsIp,
         312 => Target::FrameSize,
         315 => Target::FrameSection,
         _ => Target::Skip,
@@ -158,9 +166,11 @@ fn target_of(f: &FieldSpec) -> Target {
     // A field whose length does not fit its meaning is kept in the template (so offsets stay
     // right) but not decoded.
     let fits = match t {
-        Target::SrcAddr | Target::DstAddr | Target::NextHop | Target::BgpNextHop => {
-            len == 4 || len == 16
-        }
+        Target::SrcAddr
+        | Target::DstAddr
+        | Target::NextHop
+        | Target::BgpNextHop
+        | Target::MplsIp => len == 4 || len == 16,
         Target::SrcMac | Target::DstMac => len == 6,
         Target::StartNtp | Target::EndNtp => len == 8,
         // Any length, variable-length included: a frame prefix.
@@ -351,6 +361,12 @@ fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
         Target::EndDeltaUs => p.end_delta_us = Some(n()),
         Target::SysInitMs => p.sys_init_ms = Some(n()),
         Target::ObsPointId => r.observation_point_id = n() as u32,
+        Target::MplsLabel(i) => r.mpls_label.set(usize::from(i), (n() >> 4) as u32),
+        Target::MplsIp => {
+            if let Some(a) = ip_of(v) {
+                r.mpls_ip.push(a);
+            }
+        }
         Target::FrameSize => {
             r.bytes = n();
             r.packets = 1;

@@ -105,6 +105,85 @@ impl std::str::FromStr for Mac {
     }
 }
 
+/// A value a [`Stack`] slot holds before it is used.
+pub trait Blank: Copy {
+    const BLANK: Self;
+}
+
+impl Blank for u32 {
+    const BLANK: Self = 0;
+}
+
+impl Blank for u8 {
+    const BLANK: Self = 0;
+}
+
+impl Blank for IpAddr {
+    const BLANK: Self = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+}
+
+/// Up to `N` values of one of GoFlow2's repeated fields (MPLS labels), kept inline so the
+/// record stays `Copy`; values past `N` are not kept (README says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stack<T: Blank, const N: usize> {
+    len: u8,
+    items: [T; N],
+}
+
+impl<T: Blank, const N: usize> Default for Stack<T, N> {
+    fn default() -> Self {
+        Stack {
+            len: 0,
+            items: [T::BLANK; N],
+        }
+    }
+}
+
+impl<T: Blank, const N: usize> Stack<T, N> {
+    pub fn as_slice(&self) -> &[T] {
+        self.items.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    /// Appends `v`; false when full.
+    pub fn push(&mut self, v: T) -> bool {
+        match self.items.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = v;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets position `i`, growing with blanks up to it (GoFlow2's MPLS label 2 before label 1).
+    pub fn set(&mut self, i: usize, v: T) {
+        if let Some(slot) = self.items.get_mut(i) {
+            *slot = v;
+            self.len = self.len.max(i as u8 + 1);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+impl<T: Blank, const N: usize> FromIterator<T> for Stack<T, N> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut s = Stack::default();
+        for v in iter {
+            s.push(v);
+        }
+        s
+    }
+}
+
+/// MPLS label stack entries a record keeps (NetFlow/IPFIX carry at most 3).
+pub const MPLS_DEPTH: usize = 4;
+/// MPLS top-label addresses a record keeps (IPFIX 47 and 140).
+pub const MPLS_ADDRESSES: usize = 2;
+
 /// One normalized flow record. All fields are plain values (the record is `Copy`), so decoding
 /// allocates nothing per record beyond the output vector's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -164,6 +243,12 @@ pub struct FlowRecord {
     /// Destination prefix length (JSON `dst_net`).
     pub dst_mask: u8,
     pub bgp_next_hop: Option<IpAddr>,
+    /// MPLS labels, top of the stack first (20-bit values).
+    pub mpls_label: Stack<u32, MPLS_DEPTH>,
+    /// MPLS TTLs of those labels (sFlow sampled headers only).
+    pub mpls_ttl: Stack<u8, MPLS_DEPTH>,
+    /// MPLS top-label IPv4/IPv6 addresses (IPFIX 47, 140).
+    pub mpls_ip: Stack<IpAddr, MPLS_ADDRESSES>,
     /// IPFIX observation domain / NetFlow v9 source id / sFlow sub-agent id.
     pub observation_domain_id: u32,
     pub observation_point_id: u32,
@@ -404,6 +489,34 @@ impl Cursor<'_> {
         self.byte(b'"');
     }
 
+    /// `,"key":[1,2]`.
+    fn nums(&mut self, k: &[u8], vs: impl Iterator<Item = u64>) {
+        self.key(k);
+        self.byte(b'[');
+        for (i, v) in vs.enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            self.dec(v);
+        }
+        self.byte(b']');
+    }
+
+    /// `,"key":["10.0.0.1"]`.
+    fn ips(&mut self, k: &[u8], vs: &[IpAddr]) {
+        self.key(k);
+        self.byte(b'[');
+        for (i, v) in vs.iter().enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            self.byte(b'"');
+            self.addr(*v);
+            self.byte(b'"');
+        }
+        self.byte(b']');
+    }
+
     #[inline(always)]
     fn named(&mut self, k: &[u8], name: Option<&str>, v: u64) {
         match name {
@@ -497,6 +610,15 @@ impl FlowRecord {
         c.net(b",\"src_net\":", self.src_addr, self.src_mask);
         c.net(b",\"dst_net\":", self.dst_addr, self.dst_mask);
         c.ip(b",\"bgp_next_hop\":", self.bgp_next_hop);
+        c.nums(
+            b",\"mpls_label\":",
+            self.mpls_label.as_slice().iter().map(|&v| u64::from(v)),
+        );
+        c.nums(
+            b",\"mpls_ttl\":",
+            self.mpls_ttl.as_slice().iter().map(|&v| u64::from(v)),
+        );
+        c.ips(b",\"mpls_ip\":", self.mpls_ip.as_slice());
         c.num(
             b",\"observation_domain_id\":",
             u64::from(self.observation_domain_id),
@@ -555,6 +677,9 @@ mod wire {
         pub src_net: String,
         pub dst_net: String,
         pub bgp_next_hop: String,
+        pub mpls_label: Vec<u32>,
+        pub mpls_ttl: Vec<u8>,
+        pub mpls_ip: Vec<String>,
         pub observation_domain_id: u32,
         pub observation_point_id: u32,
     }
@@ -583,6 +708,13 @@ mod wire {
             .ok_or_else(|| format!("{field}: expected prefix/len, got {s:?}"))?;
         len.parse()
             .map_err(|_| format!("{field}: bad prefix length in {s:?}"))
+    }
+
+    fn stack<T: Blank, const N: usize>(field: &str, v: Vec<T>) -> Result<Stack<T, N>, String> {
+        if v.len() > N {
+            return Err(format!("{field}: more than {N} entries"));
+        }
+        Ok(v.into_iter().collect())
     }
 
     impl From<FlowRecord> for FlowJson {
@@ -631,6 +763,9 @@ mod wire {
                 src_net: net_text(r.src_addr, r.src_mask),
                 dst_net: net_text(r.dst_addr, r.dst_mask),
                 bgp_next_hop: ip_text(r.bgp_next_hop),
+                mpls_label: r.mpls_label.as_slice().to_vec(),
+                mpls_ttl: r.mpls_ttl.as_slice().to_vec(),
+                mpls_ip: r.mpls_ip.as_slice().iter().map(IpAddr::to_string).collect(),
                 observation_domain_id: r.observation_domain_id,
                 observation_point_id: r.observation_point_id,
             }
@@ -682,6 +817,18 @@ mod wire {
                 src_mask: parse_mask("src_net", &j.src_net)?,
                 dst_mask: parse_mask("dst_net", &j.dst_net)?,
                 bgp_next_hop: parse_ip("bgp_next_hop", &j.bgp_next_hop)?,
+                mpls_label: stack("mpls_label", j.mpls_label)?,
+                mpls_ttl: stack("mpls_ttl", j.mpls_ttl)?,
+                mpls_ip: stack(
+                    "mpls_ip",
+                    j.mpls_ip
+                        .iter()
+                        .map(|s| {
+                            s.parse::<IpAddr>()
+                                .map_err(|_| format!("mpls_ip: bad address {s:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                )?,
                 observation_domain_id: j.observation_domain_id,
                 observation_point_id: j.observation_point_id,
             })
@@ -735,6 +882,9 @@ pub(crate) mod tests {
             src_mask: 24,
             dst_mask: 16,
             bgp_next_hop: None,
+            mpls_label: [16, 17].into_iter().collect(),
+            mpls_ttl: Stack::default(),
+            mpls_ip: ["10.0.0.9".parse().unwrap()].into_iter().collect(),
             observation_domain_id: 5,
             observation_point_id: 0,
         }
@@ -807,6 +957,9 @@ pub(crate) mod tests {
             src_mask: 127,
             dst_mask: 127,
             bgp_next_hop: Some(v6),
+            mpls_label: [u32::MAX; MPLS_DEPTH].into_iter().collect(),
+            mpls_ttl: [u8::MAX; MPLS_DEPTH].into_iter().collect(),
+            mpls_ip: [v6; MPLS_ADDRESSES].into_iter().collect(),
             observation_domain_id: u32::MAX,
             observation_point_id: u32::MAX,
         };
@@ -819,6 +972,20 @@ pub(crate) mod tests {
             String::from_utf8(fast).unwrap(),
             String::from_utf8(want).unwrap()
         );
+    }
+
+    #[test]
+    fn stacks_keep_n_and_set_grows_with_blanks() {
+        let mut s: Stack<u32, 3> = Stack::default();
+        s.set(1, 7);
+        assert_eq!(s.as_slice(), [0, 7]);
+        assert!(s.push(8));
+        assert!(!s.push(9));
+        assert_eq!(s.as_slice(), [0, 7, 8]);
+        s.set(5, 1);
+        assert_eq!(s.as_slice(), [0, 7, 8]);
+        s.clear();
+        assert!(s.as_slice().is_empty());
     }
 
     #[test]
@@ -861,6 +1028,9 @@ pub(crate) mod tests {
         assert_eq!(v["src_net"], "10.1.2.0/24");
         assert_eq!(v["dst_net"], "10.9.0.0/16");
         assert_eq!(v["bgp_next_hop"], "");
+        assert_eq!(v["mpls_label"], serde_json::json!([16, 17]));
+        assert_eq!(v["mpls_ttl"], serde_json::json!([]));
+        assert_eq!(v["mpls_ip"], serde_json::json!(["10.0.0.9"]));
         assert_eq!(v["sampler_address"], "198.18.1.10");
         let back: FlowRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use super::{FlowRecord, Mac, Protocol};
+use super::{Blank, FlowRecord, Mac, Protocol, Stack};
 
 /// `FlowMessage.FlowType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -119,6 +119,12 @@ pub struct FlowMessage {
     pub observation_domain_id: u32,
     #[prost(uint32, tag = "71")]
     pub observation_point_id: u32,
+    #[prost(uint32, repeated, tag = "80")]
+    pub mpls_ttl: Vec<u32>,
+    #[prost(uint32, repeated, tag = "81")]
+    pub mpls_label: Vec<u32>,
+    #[prost(bytes = "vec", repeated, tag = "82")]
+    pub mpls_ip: Vec<Vec<u8>>,
 }
 
 /// An address as GoFlow2 stores it: 4 or 16 bytes in network order, empty when absent.
@@ -180,6 +186,17 @@ impl FlowMessage {
         put_addr(&mut self.bgp_next_hop, r.bgp_next_hop);
         self.observation_domain_id = r.observation_domain_id;
         self.observation_point_id = r.observation_point_id;
+        self.mpls_ttl.clear();
+        self.mpls_ttl
+            .extend(r.mpls_ttl.as_slice().iter().map(|&t| u32::from(t)));
+        self.mpls_label.clear();
+        self.mpls_label.extend_from_slice(r.mpls_label.as_slice());
+        self.mpls_ip.clear();
+        for a in r.mpls_ip.as_slice() {
+            let mut b = Vec::new();
+            put_addr(&mut b, Some(*a));
+            self.mpls_ip.push(b);
+        }
     }
 }
 
@@ -190,6 +207,19 @@ fn addr_of(b: &[u8]) -> Result<Option<IpAddr>, String> {
         16 => Ok(<[u8; 16]>::try_from(b).ok().map(IpAddr::from)),
         n => Err(format!("address of {n} bytes")),
     }
+}
+
+fn stack<T: Blank, const N: usize>(
+    field: &str,
+    v: impl IntoIterator<Item = T>,
+) -> Result<Stack<T, N>, String> {
+    let mut s = Stack::default();
+    for x in v {
+        if !s.push(x) {
+            return Err(format!("{field}: more than {N} entries"));
+        }
+    }
+    Ok(s)
 }
 
 fn narrow<T: TryFrom<u64>>(field: &str, v: impl Into<u64>) -> Result<T, String> {
@@ -256,6 +286,21 @@ impl TryFrom<&FlowMessage> for FlowRecord {
             bgp_next_hop: addr_of(&m.bgp_next_hop)?,
             observation_domain_id: m.observation_domain_id,
             observation_point_id: m.observation_point_id,
+            mpls_label: stack("mpls_label", m.mpls_label.iter().copied())?,
+            mpls_ttl: stack(
+                "mpls_ttl",
+                m.mpls_ttl
+                    .iter()
+                    .map(|&t| narrow::<u8>("mpls_ttl", t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?,
+            mpls_ip: stack(
+                "mpls_ip",
+                m.mpls_ip
+                    .iter()
+                    .map(|b| addr_of(b)?.ok_or_else(|| "mpls_ip: empty".to_owned()))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?,
         })
     }
 }
@@ -308,6 +353,19 @@ fn addr(tag: u32, a: Option<IpAddr>, out: &mut Vec<u8>) {
     }
 }
 
+/// A packed repeated varint field, omitted when empty.
+#[inline(always)]
+fn packed(tag: u32, vs: impl Iterator<Item = u64> + Clone, out: &mut Vec<u8>) {
+    let len: usize = vs.clone().map(|v| (v | 1).ilog2() as usize / 7 + 1).sum();
+    if len > 0 {
+        varint(u64::from(tag << 3 | 2), out);
+        varint(len as u64, out);
+        for v in vs {
+            varint(v, out);
+        }
+    }
+}
+
 impl PbEncoder {
     /// Appends `r` to `out`: varint length, then the message.
     pub fn write(&mut self, r: &FlowRecord, out: &mut Vec<u8>) {
@@ -350,6 +408,11 @@ impl PbEncoder {
         uint(38, u64::from(r.ip_flags), b);
         uint(70, u64::from(r.observation_domain_id), b);
         uint(71, u64::from(r.observation_point_id), b);
+        packed(80, r.mpls_ttl.as_slice().iter().map(|&t| u64::from(t)), b);
+        packed(81, r.mpls_label.as_slice().iter().map(|&l| u64::from(l)), b);
+        for a in r.mpls_ip.as_slice() {
+            addr(82, Some(*a), b);
+        }
         addr(100, r.bgp_next_hop, b);
         uint(110, r.time_received_ns, b);
         uint(111, r.time_flow_start_ns, b);
@@ -445,6 +508,9 @@ mod tests {
             bgp_next_hop: a(39),
             observation_domain_id: 40,
             observation_point_id: 41,
+            mpls_label: [42, 0xf_ffff, 300].into_iter().collect(),
+            mpls_ttl: [43, 255].into_iter().collect(),
+            mpls_ip: [a(44).unwrap(), a(45).unwrap()].into_iter().collect(),
         }
     }
 
