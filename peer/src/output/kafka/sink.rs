@@ -135,7 +135,6 @@ impl Sink for KafkaSink {
                 record = record.key(k);
             }
             let mut waited = Duration::ZERO;
-            let mut record = record;
             // Counted before the hand-over: the delivery report may come at once.
             self.stats.handed_over(1);
             loop {
