@@ -160,6 +160,8 @@ fn project(p: Protocol, f: &FlowRecord) -> FlowRecord {
             e.src_as = if f.src_as == 0 { f.dst_as } else { f.src_as };
             e.dst_as = f.dst_as;
             e.next_hop_as = f.next_hop_as;
+            // The encoder's AS path: the next-hop AS, then the destination AS.
+            e.as_path = [f.next_hop_as, f.dst_as].into_iter().collect();
             e.bgp_next_hop = f.bgp_next_hop;
             if v6 {
                 e.ipv6_flow_label = f.ipv6_flow_label & 0x000f_ffff;

@@ -409,7 +409,7 @@ fn sflow_base() -> FlowRecord {
 #[test]
 fn sflow_gateway_as_numbers() {
     // Extended gateway: next hop 10.0.0.9, router AS 65000, src AS 0 (unknown), src peer AS,
-    // one AS_SEQUENCE segment [65010, 65020], no communities, local pref.
+    // one AS_SEQUENCE segment [65010, 65020], two communities, local pref.
     let gateway = |src_as: u32| {
         words(&[
             1,
@@ -422,7 +422,9 @@ fn sflow_gateway_as_numbers() {
             2,
             65010,
             65020,
-            0,
+            2,
+            0xfde8_0001,
+            0xfde8_0002,
             100,
         ])
     };
@@ -430,6 +432,8 @@ fn sflow_gateway_as_numbers() {
     want.bgp_next_hop = ip("10.0.0.9");
     want.dst_as = 65020; // last AS of the path
     want.next_hop_as = 65010; // first AS of the path
+    want.as_path = [65010, 65020].into_iter().collect();
+    want.bgp_communities = [0xfde8_0001, 0xfde8_0002].into_iter().collect();
     want.src_as = 65000; // unknown source AS: the router's own
     assert_eq!(decode_sflow(&sflow(&[(1003, gateway(0))])), want);
     want.src_as = 65030;

@@ -155,7 +155,13 @@ fn protoc_decode(pb: &[u8], dir: &Path) -> Vec<BTreeMap<String, Vec<String>>> {
 }
 
 /// The repeated fields of `flow.proto` (JSON arrays).
-const REPEATED: [&str; 3] = ["mpls_label", "mpls_ttl", "mpls_ip"];
+const REPEATED: [&str; 5] = [
+    "mpls_label",
+    "mpls_ttl",
+    "mpls_ip",
+    "bgp_communities",
+    "as_path",
+];
 
 /// Asserts that one protoc-decoded record equals its JSON line, key by key.
 fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
@@ -174,7 +180,7 @@ fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
         let ctx = format!("record {i}: {k}");
         match k.as_str() {
             "type" => assert_eq!(one(k), want.as_str(), "{ctx}"),
-            "mpls_label" | "mpls_ttl" => {
+            "mpls_label" | "mpls_ttl" | "bgp_communities" | "as_path" => {
                 let got: Vec<u64> = all(k).iter().map(|v| v.parse().unwrap()).collect();
                 let want: Vec<u64> = want
                     .as_array()
@@ -348,6 +354,8 @@ fn protoc_reads_every_field_including_repeated_ones() {
         src_mask: if v6 { 64 } else { 24 },
         dst_mask: 16,
         bgp_next_hop: Some(a("2001:db8:ffff::1")),
+        bgp_communities: [0xfde8_0001, 7].into_iter().collect(),
+        as_path: [65001, 4_200_000_000].into_iter().collect(),
         mpls_label: [16, 0xf_ffff, 3].into_iter().collect(),
         mpls_ttl: [255, 1].into_iter().collect(),
         mpls_ip: [a("10.9.9.9"), a("2001:db8::9")].into_iter().collect(),

@@ -233,6 +233,7 @@ fn flow_record(format: u32, data: &[u8], rec: &mut FlowRecord) -> Option<()> {
             let segments = d.u32()?;
             let mut first_hop = None;
             let mut last = None;
+            rec.as_path.clear();
             for _ in 0..segments {
                 let _seg_type = d.u32()?;
                 let n = d.u32()?;
@@ -240,7 +241,15 @@ fn flow_record(format: u32, data: &[u8], rec: &mut FlowRecord) -> Option<()> {
                     let asn = d.u32()?;
                     first_hop.get_or_insert(asn);
                     last = Some(asn);
+                    rec.as_path.push(asn);
                 }
+            }
+            // Communities, then the local preference (an exporter that cuts the record short
+            // keeps what came before).
+            rec.bgp_communities.clear();
+            for _ in 0..d.u32().unwrap_or(0) {
+                let Some(c) = d.u32() else { break };
+                rec.bgp_communities.push(c);
             }
             if let Some(last) = last {
                 rec.dst_as = last;

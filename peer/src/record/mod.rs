@@ -122,7 +122,7 @@ impl Blank for IpAddr {
     const BLANK: Self = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 }
 
-/// Up to `N` values of one of GoFlow2's repeated fields (MPLS labels), kept inline so the
+/// Up to `N` values of one of GoFlow2's repeated fields (MPLS labels, AS path), kept inline so the
 /// record stays `Copy`; values past `N` are not kept (README says so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stack<T: Blank, const N: usize> {
@@ -183,6 +183,10 @@ impl<T: Blank, const N: usize> FromIterator<T> for Stack<T, N> {
 pub const MPLS_DEPTH: usize = 4;
 /// MPLS top-label addresses a record keeps (IPFIX 47 and 140).
 pub const MPLS_ADDRESSES: usize = 2;
+/// AS path entries a record keeps (sFlow extended gateway), from the nearest AS on.
+pub const AS_PATH_LEN: usize = 16;
+/// BGP communities a record keeps (sFlow extended gateway).
+pub const COMMUNITIES: usize = 8;
 
 /// One normalized flow record. All fields are plain values (the record is `Copy`), so decoding
 /// allocates nothing per record beyond the output vector's slot.
@@ -243,6 +247,10 @@ pub struct FlowRecord {
     /// Destination prefix length (JSON `dst_net`).
     pub dst_mask: u8,
     pub bgp_next_hop: Option<IpAddr>,
+    /// BGP communities of the destination route (sFlow extended gateway).
+    pub bgp_communities: Stack<u32, COMMUNITIES>,
+    /// AS path to the destination, nearest AS first (sFlow extended gateway).
+    pub as_path: Stack<u32, AS_PATH_LEN>,
     /// MPLS labels, top of the stack first (20-bit values).
     pub mpls_label: Stack<u32, MPLS_DEPTH>,
     /// MPLS TTLs of those labels (sFlow sampled headers only).
@@ -531,8 +539,9 @@ impl Cursor<'_> {
     }
 }
 
-/// Room for the largest possible record (all addresses IPv6, all numbers at their maximum).
-const MAX_JSON: usize = 2048;
+/// Room for the largest possible record (all addresses IPv6, all numbers at their maximum,
+/// every list full).
+const MAX_JSON: usize = 2560;
 
 impl FlowRecord {
     /// Appends this record as one JSON object (no trailing newline) to `out`; byte-for-byte what
@@ -611,6 +620,17 @@ impl FlowRecord {
         c.net(b",\"dst_net\":", self.dst_addr, self.dst_mask);
         c.ip(b",\"bgp_next_hop\":", self.bgp_next_hop);
         c.nums(
+            b",\"bgp_communities\":",
+            self.bgp_communities
+                .as_slice()
+                .iter()
+                .map(|&v| u64::from(v)),
+        );
+        c.nums(
+            b",\"as_path\":",
+            self.as_path.as_slice().iter().map(|&v| u64::from(v)),
+        );
+        c.nums(
             b",\"mpls_label\":",
             self.mpls_label.as_slice().iter().map(|&v| u64::from(v)),
         );
@@ -677,6 +697,8 @@ mod wire {
         pub src_net: String,
         pub dst_net: String,
         pub bgp_next_hop: String,
+        pub bgp_communities: Vec<u32>,
+        pub as_path: Vec<u32>,
         pub mpls_label: Vec<u32>,
         pub mpls_ttl: Vec<u8>,
         pub mpls_ip: Vec<String>,
@@ -763,6 +785,8 @@ mod wire {
                 src_net: net_text(r.src_addr, r.src_mask),
                 dst_net: net_text(r.dst_addr, r.dst_mask),
                 bgp_next_hop: ip_text(r.bgp_next_hop),
+                bgp_communities: r.bgp_communities.as_slice().to_vec(),
+                as_path: r.as_path.as_slice().to_vec(),
                 mpls_label: r.mpls_label.as_slice().to_vec(),
                 mpls_ttl: r.mpls_ttl.as_slice().to_vec(),
                 mpls_ip: r.mpls_ip.as_slice().iter().map(IpAddr::to_string).collect(),
@@ -817,6 +841,8 @@ mod wire {
                 src_mask: parse_mask("src_net", &j.src_net)?,
                 dst_mask: parse_mask("dst_net", &j.dst_net)?,
                 bgp_next_hop: parse_ip("bgp_next_hop", &j.bgp_next_hop)?,
+                bgp_communities: stack("bgp_communities", j.bgp_communities)?,
+                as_path: stack("as_path", j.as_path)?,
                 mpls_label: stack("mpls_label", j.mpls_label)?,
                 mpls_ttl: stack("mpls_ttl", j.mpls_ttl)?,
                 mpls_ip: stack(
@@ -882,6 +908,8 @@ pub(crate) mod tests {
             src_mask: 24,
             dst_mask: 16,
             bgp_next_hop: None,
+            bgp_communities: [0xfde8_0001].into_iter().collect(),
+            as_path: [65001, 65002, 65003].into_iter().collect(),
             mpls_label: [16, 17].into_iter().collect(),
             mpls_ttl: Stack::default(),
             mpls_ip: ["10.0.0.9".parse().unwrap()].into_iter().collect(),
@@ -957,6 +985,8 @@ pub(crate) mod tests {
             src_mask: 127,
             dst_mask: 127,
             bgp_next_hop: Some(v6),
+            bgp_communities: [u32::MAX; COMMUNITIES].into_iter().collect(),
+            as_path: [u32::MAX; AS_PATH_LEN].into_iter().collect(),
             mpls_label: [u32::MAX; MPLS_DEPTH].into_iter().collect(),
             mpls_ttl: [u8::MAX; MPLS_DEPTH].into_iter().collect(),
             mpls_ip: [v6; MPLS_ADDRESSES].into_iter().collect(),
@@ -1029,6 +1059,8 @@ pub(crate) mod tests {
         assert_eq!(v["dst_net"], "10.9.0.0/16");
         assert_eq!(v["bgp_next_hop"], "");
         assert_eq!(v["mpls_label"], serde_json::json!([16, 17]));
+        assert_eq!(v["as_path"], serde_json::json!([65001, 65002, 65003]));
+        assert_eq!(v["bgp_communities"], serde_json::json!([0xfde8_0001u32]));
         assert_eq!(v["mpls_ttl"], serde_json::json!([]));
         assert_eq!(v["mpls_ip"], serde_json::json!(["10.0.0.9"]));
         assert_eq!(v["sampler_address"], "198.18.1.10");

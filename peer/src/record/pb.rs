@@ -115,6 +115,10 @@ pub struct FlowMessage {
     pub dst_net: u32,
     #[prost(bytes = "vec", tag = "100")]
     pub bgp_next_hop: Vec<u8>,
+    #[prost(uint32, repeated, tag = "101")]
+    pub bgp_communities: Vec<u32>,
+    #[prost(uint32, repeated, tag = "102")]
+    pub as_path: Vec<u32>,
     #[prost(uint32, tag = "70")]
     pub observation_domain_id: u32,
     #[prost(uint32, tag = "71")]
@@ -191,6 +195,11 @@ impl FlowMessage {
             .extend(r.mpls_ttl.as_slice().iter().map(|&t| u32::from(t)));
         self.mpls_label.clear();
         self.mpls_label.extend_from_slice(r.mpls_label.as_slice());
+        self.bgp_communities.clear();
+        self.bgp_communities
+            .extend_from_slice(r.bgp_communities.as_slice());
+        self.as_path.clear();
+        self.as_path.extend_from_slice(r.as_path.as_slice());
         self.mpls_ip.clear();
         for a in r.mpls_ip.as_slice() {
             let mut b = Vec::new();
@@ -286,6 +295,8 @@ impl TryFrom<&FlowMessage> for FlowRecord {
             bgp_next_hop: addr_of(&m.bgp_next_hop)?,
             observation_domain_id: m.observation_domain_id,
             observation_point_id: m.observation_point_id,
+            bgp_communities: stack("bgp_communities", m.bgp_communities.iter().copied())?,
+            as_path: stack("as_path", m.as_path.iter().copied())?,
             mpls_label: stack("mpls_label", m.mpls_label.iter().copied())?,
             mpls_ttl: stack(
                 "mpls_ttl",
@@ -414,6 +425,12 @@ impl PbEncoder {
             addr(82, Some(*a), b);
         }
         addr(100, r.bgp_next_hop, b);
+        packed(
+            101,
+            r.bgp_communities.as_slice().iter().map(|&c| u64::from(c)),
+            b,
+        );
+        packed(102, r.as_path.as_slice().iter().map(|&a| u64::from(a)), b);
         uint(110, r.time_received_ns, b);
         uint(111, r.time_flow_start_ns, b);
         uint(112, r.time_flow_end_ns, b);
@@ -508,6 +525,8 @@ mod tests {
             bgp_next_hop: a(39),
             observation_domain_id: 40,
             observation_point_id: 41,
+            bgp_communities: [46, 0xffff_ffff].into_iter().collect(),
+            as_path: [47, 48, 4_200_000_000].into_iter().collect(),
             mpls_label: [42, 0xf_ffff, 300].into_iter().collect(),
             mpls_ttl: [43, 255].into_iter().collect(),
             mpls_ip: [a(44).unwrap(), a(45).unwrap()].into_iter().collect(),
