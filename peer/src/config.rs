@@ -491,6 +491,7 @@ fn default_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Format;
 
     fn parse(text: &str) -> Result<PeerConfig, ConfigError> {
         let cfg = PeerConfig::from_toml(text, Path::new("peer.toml"))?;
@@ -546,6 +547,18 @@ mod tests {
         assert_eq!(cfg.name, "peer-a");
         assert_eq!(cfg.ingest.ports, [2055, 4739, 6343]);
         assert_eq!(cfg.effective_outputs().len(), 1);
+        assert_eq!(cfg.effective_outputs()[0].format(), Format::Json);
+    }
+
+    #[test]
+    fn output_formats() {
+        let cfg = parse(
+            "[[outputs]]\ntype = \"file\"\npath = \"/x.pb\"\nformat = \"pb\"\n\
+             [[outputs]]\ntype = \"stdout\"\nformat = \"json\"",
+        )
+        .unwrap();
+        let formats: Vec<Format> = cfg.effective_outputs().iter().map(|o| o.format()).collect();
+        assert_eq!(formats, [Format::Pb, Format::Json]);
     }
 
     #[test]
@@ -576,6 +589,16 @@ mod tests {
         assert!(
             err("[[outputs]]\ntype = \"syslog\"\naddress = \"nohost\"")
                 .contains("`outputs[0].address`")
+        );
+        let bad_format = err("[[outputs]]\ntype = \"file\"\npath = \"/x\"\nformat = \"xml\"");
+        assert!(
+            bad_format.contains("`format`") && bad_format.contains("\"pb\""),
+            "{bad_format}"
+        );
+        // syslog carries JSON only: no `format` key.
+        assert!(
+            err("[[outputs]]\ntype = \"syslog\"\naddress = \"h:514\"\nformat = \"pb\"")
+                .contains("format")
         );
     }
 

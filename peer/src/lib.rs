@@ -7,7 +7,8 @@
 //! - [`pipeline`]: routing datagrams to decoder shards by exporter, shard threads, shutdown,
 //!   and [`pipeline::replay`] (the pipeline on an in-memory corpus, for benchmarks).
 //! - [`decode`]: pure decoders (NetFlow v5/v9, IPFIX, sFlow v5) into [`record::FlowRecord`].
-//! - [`record`]: the normalized flow record and its GoFlow2-compatible JSON.
+//! - [`record`]: the normalized flow record, its GoFlow2-compatible JSON and protobuf
+//!   ([`record::pb`], `peer/proto/flow.proto`).
 //! - [`output`]: sinks (`stdout`, `file`, `syslog`), each on its own thread behind a buffer.
 //! - [`metrics`]: counters, Prometheus `/metrics`, the heartbeat's [`metrics::PeerMetrics`].
 //! - [`flowgen`]: flow generator encoders for tests, the lab and benchmarks.

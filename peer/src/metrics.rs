@@ -81,8 +81,12 @@ pub struct OutputStats {
     pub name: String,
     pub capacity: usize,
     buffered: AtomicUsize,
+    /// Handed to the destination, acknowledgement pending (Kafka).
+    in_flight: AtomicUsize,
     sent: AtomicU64,
     overflow: AtomicU64,
+    /// Records the destination rejected or that timed out unacknowledged (Kafka).
+    failed_records: AtomicU64,
     errors: AtomicU64,
     dropped_at_shutdown: AtomicU64,
     up: AtomicBool,
@@ -97,8 +101,10 @@ impl OutputStats {
             name,
             capacity,
             buffered: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             overflow: AtomicU64::new(0),
+            failed_records: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             dropped_at_shutdown: AtomicU64::new(0),
             up: AtomicBool::new(true),
@@ -208,6 +214,62 @@ impl OutputStats {
     /// Records given up on at shutdown.
     pub fn abandoned_total(&self) -> u64 {
         self.dropped_at_shutdown.load(Relaxed)
+    }
+
+    /// The destination's start-up check failed (logged by the runner).
+    pub fn mark_down(&self) {
+        self.up.store(false, Relaxed);
+    }
+
+    /// `n` records were handed to a destination that acknowledges them (Kafka); counted
+    /// before the hand-over, so an acknowledgement never precedes it.
+    pub fn handed_over(&self, n: usize) {
+        self.in_flight.fetch_add(n, Relaxed);
+    }
+
+    /// A hand-over counted with [`OutputStats::handed_over`] did not happen after all.
+    pub fn taken_back(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Relaxed);
+    }
+
+    /// `n` records were acknowledged, `latency_ns` after their datagram was received.
+    pub fn acknowledged(&self, n: usize, latency_ns: Option<u64>) {
+        self.in_flight.fetch_sub(n, Relaxed);
+        self.sent.fetch_add(n as u64, Relaxed);
+        if let Some(l) = latency_ns {
+            self.latency.observe(l, n as u64);
+        }
+        self.succeeded();
+    }
+
+    /// `n` in-flight records failed for good (rejected, or unacknowledged until the message
+    /// timeout): counted and logged, rate-limited.
+    pub fn rejected(&self, n: usize, error: &dyn std::fmt::Display) {
+        self.in_flight.fetch_sub(n, Relaxed);
+        let total = self.failed_records.fetch_add(n as u64, Relaxed) + n as u64;
+        self.errors.fetch_add(1, Relaxed);
+        if self.up.swap(false, Relaxed) || self.error_log.allow() {
+            tracing::error!(
+                output = %self.name,
+                %error,
+                failed_total = total,
+                "records not delivered (sluice_peer_output_failed_records_total)"
+            );
+        }
+    }
+
+    /// `n` in-flight records were purged at shutdown (counted as dropped at shutdown).
+    pub fn purged(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Relaxed);
+        self.abandoned(n);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    pub fn failed_records(&self) -> u64 {
+        self.failed_records.load(Relaxed)
     }
 }
 
@@ -333,7 +395,7 @@ impl Metrics {
         let pipeline: u64 = DropReason::ALL.iter().map(|r| self.drops(*r)).sum();
         let outputs: u64 = lock(&self.outputs)
             .iter()
-            .map(|o| o.overflow() + o.abandoned_total())
+            .map(|o| o.overflow() + o.abandoned_total() + o.failed_records())
             .sum();
         self.kernel_drops() + pipeline + outputs
     }
@@ -592,12 +654,24 @@ impl Metrics {
     fn render_outputs(&self, p: &mut Exposition) {
         let outputs = lock(&self.outputs).clone();
         type Field = fn(&OutputStats) -> u64;
-        let families: [(&str, &str, &str, Field); 6] = [
+        let families: [(&str, &str, &str, Field); 8] = [
             (
                 "sluice_peer_output_buffered_records",
                 "gauge",
                 "Records waiting in the output's buffer.",
                 |o| o.buffered() as u64,
+            ),
+            (
+                "sluice_peer_output_in_flight_records",
+                "gauge",
+                "Records handed to the destination, acknowledgement pending (Kafka).",
+                |o| o.in_flight() as u64,
+            ),
+            (
+                "sluice_peer_output_failed_records_total",
+                "counter",
+                "Records the destination rejected or never acknowledged (Kafka), logged.",
+                OutputStats::failed_records,
             ),
             (
                 "sluice_peer_output_buffer_capacity_records",
@@ -608,7 +682,7 @@ impl Metrics {
             (
                 "sluice_peer_output_sent_records_total",
                 "counter",
-                "Records written by the output.",
+                "Records written by the output (Kafka: acknowledged by the broker).",
                 OutputStats::sent,
             ),
             (
@@ -988,6 +1062,29 @@ mod tests {
             "sluice_peer_output_latency_seconds_bucket{output=\"0-file\",le=\"+Inf\"} 0\n"
         ));
         assert_eq!(m.total_drops(), 6);
+    }
+
+    #[test]
+    fn acknowledged_outputs_count_in_flight_sent_failed_and_purged() {
+        let m = Metrics::new();
+        let k = m.register_output("1-kafka".into(), 100);
+        k.handed_over(10);
+        k.acknowledged(6, Some(2_000_000));
+        k.rejected(3, &"broker said no");
+        assert_eq!((k.in_flight(), k.sent(), k.failed_records()), (1, 6, 3));
+        k.purged(1);
+        assert_eq!((k.in_flight(), k.abandoned_total()), (0, 1));
+        // Failed and purged records are drops; acknowledged ones are not.
+        assert_eq!(m.total_drops(), 4);
+        let text = m.render();
+        for line in [
+            "sluice_peer_output_in_flight_records{output=\"1-kafka\"} 0\n",
+            "sluice_peer_output_failed_records_total{output=\"1-kafka\"} 3\n",
+            "sluice_peer_output_sent_records_total{output=\"1-kafka\"} 6\n",
+            "sluice_peer_output_latency_seconds_count{output=\"1-kafka\"} 6\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 
     #[test]

@@ -111,6 +111,8 @@ fn expected(sequence: u32, sampling_rate: u64) -> [FlowRecord; 2] {
         sampler_address: Some(exporter()),
         observation_domain_id: 5,
         etype: 0x0800,
+        // No flowEnd field: the export time, as GoFlow2 does.
+        time_flow_end_ns: 1_700_000_000_000_000_000,
         ..FlowRecord::default()
     };
     [

@@ -142,7 +142,7 @@ fn project(p: Protocol, f: &FlowRecord) -> FlowRecord {
             let icmp = f.proto == 1 || f.proto == 58;
             e.bytes = f.bytes & 0xffff_ffff;
             e.packets = 1;
-            e.tcp_flags = if tcp { f.tcp_flags & 0x1ff } else { 0 };
+            e.tcp_flags = if tcp { f.tcp_flags & 0xff } else { 0 };
             e.src_port = if icmp { 0 } else { f.src_port };
             e.dst_port = if icmp { 0 } else { f.dst_port };
             e.icmp_type = if icmp { f.icmp_type } else { 0 };
@@ -155,9 +155,13 @@ fn project(p: Protocol, f: &FlowRecord) -> FlowRecord {
             e.src_vlan = f.src_vlan;
             e.dst_vlan = f.dst_vlan;
             e.ip_ttl = f.ip_ttl;
-            e.src_as = f.src_as;
+            // An unknown (0) source AS decodes as the router's AS, which the encoder sends as
+            // the destination AS.
+            e.src_as = if f.src_as == 0 { f.dst_as } else { f.src_as };
             e.dst_as = f.dst_as;
             e.next_hop_as = f.next_hop_as;
+            // The encoder's AS path: the next-hop AS, then the destination AS.
+            e.as_path = [f.next_hop_as, f.dst_as].into_iter().collect();
             e.bgp_next_hop = f.bgp_next_hop;
             if v6 {
                 e.ipv6_flow_label = f.ipv6_flow_label & 0x000f_ffff;
@@ -216,7 +220,7 @@ fn round_trip(p: Protocol, flows: &[FlowRecord], sampling_rate: u32, apply_sampl
                 _ => seq_expected,
             };
             want.observation_domain_id = match p {
-                Protocol::NetflowV5 => 0,
+                Protocol::NetflowV5 | Protocol::Sflow5 => 0,
                 _ => domain,
             };
             if apply_sampling && rate > 1 {

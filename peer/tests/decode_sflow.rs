@@ -124,7 +124,8 @@ fn expected() -> [FlowRecord; 2] {
         packets: 1,
         in_if: 7,
         out_if: 9,
-        observation_domain_id: 3,
+        // The sub-agent id (3) is no observation domain: GoFlow2 leaves it 0.
+        observation_domain_id: 0,
         ..FlowRecord::default()
     };
     [

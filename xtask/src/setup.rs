@@ -29,6 +29,8 @@ const TOOL_PACKAGES: &[&str] = &[
     // The status page's browser test: headless Chromium driven over WebDriver.
     "chromium",
     "chromium-driver",
+    // `protoc --decode` reads `format = "pb"` output back in peer/tests/pb_protoc.rs.
+    "protobuf-compiler",
 ];
 
 /// The toolchain that builds the eBPF crate (aya-build runs `rustup run nightly cargo build`),
@@ -79,7 +81,9 @@ fn llvm_packages(llvm_major: u32) -> [String; 4] {
 pub fn debian_packages(llvm_major: u32) -> Vec<String> {
     llvm_packages(llvm_major)
         .into_iter()
-        .chain(["libzstd-dev", "zlib1g-dev"].map(str::to_owned))
+        // zstd/zlib: bpf-linker and librdkafka's codecs; OpenSSL and pkg-config: librdkafka's
+        // TLS (the peer's Kafka output).
+        .chain(["libzstd-dev", "zlib1g-dev", "libssl-dev", "pkg-config"].map(str::to_owned))
         .chain(TOOL_PACKAGES.iter().map(|p| (*p).to_owned()))
         .collect()
 }
@@ -145,6 +149,7 @@ pub fn ensure() -> Result<()> {
     ensure_bpf_linker(rustc.llvm_major)?;
     ensure_cargo_fuzz()?;
     ensure_cargo_deb()?;
+    ensure_tansu()?;
     ensure_scapy()?;
     ensure_bpffs()
 }
@@ -360,6 +365,45 @@ fn ensure_cargo_deb() -> Result<()> {
     Ok(())
 }
 
+/// The Kafka-protocol broker the Kafka output's tests run (`peer/tests/kafka_tansu.rs`).
+const TANSU_VERSION: &str = "0.6.0";
+
+/// True when `tansu --version` printed the version the tests are written against.
+pub fn tansu_is_wanted(version_output: &str) -> bool {
+    version_output.split_whitespace().nth(1) == Some(TANSU_VERSION)
+}
+
+fn ensure_tansu() -> Result<()> {
+    let present = find_executable("tansu");
+    if let Some(path) = &present {
+        let out = Command::new(path).arg("--version").output();
+        if out.is_ok_and(|o| tansu_is_wanted(&String::from_utf8_lossy(&o.stdout))) {
+            return Ok(());
+        }
+    }
+    println!(
+        "xtask setup: building tansu {TANSU_VERSION} (the Kafka tests' broker): about 11 minutes \
+         on 2 cores and 1.7 GB of memory, once per machine"
+    );
+    // `dynostore` gives the in-memory storage engine the tests use; niced so the rest of the
+    // machine stays usable during the long build.
+    let mut c = Command::new("nice");
+    c.args(["-n", "19", "cargo", "install", "--quiet", "tansu"])
+        .args(["--version", TANSU_VERSION, "--locked"])
+        .args(["--no-default-features", "--features", "dynostore"]);
+    if present.is_some() {
+        c.arg("--force");
+    }
+    cmd::run(&mut c).with_context(|| {
+        format!(
+            "cannot build tansu; fix: cargo install tansu --version {TANSU_VERSION} --locked \
+             --no-default-features --features dynostore"
+        )
+    })?;
+    installed(&format!("tansu {TANSU_VERSION} (cargo install)"));
+    Ok(())
+}
+
 fn scapy_present() -> Result<bool> {
     // find_spec instead of `import scapy`: importing scapy takes about a second.
     let status = Command::new("python3")
@@ -470,9 +514,17 @@ mod tests {
             "tshark",
             "pmacct",
             "python3-pip",
+            "protobuf-compiler",
         ] {
             assert!(pkgs.iter().any(|x| x == p), "{p} missing from {pkgs:?}");
         }
+    }
+
+    #[test]
+    fn tansu_version_check() {
+        assert!(tansu_is_wanted("tansu 0.6.0\n"));
+        assert!(!tansu_is_wanted("tansu 0.5.9\n"));
+        assert!(!tansu_is_wanted(""));
     }
 
     #[test]

@@ -24,12 +24,16 @@ Examples:
   # A config file, with flags overriding it
   sluice-peer run --config /etc/sluice/peer.toml --output syslog+tcp://127.0.0.1:514
 
+  # To Kafka (GoFlow2's protobuf, keyed by exporter; the topic must exist) and a file
+  sluice-peer run --listen 0.0.0.0:2055 --output kafka://127.0.0.1:9092/flows \\
+      --output file:/var/log/flows.jsonl
+
   # Peer of Central (token from `sluice-central token generate`, fingerprint from its log)
   sluice-peer run --listen 198.18.2.2:2055 --central https://198.18.0.1:8443 \\
       --token-file /etc/sluice/token --fingerprint sha256:<64 hex digits>";
 
 #[derive(Parser)]
-#[command(name = "sluice-peer", version, about = "Sluice flow collector: NetFlow v5/v9, IPFIX and sFlow v5 in, JSON records out", after_help = EXAMPLES)]
+#[command(name = "sluice-peer", version, about = "Sluice flow collector: NetFlow v5/v9, IPFIX and sFlow v5 in, JSON or protobuf records out", after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,8 +56,9 @@ struct RunArgs {
     /// UDP address to receive on; repeatable; replaces `ingest.listen`/`ingest.ports`.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
-    /// stdout | file:PATH | syslog+udp://HOST:PORT | syslog+tcp://HOST:PORT; repeatable;
-    /// replaces `[[outputs]]`. `none`: decode and count only (benchmarks).
+    /// stdout | file:PATH | syslog+udp://HOST:PORT | syslog+tcp://HOST:PORT |
+    /// kafka://HOST:PORT[,HOST:PORT...]/TOPIC; repeatable; replaces `[[outputs]]`. `none`:
+    /// decode and count only (benchmarks).
     #[arg(long, value_name = "OUTPUT")]
     output: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.

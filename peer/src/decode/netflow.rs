@@ -362,6 +362,9 @@ fn data_set(
         sampling_rate: domain.sampling_rate,
         sampler_address: Some(ctx.exporter),
         observation_domain_id: header.domain,
+        // GoFlow2: the export time unless the record carries its own times.
+        time_flow_start_ns: header.time.export_ns,
+        time_flow_end_ns: header.time.export_ns,
         ..FlowRecord::default()
     };
     let time = TimeBase {

@@ -17,6 +17,7 @@ pub(crate) const ETYPE_IPV4: u16 = 0x0800;
 pub(crate) const ETYPE_IPV6: u16 = 0x86dd;
 const ETYPE_VLAN: u16 = 0x8100;
 const ETYPE_QINQ: u16 = 0x88a8;
+const ETYPE_MPLS: u16 = 0x8847;
 
 /// Fill `r` from a sampled header of the given sFlow header protocol.
 pub(crate) fn parse(header_protocol: u32, b: &[u8], r: &mut FlowRecord) {
@@ -61,13 +62,42 @@ fn ethernet(b: &[u8], r: &mut FlowRecord) {
         };
         etype = next;
     }
+    let mut l3 = b.get(off + 2..).unwrap_or_default();
+    if etype == ETYPE_MPLS {
+        let (inner, rest) = mpls(l3, r);
+        etype = inner;
+        l3 = rest;
+    }
     r.etype = etype;
-    let l3 = b.get(off + 2..).unwrap_or_default();
     match etype {
         ETYPE_IPV4 => ipv4(l3, r),
         ETYPE_IPV6 => ipv6(l3, r),
         _ => {}
     }
+}
+
+/// An MPLS label stack (as GoFlow2 reads it): labels and TTLs until the bottom of the stack
+/// (or a reserved label, 0..=15); the payload's Ethernet type from its first nibble.
+fn mpls<'a>(b: &'a [u8], r: &mut FlowRecord) -> (u16, &'a [u8]) {
+    r.mpls_label.clear();
+    r.mpls_ttl.clear();
+    let mut off = 0;
+    while let Some(entry) = u32_at(b, off) {
+        off += 4;
+        let label = entry >> 12;
+        r.mpls_label.push(label);
+        r.mpls_ttl.push(entry as u8);
+        if entry & 0x100 != 0 || label <= 15 {
+            break;
+        }
+    }
+    let rest = b.get(off..).unwrap_or_default();
+    let etype = match u8_at(rest, 0).map(|v| v >> 4) {
+        Some(4) => ETYPE_IPV4,
+        Some(6) => ETYPE_IPV6,
+        _ => ETYPE_MPLS,
+    };
+    (etype, rest)
 }
 
 fn ipv4(b: &[u8], r: &mut FlowRecord) {
@@ -171,10 +201,12 @@ fn transport(proto: u8, b: &[u8], r: &mut FlowRecord) {
                 r.src_port = s;
                 r.dst_port = d;
             }
+            // The flags byte only (CWR … FIN), as GoFlow2 reads it; the NS bit is historic
+            // (RFC 8311).
             if proto == 6
-                && let (Some(hi), Some(lo)) = (u8_at(b, 12), u8_at(b, 13))
+                && let Some(flags) = u8_at(b, 13)
             {
-                r.tcp_flags = u16::from(hi & 0x01) << 8 | u16::from(lo);
+                r.tcp_flags = u16::from(flags);
             }
         }
         1 | 58 => {
@@ -224,6 +256,30 @@ mod tests {
             (0x10, 64, 2, 0x1234)
         );
         // Every prefix parses without panicking.
+        for n in 0..frame.len() {
+            parse(HEADER_ETHERNET, &frame[..n], &mut FlowRecord::default());
+        }
+    }
+
+    #[test]
+    fn mpls_stack_then_ipv4_udp() {
+        #[rustfmt::skip]
+        let frame = [
+            0x00, 0x00, 0x5e, 0x00, 0x53, 0x01, 0x00, 0x00, 0x5e, 0x00, 0x53, 0x02,
+            0x88, 0x47,             // MPLS unicast
+            0x00, 0x01, 0x00, 0x3f, // label 16, TTL 63
+            0x00, 0x01, 0x11, 0x3e, // label 17, bottom of stack, TTL 62
+            0x45, 0x00, 0x00, 0x1c, 0x00, 0x00, 0x00, 0x00, 0x40, 0x11, 0, 0,
+            192, 0, 2, 1, 192, 0, 2, 2,
+            0x30, 0x39, 0x00, 0x35, 0x00, 0x08, 0, 0,
+        ];
+        let mut r = FlowRecord::default();
+        parse(HEADER_ETHERNET, &frame, &mut r);
+        assert_eq!(r.mpls_label.as_slice(), [16, 17]);
+        assert_eq!(r.mpls_ttl.as_slice(), [63, 62]);
+        assert_eq!(r.etype, ETYPE_IPV4);
+        assert_eq!(r.dst_addr, Some("192.0.2.2".parse().unwrap()));
+        assert_eq!((r.proto, r.src_port, r.dst_port), (17, 12345, 53));
         for n in 0..frame.len() {
             parse(HEADER_ETHERNET, &frame[..n], &mut FlowRecord::default());
         }

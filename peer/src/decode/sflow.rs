@@ -60,7 +60,8 @@ pub(super) fn decode(
         sampler_address: Some(agent),
         time_flow_start_ns: ctx.time_received_ns,
         time_flow_end_ns: ctx.time_received_ns,
-        observation_domain_id: sub_agent,
+        // No observation domain: GoFlow2 leaves it 0 for sFlow. The sub-agent id only
+        // separates sequence-number streams (loss counting above).
         ..FlowRecord::default()
     };
     let mut outcome = DecodeOutcome::default();
@@ -224,12 +225,15 @@ fn flow_record(format: u32, data: &[u8], rec: &mut FlowRecord) -> Option<()> {
         1003 => {
             rec.bgp_next_hop = address(&mut d)?;
             let as_number = d.u32()?;
-            rec.src_as = d.u32()?;
+            let src_as = d.u32()?;
             let _src_peer_as = d.u32()?;
+            // GoFlow2: an unknown (0) source AS is this router's own AS.
+            rec.src_as = if src_as > 0 { src_as } else { as_number };
             rec.dst_as = as_number;
             let segments = d.u32()?;
             let mut first_hop = None;
             let mut last = None;
+            rec.as_path.clear();
             for _ in 0..segments {
                 let _seg_type = d.u32()?;
                 let n = d.u32()?;
@@ -237,7 +241,15 @@ fn flow_record(format: u32, data: &[u8], rec: &mut FlowRecord) -> Option<()> {
                     let asn = d.u32()?;
                     first_hop.get_or_insert(asn);
                     last = Some(asn);
+                    rec.as_path.push(asn);
                 }
+            }
+            // Communities, then the local preference (an exporter that cuts the record short
+            // keeps what came before).
+            rec.bgp_communities.clear();
+            for _ in 0..d.u32().unwrap_or(0) {
+                let Some(c) = d.u32() else { break };
+                rec.bgp_communities.push(c);
             }
             if let Some(last) = last {
                 rec.dst_as = last;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::netflow5::uptime_to_ns;
 use super::reader::{be_uint, u8_at, u16_at};
-use super::{DecodeError, FlowRecord, Protocol, TemplateSnapshot};
+use super::{DecodeError, FlowRecord, Protocol, TemplateSnapshot, packet};
 
 /// IPFIX field length meaning "variable length, prefixed in the record" (RFC 7011 §7).
 pub(crate) const VARLEN: u16 = 0xffff;
@@ -124,17 +124,28 @@ enum Target {
     EndDeltaUs,
     SysInitMs,
     ObsPointId,
+    /// mplsTopLabelStackSection (70) and sections 2, 3 (71, 72): label = value >> 4.
+    MplsLabel(u8),
+    /// mplsTopLabelIPv4Address (47), mplsTopLabelIPv6Address (140).
+    MplsIp,
+    /// dataLinkFrameSize (312): one sampled frame of this many bytes (RFC 7133).
+    FrameSize,
+    /// dataLinkFrameSection (315): the start of one sampled frame, parsed like an sFlow header.
+    FrameSection,
 }
 
-/// The IANA IPFIX information element (NetFlow v9 field type) → record field mapping.
+/// The IANA IPFIX information element (NetFlow v9 field type) → record field mapping: the
+/// element GoFlow2's producer (`producer_nf.go`) maps lands in the same field; the additions
+/// (85/86, 192, 243, 256, 21/22 in IPFIX, 150–159 in v9) are listed in README under
+/// "Differences from GoFlow2".
 fn target_of(f: &FieldSpec) -> Target {
-    if f.enterprise.is_some() || f.length == VARLEN {
+    if f.enterprise.is_some() {
         return Target::Skip;
     }
     let len = f.length;
     let t = match f.id {
-        1 | 85 => Target::Bytes,
-        2 | 86 => Target::Packets,
+        1 | 23 | 85 => Target::Bytes,
+        2 | 24 | 86 => Target::Packets,
         4 => Target::Proto,
         5 => Target::Tos,
         6 => Target::TcpFlags,
@@ -178,20 +189,31 @@ fn target_of(f: &FieldSpec) -> Target {
         160 => Target::SysInitMs,
         176 | 178 => Target::IcmpType,
         177 | 179 => Target::IcmpCode,
-        192 => Target::Ttl,
+        52 | 192 => Target::Ttl,
         197 => Target::FragFlags,
         243 => Target::VlanId,
         256 => Target::Etype,
+        70 => Target::MplsLabel(0),
+        71 => Target::MplsLabel(1),
+        72 => Target::MplsLabel(2),
+        47 | 140 => Target::MplsIp,
+        312 => Target::FrameSize,
+        315 => Target::FrameSection,
         _ => Target::Skip,
     };
     // A field whose length does not fit its meaning is kept in the template (so offsets stay
     // right) but not decoded.
     let fits = match t {
-        Target::SrcAddr | Target::DstAddr | Target::NextHop | Target::BgpNextHop => {
-            len == 4 || len == 16
-        }
+        Target::SrcAddr
+        | Target::DstAddr
+        | Target::NextHop
+        | Target::BgpNextHop
+        | Target::MplsIp => len == 4 || len == 16,
         Target::SrcMac | Target::DstMac => len == 6,
         Target::StartNtp | Target::EndNtp => len == 8,
+        // Any length, variable-length included: a frame prefix.
+        Target::FrameSection => len > 0,
+        // Variable length (65535) fits no number.
         _ => (1..=8).contains(&len),
     };
     if fits { t } else { Target::Skip }
@@ -296,6 +318,22 @@ fn ip_of(v: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// GoFlow2's rule for address fields: the first one seen sets the address, a later one
+/// replaces it unless it is all zeros (a template with both IPv4 and IPv6 fields fills the
+/// unused family with zeros); the address's family sets the Ethernet type.
+#[inline(always)]
+fn set_addr(slot: &mut Option<IpAddr>, etype: &mut u16, v: &[u8]) {
+    if slot.is_some() && v.iter().all(|&b| b == 0) {
+        return;
+    }
+    *slot = ip_of(v);
+    *etype = if v.len() == 16 {
+        packet::ETYPE_IPV6
+    } else {
+        packet::ETYPE_IPV4
+    };
+}
+
 fn mac_of(v: &[u8]) -> crate::record::Mac {
     crate::record::Mac(<[u8; 6]>::try_from(v).unwrap_or_default())
 }
@@ -314,8 +352,8 @@ fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
         Target::TcpFlags => r.tcp_flags = n() as u16,
         Target::SrcPort => r.src_port = n() as u16,
         Target::DstPort => r.dst_port = n() as u16,
-        Target::SrcAddr => r.src_addr = ip_of(v),
-        Target::DstAddr => r.dst_addr = ip_of(v),
+        Target::SrcAddr => set_addr(&mut r.src_addr, &mut r.etype, v),
+        Target::DstAddr => set_addr(&mut r.dst_addr, &mut r.etype, v),
         Target::SrcMask => r.src_mask = n() as u8,
         Target::DstMask => r.dst_mask = n() as u8,
         Target::InIf => r.in_if = n() as u32,
@@ -329,7 +367,11 @@ fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
         Target::StartUptime => p.start_uptime = Some(n() as u32),
         Target::SrcMac => r.src_mac = mac_of(v),
         Target::DstMac => r.dst_mac = mac_of(v),
-        Target::SrcVlan => r.src_vlan = n() as u16,
+        // GoFlow2 reports SRC_VLAN as `vlan_id` too.
+        Target::SrcVlan => {
+            r.src_vlan = n() as u16;
+            r.vlan_id = r.src_vlan;
+        }
         Target::DstVlan => r.dst_vlan = n() as u16,
         Target::VlanId => r.vlan_id = n() as u16,
         Target::IpVersion => {
@@ -353,7 +395,9 @@ fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
         Target::PacketSpace => p.packet_space = Some(n()),
         Target::ForwardingStatus => r.forwarding_status = n() as u8,
         Target::Ttl => r.ip_ttl = n() as u8,
-        Target::FragFlags => r.ip_flags = n() as u8,
+        // fragmentFlags carries the IPv4 flags in its top three bits (RFC 7012 §5.4.7);
+        // `ip_flags` holds them as the header's 3-bit field, as sFlow headers give them.
+        Target::FragFlags => r.ip_flags = (n() >> 5) as u8,
         Target::FragId => r.fragment_id = n() as u32,
         Target::FragOffset => r.fragment_offset = n() as u16,
         Target::StartSec => r.time_flow_start_ns = n().saturating_mul(1_000_000_000),
@@ -366,6 +410,23 @@ fn apply(target: Target, v: &[u8], r: &mut FlowRecord, p: &mut Pending) {
         Target::EndDeltaUs => p.end_delta_us = Some(n()),
         Target::SysInitMs => p.sys_init_ms = Some(n()),
         Target::ObsPointId => r.observation_point_id = n() as u32,
+        Target::MplsLabel(i) => r.mpls_label.set(usize::from(i), (n() >> 4) as u32),
+        Target::MplsIp => {
+            if let Some(a) = ip_of(v) {
+                r.mpls_ip.push(a);
+            }
+        }
+        Target::FrameSize => {
+            r.bytes = n();
+            r.packets = 1;
+        }
+        Target::FrameSection => {
+            packet::parse(packet::HEADER_ETHERNET, v, r);
+            r.packets = 1;
+            if r.bytes == 0 {
+                r.bytes = v.len() as u64;
+            }
+        }
     }
 }
 
@@ -391,13 +452,6 @@ fn finish(r: &mut FlowRecord, p: &Pending, tb: &TimeBase) {
     }
     if let Some(d) = p.end_delta_us {
         r.time_flow_end_ns = tb.export_ns.saturating_sub(d.saturating_mul(1000));
-    }
-    if r.etype == 0 {
-        r.etype = match r.src_addr.or(r.dst_addr) {
-            Some(IpAddr::V4(_)) => 0x0800,
-            Some(IpAddr::V6(_)) => 0x86dd,
-            None => 0,
-        };
     }
     if let Some(rate) = p.sampling_rate() {
         r.sampling_rate = rate;

@@ -8,6 +8,9 @@
 
 pub mod batch;
 pub mod file;
+pub mod format;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod runner;
 pub mod stdout;
 pub mod syslog;
@@ -17,12 +20,18 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 pub use batch::EncodedBatch;
+pub use format::Format;
 pub use runner::{Fanout, OutputSet};
 
 use crate::config::{ConfigError, positive};
 
 /// Records an output buffers by default while its destination is slow or down.
 pub const DEFAULT_BUFFER_RECORDS: usize = 100_000;
+
+/// `buffer_records` when absent.
+pub(crate) fn default_buffer_records() -> usize {
+    DEFAULT_BUFFER_RECORDS
+}
 
 /// A sink failed after writing `written` lines of the batch; the runner retries the rest.
 #[derive(Debug)]
@@ -33,6 +42,12 @@ pub struct SinkFailure {
 
 /// The destination side of an output; runs on the output's own thread.
 pub trait Sink: Send {
+    /// True when the destination acknowledges records itself (Kafka delivery reports): a
+    /// successful [`Sink::write`] then only hands records over, and the sink counts them as
+    /// sent or failed when their acknowledgement arrives.
+    fn acknowledges(&self) -> bool {
+        false
+    }
     /// Checked once at start; a failure is logged and records are buffered until it recovers.
     fn healthcheck(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -54,6 +69,8 @@ pub enum OutputConfig {
     Stdout(stdout::StdoutConfig),
     File(file::FileConfig),
     Syslog(syslog::SyslogConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaConfig),
 }
 
 impl Default for OutputConfig {
@@ -68,6 +85,19 @@ impl OutputConfig {
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Syslog(_) => "syslog",
+            #[cfg(feature = "kafka")]
+            OutputConfig::Kafka(_) => "kafka",
+        }
+    }
+
+    /// How this output encodes records (syslog carries JSON).
+    pub fn format(&self) -> Format {
+        match self {
+            OutputConfig::Stdout(c) => c.format,
+            OutputConfig::File(c) => c.format,
+            OutputConfig::Syslog(_) => Format::Json,
+            #[cfg(feature = "kafka")]
+            OutputConfig::Kafka(c) => c.format,
         }
     }
 
@@ -77,6 +107,8 @@ impl OutputConfig {
             OutputConfig::Stdout(c) => c.buffer_records,
             OutputConfig::File(c) => c.buffer_records,
             OutputConfig::Syslog(c) => c.buffer_records,
+            #[cfg(feature = "kafka")]
+            OutputConfig::Kafka(c) => c.buffer_records,
         }
     }
 
@@ -91,22 +123,35 @@ impl OutputConfig {
             OutputConfig::Stdout(_) => Ok(()),
             OutputConfig::File(c) => c.validate(key),
             OutputConfig::Syslog(c) => c.validate(key),
+            #[cfg(feature = "kafka")]
+            OutputConfig::Kafka(c) => c.validate(key),
         }
     }
 
-    /// Builds the sink (opening files, resolving addresses); errors here stop the start.
-    /// Reachability is the sink's [`Sink::healthcheck`], run on the output's thread.
-    pub fn build(&self) -> std::io::Result<Box<dyn Sink>> {
+    /// Builds the sink (opening files, resolving addresses, creating the Kafka producer);
+    /// errors here stop the start. Reachability is the sink's [`Sink::healthcheck`], run on the
+    /// output's thread. `stats` and `drain_timeout` serve sinks that acknowledge (Kafka).
+    #[cfg_attr(
+        not(feature = "kafka"),
+        expect(unused_variables, reason = "only the kafka output uses them")
+    )]
+    pub fn build(
+        &self,
+        stats: &std::sync::Arc<crate::metrics::OutputStats>,
+        drain_timeout: std::time::Duration,
+    ) -> std::io::Result<Box<dyn Sink>> {
         Ok(match self {
             OutputConfig::Stdout(c) => Box::new(c.build()),
             OutputConfig::File(c) => Box::new(c.build()?),
             OutputConfig::Syslog(c) => Box::new(c.build()?),
+            #[cfg(feature = "kafka")]
+            OutputConfig::Kafka(c) => Box::new(c.build(stats.clone(), drain_timeout)?),
         })
     }
 }
 
 /// Parses `--output` values: `stdout`, `file:PATH`, `syslog+udp://HOST:PORT`,
-/// `syslog+tcp://HOST:PORT`.
+/// `syslog+tcp://HOST:PORT`, `kafka://HOST:PORT[,HOST:PORT...]/TOPIC` (format `pb`).
 impl FromStr for OutputConfig {
     type Err = String;
 
@@ -132,9 +177,25 @@ impl FromStr for OutputConfig {
         if let Some(address) = s.strip_prefix("syslog+tcp://") {
             return syslog(syslog::Protocol::Tcp, address);
         }
+        #[cfg(feature = "kafka")]
+        if let Some(rest) = s.strip_prefix("kafka://") {
+            let Some((brokers, topic)) = rest
+                .split_once('/')
+                .filter(|(b, t)| !b.is_empty() && !t.is_empty())
+            else {
+                return Err(format!(
+                    "`{s}`: expected kafka://HOST:PORT[,HOST:PORT...]/TOPIC"
+                ));
+            };
+            let brokers = brokers.split(',').map(str::to_owned).collect();
+            return Ok(OutputConfig::Kafka(kafka::KafkaConfig::to(
+                brokers,
+                topic.to_owned(),
+            )));
+        }
         Err(format!(
-            "unknown output `{s}`: expected stdout, file:PATH, syslog+udp://HOST:PORT or \
-             syslog+tcp://HOST:PORT"
+            "unknown output `{s}`: expected stdout, file:PATH, syslog+udp://HOST:PORT, \
+             syslog+tcp://HOST:PORT or kafka://HOST:PORT/TOPIC"
         ))
     }
 }
@@ -159,6 +220,18 @@ mod tests {
         assert_eq!(s.protocol, syslog::Protocol::Tcp);
         assert_eq!(s.address, "127.0.0.1:514");
         assert!("kafka://x".parse::<OutputConfig>().is_err());
+        assert!("kafka:///flows".parse::<OutputConfig>().is_err());
         assert!("file:".parse::<OutputConfig>().is_err());
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn kafka_output_flag_parses() {
+        let OutputConfig::Kafka(k) = "kafka://127.0.0.1:9092,[::1]:9093/flows".parse().unwrap()
+        else {
+            panic!("not a kafka output")
+        };
+        assert_eq!(k.brokers, ["127.0.0.1:9092", "[::1]:9093"]);
+        assert_eq!((k.topic.as_str(), k.format), ("flows", Format::Pb));
     }
 }

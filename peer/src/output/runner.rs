@@ -1,7 +1,8 @@
 //! One thread per output behind a bounded buffer.
 //!
-//! Shards call [`Fanout::send`], which never blocks: it reserves room for the batch's records in
-//! each output's buffer (records that do not fit are counted as overflow; the newest ones of the
+//! Shards encode each batch once per format in use ([`Fanout::formats`]) and call
+//! [`Fanout::send`], which never blocks: it reserves room for the batch's records in
+//! each output's buffer of that format (records that do not fit are counted as overflow; the newest ones of the
 //! batch are kept) and queues a shared `Arc` with the number of lines to skip. The
 //! output thread writes batches in order; a failed write is retried with exponential backoff
 //! while new batches wait in the buffer. At shutdown (all shards gone) the thread drains its
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use super::{EncodedBatch, OutputConfig, Sink};
+use super::{EncodedBatch, Format, OutputConfig, Sink};
 use crate::metrics::{Metrics, OutputStats};
 use crate::pipeline::Shutdown;
 
@@ -47,6 +48,7 @@ impl Queued {
 }
 
 struct Route {
+    format: Format,
     tx: Sender<Queued>,
     stats: Arc<OutputStats>,
 }
@@ -58,19 +60,42 @@ pub struct Fanout {
 }
 
 impl Fanout {
+    fn new(routes: Vec<Route>) -> Self {
+        Fanout {
+            routes: routes.into(),
+        }
+    }
+
     /// True when there are no outputs (records need not be encoded).
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
 
-    /// Hands `batch` to every output without blocking.
+    /// The formats the outputs use, each once: encode every batch in each of them.
+    pub fn formats(&self) -> Vec<Format> {
+        Format::ALL
+            .into_iter()
+            .filter(|f| self.routes.iter().any(|r| r.format == *f))
+            .collect()
+    }
+
+    /// Hands each of `batches` (one per format, see [`Fanout::formats`]) to every output of its
+    /// format without blocking.
+    pub fn send_all(&self, batches: Vec<EncodedBatch>) {
+        for batch in batches {
+            self.send(batch);
+        }
+    }
+
+    /// Hands `batch` to every output of its format without blocking.
     pub fn send(&self, batch: EncodedBatch) {
         if batch.is_empty() {
             return;
         }
         let n = batch.len();
+        let format = batch.format();
         let batch = Arc::new(batch);
-        for route in self.routes.iter() {
+        for route in self.routes.iter().filter(|r| r.format == format) {
             let granted = route.stats.reserve(n);
             if granted == 0 {
                 continue;
@@ -115,9 +140,9 @@ impl OutputSet {
                 name: name.clone(),
                 source,
             };
-            let sink = config.build().map_err(err)?;
             let capacity = config.buffer_records();
             let stats = metrics.register_output(name.clone(), capacity);
+            let sink = config.build(&stats, drain_timeout).map_err(err)?;
             let (tx, rx) = crossbeam_channel::bounded(capacity.min(MAX_QUEUED_BATCHES));
             let worker = Worker {
                 sink,
@@ -132,12 +157,14 @@ impl OutputSet {
                 .spawn(move || worker.run())
                 .map_err(err)?;
             threads.push(thread);
-            routes.push(Route { tx, stats });
+            routes.push(Route {
+                format: config.format(),
+                tx,
+                stats,
+            });
         }
         Ok(OutputSet {
-            fanout: Fanout {
-                routes: routes.into(),
-            },
+            fanout: Fanout::new(routes),
             threads,
         })
     }
@@ -156,6 +183,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         if let Err(error) = self.sink.healthcheck() {
+            self.stats.mark_down();
             tracing::warn!(
                 output = %self.stats.name,
                 %error,
@@ -195,19 +223,26 @@ impl Worker {
         let mut done = skip;
         let mut backoff = FIRST_BACKOFF;
         loop {
+            // A sink that acknowledges counts sent records (and their latency) itself.
+            let acknowledges = self.sink.acknowledges();
             match self.sink.write(batch, done) {
                 Ok(()) => {
-                    if batch.received_ns() > 0 {
-                        let latency = crate::pipeline::now_ns().saturating_sub(batch.received_ns());
-                        self.stats.observe_latency(latency, batch.len() - skip);
+                    if !acknowledges {
+                        if batch.received_ns() > 0 {
+                            let latency =
+                                crate::pipeline::now_ns().saturating_sub(batch.received_ns());
+                            self.stats.observe_latency(latency, batch.len() - skip);
+                        }
+                        self.stats.written(batch.len() - done);
+                        self.stats.succeeded();
                     }
-                    self.stats.written(batch.len() - done);
-                    self.stats.succeeded();
                     return;
                 }
                 Err(failure) => {
                     done += failure.written;
-                    self.stats.written(failure.written);
+                    if !acknowledges {
+                        self.stats.written(failure.written);
+                    }
                     let Some(wait) = self.retry_wait(backoff) else {
                         self.stats.abandoned(batch.len() - done);
                         return;
@@ -259,7 +294,7 @@ mod tests {
             let mut lines = self.lines.lock().unwrap();
             if self.failures > 0 {
                 self.failures -= 1;
-                if let Some(line) = batch.lines_from(from).next() {
+                if let Some(line) = batch.payloads_from(from).next() {
                     lines.push(line.to_vec());
                     return Err(super::super::SinkFailure {
                         written: 1,
@@ -267,7 +302,7 @@ mod tests {
                     });
                 }
             }
-            lines.extend(batch.lines_from(from).map(<[u8]>::to_vec));
+            lines.extend(batch.payloads_from(from).map(<[u8]>::to_vec));
             Ok(())
         }
 
@@ -301,13 +336,11 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             give_up_at: None,
         };
-        let fanout = Fanout {
-            routes: vec![Route {
-                tx,
-                stats: stats.clone(),
-            }]
-            .into(),
-        };
+        let fanout = Fanout::new(vec![Route {
+            format: Format::Json,
+            tx,
+            stats: stats.clone(),
+        }]);
         fanout.send(batch(0..5));
         fanout.send(batch(5..8));
         drop(fanout);
@@ -354,13 +387,11 @@ mod tests {
             drain_timeout: Duration::from_millis(200),
             give_up_at: None,
         };
-        let fanout = Fanout {
-            routes: vec![Route {
-                tx,
-                stats: stats.clone(),
-            }]
-            .into(),
-        };
+        let fanout = Fanout::new(vec![Route {
+            format: Format::Json,
+            tx,
+            stats: stats.clone(),
+        }]);
         fanout.send(batch(0..5));
         fanout.send(batch(5..8));
         drop(fanout);
@@ -382,13 +413,11 @@ mod tests {
         let metrics = Metrics::new();
         let stats = metrics.register_output("t".into(), 4);
         let (tx, rx) = crossbeam_channel::bounded(4);
-        let fanout = Fanout {
-            routes: vec![Route {
-                tx,
-                stats: stats.clone(),
-            }]
-            .into(),
-        };
+        let fanout = Fanout::new(vec![Route {
+            format: Format::Json,
+            tx,
+            stats: stats.clone(),
+        }]);
         fanout.send(batch(0..3));
         fanout.send(batch(3..6));
         fanout.send(batch(6..7));

@@ -38,6 +38,7 @@ use crate::ingest::{BindError, Ingest};
 use crate::metrics::{self, Metrics};
 use crate::output::runner::OutputError;
 use crate::output::{Fanout, OutputSet};
+use crate::record::pb::PbEncoder;
 
 /// Why the peer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,8 @@ impl Shards {
                 metrics: metrics.clone(),
                 expire_every: Duration::from_millis(config.expire_interval_ms),
                 doorbell: doorbell.clone(),
+                formats: fanout.formats(),
+                pb: PbEncoder::default(),
             };
             senders.push(tx);
             threads.push(

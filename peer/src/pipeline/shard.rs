@@ -10,10 +10,8 @@ use super::batch::DatagramBatch;
 use super::control::ShardRequest;
 use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
-use crate::output::{EncodedBatch, Fanout};
-
-/// Typical size of one record's JSON (IPv4 ~900 bytes, IPv6 more), to size buffers once.
-const JSON_BYTES: usize = 1024;
+use crate::output::{EncodedBatch, Fanout, Format};
+use crate::record::pb::PbEncoder;
 
 pub struct Shard {
     pub index: usize,
@@ -29,6 +27,9 @@ pub struct Shard {
     /// Rung (never blocking) after a batch that carried templates or options data, so the
     /// template reporter asks for changes at once rather than at its next period.
     pub doorbell: Sender<()>,
+    /// The formats the outputs use (each batch is encoded once in each).
+    pub formats: Vec<Format>,
+    pub pb: PbEncoder,
 }
 
 impl Shard {
@@ -146,11 +147,20 @@ impl Shard {
             records.clear();
             return;
         }
-        let mut encoded = EncodedBatch::with_capacity(records.len(), records.len() * JSON_BYTES);
-        encoded.set_received_ns(oldest_ns());
-        for record in records.drain(..) {
-            encoded.push_with(|buf| record.write_json(buf));
-        }
-        self.fanout.send(encoded);
+        let received_ns = oldest_ns();
+        let batches = self
+            .formats
+            .iter()
+            .map(|&format| {
+                let mut encoded = EncodedBatch::with_capacity(format, records.len());
+                encoded.set_received_ns(received_ns);
+                for record in records.iter() {
+                    encoded.push_record(record, &mut self.pb);
+                }
+                encoded
+            })
+            .collect();
+        records.clear();
+        self.fanout.send_all(batches);
     }
 }

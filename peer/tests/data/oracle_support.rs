@@ -12,7 +12,9 @@ use sluice_peer::decode::{DecoderConfig, ShardDecoder};
 use sluice_peer::record::FlowRecord;
 
 /// Packages that provide the tools (what `cargo xtask setup` installs).
-pub const INSTALL_HINT: &str = "apt-get install tshark softflowd python3-pip && pip install scapy";
+pub const INSTALL_HINT: &str = "apt-get install tshark softflowd protobuf-compiler python3-pip && \
+     pip install scapy && cargo install tansu --version 0.6.0 --locked --no-default-features \
+     --features dynostore";
 
 /// True when every tool runs. A missing tool fails the test when `CI=true` and skips it
 /// (with a message) otherwise.

@@ -53,8 +53,12 @@ enum Bench {
         minutes: u64,
     },
     /// Peer decoding: flows per CPU-second in process and over UDP vs nfcapd; JSON file output's
-    /// loss-free rate, CPU per flow and latency vs nfacctd.
-    Decode,
+    /// loss-free rate, CPU per flow and latency vs nfacctd; per output format and Kafka.
+    Decode {
+        /// Only part 5, the outputs (a minute instead of several; no ratios to nfcapd/nfacctd).
+        #[arg(long)]
+        outputs_only: bool,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -78,9 +82,9 @@ fn main() -> Result<()> {
     match cli.command {
         Bench::Xdp { test_run_only } => xdp(test_run_only),
         Bench::Failover => failover::bench(&STOP),
-        Bench::Decode => decode::run(&STOP),
         Bench::Takeover { runs } => takeover::bench(&STOP, runs),
         Bench::SoakHa { minutes } => takeover::soak(&STOP, minutes),
+        Bench::Decode { outputs_only } => decode::run(outputs_only, &STOP),
     }
 }
 

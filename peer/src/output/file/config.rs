@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::FileSink;
 use crate::config::{ConfigError, positive};
-use crate::output::DEFAULT_BUFFER_RECORDS;
+use crate::output::{Format, default_buffer_records};
 
 /// `[[outputs]] type = "file"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -12,6 +12,9 @@ use crate::output::DEFAULT_BUFFER_RECORDS;
 pub struct FileConfig {
     /// The file records are appended to; rotated files get `.1`, `.2`, … (`.1` is the newest).
     pub path: PathBuf,
+    /// `json` (default: JSON lines) or `pb` (length-delimited protobuf).
+    #[serde(default)]
+    pub format: Format,
     /// Rotate before the file would grow past this many bytes.
     #[serde(default)]
     pub rotate_bytes: Option<u64>,
@@ -30,15 +33,12 @@ fn default_keep() -> usize {
     5
 }
 
-fn default_buffer_records() -> usize {
-    DEFAULT_BUFFER_RECORDS
-}
-
 impl FileConfig {
     /// A file output with default rotation settings (none) at `path`.
     pub fn at(path: PathBuf) -> Self {
         FileConfig {
             path,
+            format: Format::Json,
             rotate_bytes: None,
             rotate_interval_s: None,
             keep: default_keep(),

@@ -1,4 +1,5 @@
-//! `type = "file"`: JSON lines appended to a file, rotated by size and/or age.
+//! `type = "file"`: records (JSON lines or length-delimited protobuf) appended to a file,
+//! rotated by size and/or age; rotation falls between records.
 
 mod config;
 mod sink;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::FileConfig;
 use crate::output::{EncodedBatch, Sink, SinkFailure};
 
-/// Appends JSON lines; rotation renames `path` to `path.1` (shifting older files up to `keep`).
+/// Appends encoded records; rotation renames `path` to `path.1` (shifting older files up to `keep`).
 #[derive(Debug)]
 pub struct FileSink {
     config: FileConfig,

@@ -1,12 +1,14 @@
 use serde::Deserialize;
 
 use super::StdoutSink;
-use crate::output::DEFAULT_BUFFER_RECORDS;
+use crate::output::{DEFAULT_BUFFER_RECORDS, Format};
 
 /// `[[outputs]] type = "stdout"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StdoutConfig {
+    /// `json` (default) or `pb` (length-delimited protobuf).
+    pub format: Format,
     /// Records buffered while stdout is slow (a pipe to a slow reader).
     pub buffer_records: usize,
 }
@@ -14,6 +16,7 @@ pub struct StdoutConfig {
 impl Default for StdoutConfig {
     fn default() -> Self {
         StdoutConfig {
+            format: Format::Json,
             buffer_records: DEFAULT_BUFFER_RECORDS,
         }
     }

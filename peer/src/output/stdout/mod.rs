@@ -1,4 +1,5 @@
-//! `type = "stdout"`: JSON lines on standard output (logs go to standard error).
+//! `type = "stdout"`: records on standard output, JSON lines or length-delimited protobuf
+//! (logs go to standard error).
 
 mod config;
 mod sink;

@@ -2,8 +2,8 @@ use std::io::Write;
 
 use crate::output::{EncodedBatch, Sink, SinkFailure};
 
-/// Writes each batch's JSON-lines text with one `write` where it fits, then flushes, so a
-/// reader sees whole lines.
+/// Writes each batch's encoded records with one `write` where it fits, then flushes, so a
+/// reader sees whole records.
 #[derive(Debug, Default)]
 pub struct StdoutSink;
 

@@ -2,7 +2,7 @@ use serde::Deserialize;
 
 use super::SyslogSink;
 use crate::config::{ConfigError, positive};
-use crate::output::DEFAULT_BUFFER_RECORDS;
+use crate::output::default_buffer_records;
 
 /// Transport to the syslog server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -49,10 +49,6 @@ fn default_severity() -> u8 {
 
 fn default_app_name() -> String {
     "sluice-peer".to_owned()
-}
-
-fn default_buffer_records() -> usize {
-    DEFAULT_BUFFER_RECORDS
 }
 
 impl SyslogConfig {

@@ -71,7 +71,7 @@ impl SyslogSink {
         written: &mut usize,
     ) -> io::Result<()> {
         let prefix = self.header.prefix(SystemTime::now());
-        let mut lines = batch.lines_from(from).peekable();
+        let mut lines = batch.payloads_from(from).peekable();
         while lines.peek().is_some() {
             self.out.clear();
             let mut pending = 0;
@@ -100,7 +100,7 @@ impl SyslogSink {
         from: usize,
         written: &mut usize,
     ) -> io::Result<()> {
-        for line in batch.lines_from(from) {
+        for line in batch.payloads_from(from) {
             out.clear();
             frame(out, prefix, line, false);
             socket.send(out)?;

@@ -154,9 +154,14 @@ fn wait_udp(port: u16, daemon: &mut Daemon) -> Result<()> {
 /// `sluice-peer run` on `127.0.0.1:port` with metrics on `127.0.0.1:metrics`; `output` is a
 /// `--output` value.
 pub fn sluice_peer(port: u16, metrics: u16, output: &str) -> Result<Daemon> {
+    sluice_peer_with(port, metrics, &["--output", output])
+}
+
+/// [`sluice_peer`] with other arguments (`--config FILE`) instead of `--output`.
+pub fn sluice_peer_with(port: u16, metrics: u16, args: &[&str]) -> Result<Daemon> {
     let mut cmd = Command::new(crate::bin("sluice-peer"));
     cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--output", output])
+        .args(args)
         .args(["--metrics", &format!("127.0.0.1:{metrics}")])
         .env("RUST_LOG", "info");
     let mut d = Daemon::spawn(cmd, "sluice-peer", Some("ready"));

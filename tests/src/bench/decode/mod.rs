@@ -6,11 +6,14 @@
 //!    their processes;
 //! 3. over UDP with JSON written to a file: `sluice-peer` and `nfacctd` (print plugin) at rising
 //!    rates: loss, CPU per flow, and the peer's received→written latency percentiles.
+//! 5. one output at a time at one rate: a file in `json` and `pb`, Kafka (tansu on loopback) in
+//!    `pb` and `json`: flows per CPU-second and latency, with the targets as ratios to parts 2–3.
 //!
 //! Everything runs on loopback; daemons are stopped by pid and the temporary directory removed.
 
 mod corpus;
 mod daemons;
+mod outputs;
 mod send;
 
 use std::{sync::atomic::AtomicBool, time::Duration};
@@ -31,6 +34,7 @@ use self::{
 
 /// Rate (datagrams/s) and duration of the ingest runs of part 2.
 const INGEST_RATE: u64 = 50_000;
+/// Duration of each run of parts 2, 3 and 5.
 const RUN: Duration = Duration::from_secs(2);
 /// Rates (datagrams/s) of the JSON steps of part 3 (nfacctd stops after its first loss).
 const JSON_RATES: [u64; 8] = [
@@ -39,8 +43,8 @@ const JSON_RATES: [u64; 8] = [
 /// Flows each in-process measurement decodes (about).
 const IN_PROCESS_FLOWS: u64 = 6_000_000;
 
-/// Runs the benchmark and prints its tables.
-pub fn run(stop: &AtomicBool) -> Result<()> {
+/// Runs the benchmark and prints its tables; `outputs_only`: part 5 alone.
+pub fn run(outputs_only: bool, stop: &AtomicBool) -> Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "sluice-bench decode: {} CPUs, load average {} (other work on the machine shares them)\n",
@@ -55,6 +59,12 @@ pub fn run(stop: &AtomicBool) -> Result<()> {
         "Temporary files (removed at the end): {}\n",
         tmp.0.display()
     );
+    let mixed = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
+    if outputs_only {
+        let outputs = outputs::run(&mixed, &tmp, stop)?;
+        outputs::print(&outputs, None, None);
+        return Ok(());
+    }
     let corpora: Vec<(Protocol, Corpus)> =
         Protocol::ALL.iter().map(|&p| (p, Corpus::new(p))).collect();
     print_corpora(&corpora);
@@ -63,9 +73,23 @@ pub fn run(stop: &AtomicBool) -> Result<()> {
         rows.push(decode_row(*protocol, corpus, &tmp, stop)?);
     }
     print_decode(&rows);
-    let mixed = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
     let (peer, nfacctd) = json(&mixed, &tmp, stop)?;
     print_json(&mixed, &peer, &nfacctd);
+    let outputs = outputs::run(&mixed, &tmp, stop)?;
+    // The collectors' figures on the same traffic: nfcapd on v9 and IPFIX (mean), nfacctd at
+    // its best loss-free JSON step.
+    let nfcapd: Vec<f64> = rows
+        .iter()
+        .filter(|r| matches!(r.protocol, Protocol::NetflowV9 | Protocol::Ipfix))
+        .filter_map(|r| r.nfcapd.as_ref().map(Ingest::per_cpu_second))
+        .collect();
+    let nfcapd = (!nfcapd.is_empty()).then(|| nfcapd.iter().sum::<f64>() / nfcapd.len() as f64);
+    let nfacctd = nfacctd
+        .iter()
+        .filter(|s| s.lossless())
+        .max_by_key(|s| s.rate)
+        .map(|s| 1e6 / s.cpu_us_per_flow());
+    outputs::print(&outputs, nfcapd, nfacctd);
     Ok(())
 }
 

@@ -7,7 +7,10 @@
 //! their decimal number), `src_net`/`dst_net` as `prefix/len` built from the address and mask.
 //!
 //! [`FlowRecord::write_json`] is a hand-written writer that produces exactly what
-//! `serde_json::to_vec` produces, without allocating per field.
+//! `serde_json::to_vec` produces, without allocating per field. [`pb`] writes the same record
+//! as GoFlow2's protobuf `FlowMessage`.
+
+pub mod pb;
 
 use std::fmt;
 use std::io::Write as _;
@@ -102,6 +105,89 @@ impl std::str::FromStr for Mac {
     }
 }
 
+/// A value a [`Stack`] slot holds before it is used.
+pub trait Blank: Copy {
+    const BLANK: Self;
+}
+
+impl Blank for u32 {
+    const BLANK: Self = 0;
+}
+
+impl Blank for u8 {
+    const BLANK: Self = 0;
+}
+
+impl Blank for IpAddr {
+    const BLANK: Self = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+}
+
+/// Up to `N` values of one of GoFlow2's repeated fields (MPLS labels, AS path), kept inline so the
+/// record stays `Copy`; values past `N` are not kept (README says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stack<T: Blank, const N: usize> {
+    len: u8,
+    items: [T; N],
+}
+
+impl<T: Blank, const N: usize> Default for Stack<T, N> {
+    fn default() -> Self {
+        Stack {
+            len: 0,
+            items: [T::BLANK; N],
+        }
+    }
+}
+
+impl<T: Blank, const N: usize> Stack<T, N> {
+    pub fn as_slice(&self) -> &[T] {
+        self.items.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    /// Appends `v`; false when full.
+    pub fn push(&mut self, v: T) -> bool {
+        match self.items.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = v;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets position `i`, growing with blanks up to it (GoFlow2's MPLS label 2 before label 1).
+    pub fn set(&mut self, i: usize, v: T) {
+        if let Some(slot) = self.items.get_mut(i) {
+            *slot = v;
+            self.len = self.len.max(i as u8 + 1);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+impl<T: Blank, const N: usize> FromIterator<T> for Stack<T, N> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut s = Stack::default();
+        for v in iter {
+            s.push(v);
+        }
+        s
+    }
+}
+
+/// MPLS label stack entries a record keeps (NetFlow/IPFIX carry at most 3).
+pub const MPLS_DEPTH: usize = 4;
+/// MPLS top-label addresses a record keeps (IPFIX 47 and 140).
+pub const MPLS_ADDRESSES: usize = 2;
+/// AS path entries a record keeps (sFlow extended gateway), from the nearest AS on.
+pub const AS_PATH_LEN: usize = 16;
+/// BGP communities a record keeps (sFlow extended gateway).
+pub const COMMUNITIES: usize = 8;
+
 /// One normalized flow record. All fields are plain values (the record is `Copy`), so decoding
 /// allocates nothing per record beyond the output vector's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -161,6 +247,16 @@ pub struct FlowRecord {
     /// Destination prefix length (JSON `dst_net`).
     pub dst_mask: u8,
     pub bgp_next_hop: Option<IpAddr>,
+    /// BGP communities of the destination route (sFlow extended gateway).
+    pub bgp_communities: Stack<u32, COMMUNITIES>,
+    /// AS path to the destination, nearest AS first (sFlow extended gateway).
+    pub as_path: Stack<u32, AS_PATH_LEN>,
+    /// MPLS labels, top of the stack first (20-bit values).
+    pub mpls_label: Stack<u32, MPLS_DEPTH>,
+    /// MPLS TTLs of those labels (sFlow sampled headers only).
+    pub mpls_ttl: Stack<u8, MPLS_DEPTH>,
+    /// MPLS top-label IPv4/IPv6 addresses (IPFIX 47, 140).
+    pub mpls_ip: Stack<IpAddr, MPLS_ADDRESSES>,
     /// IPFIX observation domain / NetFlow v9 source id / sFlow sub-agent id.
     pub observation_domain_id: u32,
     pub observation_point_id: u32,
@@ -401,6 +497,34 @@ impl Cursor<'_> {
         self.byte(b'"');
     }
 
+    /// `,"key":[1,2]`.
+    fn nums(&mut self, k: &[u8], vs: impl Iterator<Item = u64>) {
+        self.key(k);
+        self.byte(b'[');
+        for (i, v) in vs.enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            self.dec(v);
+        }
+        self.byte(b']');
+    }
+
+    /// `,"key":["10.0.0.1"]`.
+    fn ips(&mut self, k: &[u8], vs: &[IpAddr]) {
+        self.key(k);
+        self.byte(b'[');
+        for (i, v) in vs.iter().enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            self.byte(b'"');
+            self.addr(*v);
+            self.byte(b'"');
+        }
+        self.byte(b']');
+    }
+
     #[inline(always)]
     fn named(&mut self, k: &[u8], name: Option<&str>, v: u64) {
         match name {
@@ -415,8 +539,9 @@ impl Cursor<'_> {
     }
 }
 
-/// Room for the largest possible record (all addresses IPv6, all numbers at their maximum).
-const MAX_JSON: usize = 2048;
+/// Room for the largest possible record (all addresses IPv6, all numbers at their maximum,
+/// every list full).
+const MAX_JSON: usize = 2560;
 
 impl FlowRecord {
     /// Appends this record as one JSON object (no trailing newline) to `out`; byte-for-byte what
@@ -494,6 +619,26 @@ impl FlowRecord {
         c.net(b",\"src_net\":", self.src_addr, self.src_mask);
         c.net(b",\"dst_net\":", self.dst_addr, self.dst_mask);
         c.ip(b",\"bgp_next_hop\":", self.bgp_next_hop);
+        c.nums(
+            b",\"bgp_communities\":",
+            self.bgp_communities
+                .as_slice()
+                .iter()
+                .map(|&v| u64::from(v)),
+        );
+        c.nums(
+            b",\"as_path\":",
+            self.as_path.as_slice().iter().map(|&v| u64::from(v)),
+        );
+        c.nums(
+            b",\"mpls_label\":",
+            self.mpls_label.as_slice().iter().map(|&v| u64::from(v)),
+        );
+        c.nums(
+            b",\"mpls_ttl\":",
+            self.mpls_ttl.as_slice().iter().map(|&v| u64::from(v)),
+        );
+        c.ips(b",\"mpls_ip\":", self.mpls_ip.as_slice());
         c.num(
             b",\"observation_domain_id\":",
             u64::from(self.observation_domain_id),
@@ -552,6 +697,11 @@ mod wire {
         pub src_net: String,
         pub dst_net: String,
         pub bgp_next_hop: String,
+        pub bgp_communities: Vec<u32>,
+        pub as_path: Vec<u32>,
+        pub mpls_label: Vec<u32>,
+        pub mpls_ttl: Vec<u8>,
+        pub mpls_ip: Vec<String>,
         pub observation_domain_id: u32,
         pub observation_point_id: u32,
     }
@@ -580,6 +730,13 @@ mod wire {
             .ok_or_else(|| format!("{field}: expected prefix/len, got {s:?}"))?;
         len.parse()
             .map_err(|_| format!("{field}: bad prefix length in {s:?}"))
+    }
+
+    fn stack<T: Blank, const N: usize>(field: &str, v: Vec<T>) -> Result<Stack<T, N>, String> {
+        if v.len() > N {
+            return Err(format!("{field}: more than {N} entries"));
+        }
+        Ok(v.into_iter().collect())
     }
 
     impl From<FlowRecord> for FlowJson {
@@ -628,6 +785,11 @@ mod wire {
                 src_net: net_text(r.src_addr, r.src_mask),
                 dst_net: net_text(r.dst_addr, r.dst_mask),
                 bgp_next_hop: ip_text(r.bgp_next_hop),
+                bgp_communities: r.bgp_communities.as_slice().to_vec(),
+                as_path: r.as_path.as_slice().to_vec(),
+                mpls_label: r.mpls_label.as_slice().to_vec(),
+                mpls_ttl: r.mpls_ttl.as_slice().to_vec(),
+                mpls_ip: r.mpls_ip.as_slice().iter().map(IpAddr::to_string).collect(),
                 observation_domain_id: r.observation_domain_id,
                 observation_point_id: r.observation_point_id,
             }
@@ -679,6 +841,20 @@ mod wire {
                 src_mask: parse_mask("src_net", &j.src_net)?,
                 dst_mask: parse_mask("dst_net", &j.dst_net)?,
                 bgp_next_hop: parse_ip("bgp_next_hop", &j.bgp_next_hop)?,
+                bgp_communities: stack("bgp_communities", j.bgp_communities)?,
+                as_path: stack("as_path", j.as_path)?,
+                mpls_label: stack("mpls_label", j.mpls_label)?,
+                mpls_ttl: stack("mpls_ttl", j.mpls_ttl)?,
+                mpls_ip: stack(
+                    "mpls_ip",
+                    j.mpls_ip
+                        .iter()
+                        .map(|s| {
+                            s.parse::<IpAddr>()
+                                .map_err(|_| format!("mpls_ip: bad address {s:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                )?,
                 observation_domain_id: j.observation_domain_id,
                 observation_point_id: j.observation_point_id,
             })
@@ -687,10 +863,11 @@ mod wire {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> FlowRecord {
+    /// A record with most fields set (IPFIX, IPv4); other tests vary it.
+    pub(crate) fn sample() -> FlowRecord {
         FlowRecord {
             flow_type: Protocol::Ipfix,
             time_received_ns: 1_700_000_000_123_456_789,
@@ -731,6 +908,11 @@ mod tests {
             src_mask: 24,
             dst_mask: 16,
             bgp_next_hop: None,
+            bgp_communities: [0xfde8_0001].into_iter().collect(),
+            as_path: [65001, 65002, 65003].into_iter().collect(),
+            mpls_label: [16, 17].into_iter().collect(),
+            mpls_ttl: Stack::default(),
+            mpls_ip: ["10.0.0.9".parse().unwrap()].into_iter().collect(),
             observation_domain_id: 5,
             observation_point_id: 0,
         }
@@ -803,6 +985,11 @@ mod tests {
             src_mask: 127,
             dst_mask: 127,
             bgp_next_hop: Some(v6),
+            bgp_communities: [u32::MAX; COMMUNITIES].into_iter().collect(),
+            as_path: [u32::MAX; AS_PATH_LEN].into_iter().collect(),
+            mpls_label: [u32::MAX; MPLS_DEPTH].into_iter().collect(),
+            mpls_ttl: [u8::MAX; MPLS_DEPTH].into_iter().collect(),
+            mpls_ip: [v6; MPLS_ADDRESSES].into_iter().collect(),
             observation_domain_id: u32::MAX,
             observation_point_id: u32::MAX,
         };
@@ -815,6 +1002,20 @@ mod tests {
             String::from_utf8(fast).unwrap(),
             String::from_utf8(want).unwrap()
         );
+    }
+
+    #[test]
+    fn stacks_keep_n_and_set_grows_with_blanks() {
+        let mut s: Stack<u32, 3> = Stack::default();
+        s.set(1, 7);
+        assert_eq!(s.as_slice(), [0, 7]);
+        assert!(s.push(8));
+        assert!(!s.push(9));
+        assert_eq!(s.as_slice(), [0, 7, 8]);
+        s.set(5, 1);
+        assert_eq!(s.as_slice(), [0, 7, 8]);
+        s.clear();
+        assert!(s.as_slice().is_empty());
     }
 
     #[test]
@@ -857,6 +1058,11 @@ mod tests {
         assert_eq!(v["src_net"], "10.1.2.0/24");
         assert_eq!(v["dst_net"], "10.9.0.0/16");
         assert_eq!(v["bgp_next_hop"], "");
+        assert_eq!(v["mpls_label"], serde_json::json!([16, 17]));
+        assert_eq!(v["as_path"], serde_json::json!([65001, 65002, 65003]));
+        assert_eq!(v["bgp_communities"], serde_json::json!([0xfde8_0001u32]));
+        assert_eq!(v["mpls_ttl"], serde_json::json!([]));
+        assert_eq!(v["mpls_ip"], serde_json::json!(["10.0.0.9"]));
         assert_eq!(v["sampler_address"], "198.18.1.10");
         let back: FlowRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);

@@ -1,0 +1,570 @@
+//! The record as GoFlow2's `flowpb.FlowMessage` (protobuf), written length-delimited
+//! (GoFlow2's `bin` format: varint length, then the message).
+//!
+//! [`FlowMessage`] is derived by hand (`prost::Message`) from `peer/proto/flow.proto` (no
+//! `protoc` at build time): it is the schema in Rust, used to read messages back. Output goes
+//! through [`PbEncoder`], which writes the same bytes without building a message (a unit test
+//! compares it with prost's encoding). `peer/tests/pb_protoc.rs` decodes our output with
+//! `protoc --decode` and the `.proto`, field by field against the JSON of the same records, so
+//! file, struct and encoder stay in sync.
+
+use std::net::IpAddr;
+
+use super::{Blank, FlowRecord, Mac, Protocol, Stack};
+
+/// `FlowMessage.FlowType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum FlowType {
+    Flowunknown = 0,
+    Sflow5 = 1,
+    NetflowV5 = 2,
+    NetflowV9 = 3,
+    Ipfix = 4,
+}
+
+impl From<Protocol> for FlowType {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Sflow5 => FlowType::Sflow5,
+            Protocol::NetflowV5 => FlowType::NetflowV5,
+            Protocol::NetflowV9 => FlowType::NetflowV9,
+            Protocol::Ipfix => FlowType::Ipfix,
+        }
+    }
+}
+
+/// `flowpb.FlowMessage`, the fields Sluice fills (tags as in `flow.proto`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FlowMessage {
+    #[prost(enumeration = "FlowType", tag = "1")]
+    pub r#type: i32,
+    #[prost(uint64, tag = "110")]
+    pub time_received_ns: u64,
+    #[prost(uint32, tag = "4")]
+    pub sequence_num: u32,
+    #[prost(uint64, tag = "3")]
+    pub sampling_rate: u64,
+    #[prost(bytes = "vec", tag = "11")]
+    pub sampler_address: Vec<u8>,
+    #[prost(uint64, tag = "111")]
+    pub time_flow_start_ns: u64,
+    #[prost(uint64, tag = "112")]
+    pub time_flow_end_ns: u64,
+    #[prost(uint64, tag = "9")]
+    pub bytes: u64,
+    #[prost(uint64, tag = "10")]
+    pub packets: u64,
+    #[prost(bytes = "vec", tag = "6")]
+    pub src_addr: Vec<u8>,
+    #[prost(bytes = "vec", tag = "7")]
+    pub dst_addr: Vec<u8>,
+    #[prost(uint32, tag = "30")]
+    pub etype: u32,
+    #[prost(uint32, tag = "20")]
+    pub proto: u32,
+    #[prost(uint32, tag = "21")]
+    pub src_port: u32,
+    #[prost(uint32, tag = "22")]
+    pub dst_port: u32,
+    #[prost(uint32, tag = "18")]
+    pub in_if: u32,
+    #[prost(uint32, tag = "19")]
+    pub out_if: u32,
+    #[prost(uint64, tag = "27")]
+    pub src_mac: u64,
+    #[prost(uint64, tag = "28")]
+    pub dst_mac: u64,
+    #[prost(uint32, tag = "33")]
+    pub src_vlan: u32,
+    #[prost(uint32, tag = "34")]
+    pub dst_vlan: u32,
+    #[prost(uint32, tag = "29")]
+    pub vlan_id: u32,
+    #[prost(uint32, tag = "23")]
+    pub ip_tos: u32,
+    #[prost(uint32, tag = "24")]
+    pub forwarding_status: u32,
+    #[prost(uint32, tag = "25")]
+    pub ip_ttl: u32,
+    #[prost(uint32, tag = "38")]
+    pub ip_flags: u32,
+    #[prost(uint32, tag = "26")]
+    pub tcp_flags: u32,
+    #[prost(uint32, tag = "31")]
+    pub icmp_type: u32,
+    #[prost(uint32, tag = "32")]
+    pub icmp_code: u32,
+    #[prost(uint32, tag = "37")]
+    pub ipv6_flow_label: u32,
+    #[prost(uint32, tag = "35")]
+    pub fragment_id: u32,
+    #[prost(uint32, tag = "36")]
+    pub fragment_offset: u32,
+    #[prost(uint32, tag = "14")]
+    pub src_as: u32,
+    #[prost(uint32, tag = "15")]
+    pub dst_as: u32,
+    #[prost(bytes = "vec", tag = "12")]
+    pub next_hop: Vec<u8>,
+    #[prost(uint32, tag = "13")]
+    pub next_hop_as: u32,
+    #[prost(uint32, tag = "16")]
+    pub src_net: u32,
+    #[prost(uint32, tag = "17")]
+    pub dst_net: u32,
+    #[prost(bytes = "vec", tag = "100")]
+    pub bgp_next_hop: Vec<u8>,
+    #[prost(uint32, repeated, tag = "101")]
+    pub bgp_communities: Vec<u32>,
+    #[prost(uint32, repeated, tag = "102")]
+    pub as_path: Vec<u32>,
+    #[prost(uint32, tag = "70")]
+    pub observation_domain_id: u32,
+    #[prost(uint32, tag = "71")]
+    pub observation_point_id: u32,
+    #[prost(uint32, repeated, tag = "80")]
+    pub mpls_ttl: Vec<u32>,
+    #[prost(uint32, repeated, tag = "81")]
+    pub mpls_label: Vec<u32>,
+    #[prost(bytes = "vec", repeated, tag = "82")]
+    pub mpls_ip: Vec<Vec<u8>>,
+}
+
+/// An address as GoFlow2 stores it: 4 or 16 bytes in network order, empty when absent.
+fn put_addr(dst: &mut Vec<u8>, a: Option<IpAddr>) {
+    dst.clear();
+    match a {
+        Some(IpAddr::V4(v4)) => dst.extend_from_slice(&v4.octets()),
+        Some(IpAddr::V6(v6)) => dst.extend_from_slice(&v6.octets()),
+        None => {}
+    }
+}
+
+fn mac_u64(m: Mac) -> u64 {
+    let [a, b, c, d, e, f] = m.0;
+    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+}
+
+impl FlowMessage {
+    /// Fills every field from `r`, reusing the address buffers (no allocation once warm).
+    pub fn fill(&mut self, r: &FlowRecord) {
+        self.r#type = FlowType::from(r.flow_type) as i32;
+        self.time_received_ns = r.time_received_ns;
+        self.sequence_num = r.sequence_num;
+        self.sampling_rate = r.sampling_rate;
+        put_addr(&mut self.sampler_address, r.sampler_address);
+        self.time_flow_start_ns = r.time_flow_start_ns;
+        self.time_flow_end_ns = r.time_flow_end_ns;
+        self.bytes = r.bytes;
+        self.packets = r.packets;
+        put_addr(&mut self.src_addr, r.src_addr);
+        put_addr(&mut self.dst_addr, r.dst_addr);
+        self.etype = u32::from(r.etype);
+        self.proto = u32::from(r.proto);
+        self.src_port = u32::from(r.src_port);
+        self.dst_port = u32::from(r.dst_port);
+        self.in_if = r.in_if;
+        self.out_if = r.out_if;
+        self.src_mac = mac_u64(r.src_mac);
+        self.dst_mac = mac_u64(r.dst_mac);
+        self.src_vlan = u32::from(r.src_vlan);
+        self.dst_vlan = u32::from(r.dst_vlan);
+        self.vlan_id = u32::from(r.vlan_id);
+        self.ip_tos = u32::from(r.ip_tos);
+        self.forwarding_status = u32::from(r.forwarding_status);
+        self.ip_ttl = u32::from(r.ip_ttl);
+        self.ip_flags = u32::from(r.ip_flags);
+        self.tcp_flags = u32::from(r.tcp_flags);
+        self.icmp_type = u32::from(r.icmp_type);
+        self.icmp_code = u32::from(r.icmp_code);
+        self.ipv6_flow_label = r.ipv6_flow_label;
+        self.fragment_id = r.fragment_id;
+        self.fragment_offset = u32::from(r.fragment_offset);
+        self.src_as = r.src_as;
+        self.dst_as = r.dst_as;
+        put_addr(&mut self.next_hop, r.next_hop);
+        self.next_hop_as = r.next_hop_as;
+        self.src_net = u32::from(r.src_mask);
+        self.dst_net = u32::from(r.dst_mask);
+        put_addr(&mut self.bgp_next_hop, r.bgp_next_hop);
+        self.observation_domain_id = r.observation_domain_id;
+        self.observation_point_id = r.observation_point_id;
+        self.mpls_ttl.clear();
+        self.mpls_ttl
+            .extend(r.mpls_ttl.as_slice().iter().map(|&t| u32::from(t)));
+        self.mpls_label.clear();
+        self.mpls_label.extend_from_slice(r.mpls_label.as_slice());
+        self.bgp_communities.clear();
+        self.bgp_communities
+            .extend_from_slice(r.bgp_communities.as_slice());
+        self.as_path.clear();
+        self.as_path.extend_from_slice(r.as_path.as_slice());
+        self.mpls_ip.clear();
+        for a in r.mpls_ip.as_slice() {
+            let mut b = Vec::new();
+            put_addr(&mut b, Some(*a));
+            self.mpls_ip.push(b);
+        }
+    }
+}
+
+fn addr_of(b: &[u8]) -> Result<Option<IpAddr>, String> {
+    match b.len() {
+        0 => Ok(None),
+        4 => Ok(<[u8; 4]>::try_from(b).ok().map(IpAddr::from)),
+        16 => Ok(<[u8; 16]>::try_from(b).ok().map(IpAddr::from)),
+        n => Err(format!("address of {n} bytes")),
+    }
+}
+
+fn stack<T: Blank, const N: usize>(
+    field: &str,
+    v: impl IntoIterator<Item = T>,
+) -> Result<Stack<T, N>, String> {
+    let mut s = Stack::default();
+    for x in v {
+        if !s.push(x) {
+            return Err(format!("{field}: more than {N} entries"));
+        }
+    }
+    Ok(s)
+}
+
+fn narrow<T: TryFrom<u64>>(field: &str, v: impl Into<u64>) -> Result<T, String> {
+    let v = v.into();
+    T::try_from(v).map_err(|_| format!("{field}: {v} out of range"))
+}
+
+/// Reads a message back into a record (consumers of `format = "pb"`, tests); fails on values
+/// a record cannot hold.
+impl TryFrom<&FlowMessage> for FlowRecord {
+    type Error = String;
+
+    fn try_from(m: &FlowMessage) -> Result<Self, String> {
+        let flow_type = match FlowType::try_from(m.r#type) {
+            Ok(FlowType::Sflow5) => Protocol::Sflow5,
+            Ok(FlowType::NetflowV5) => Protocol::NetflowV5,
+            Ok(FlowType::NetflowV9) => Protocol::NetflowV9,
+            Ok(FlowType::Ipfix) => Protocol::Ipfix,
+            _ => return Err(format!("type {}", m.r#type)),
+        };
+        let mac = |v: u64| {
+            let [_, _, a, b, c, d, e, f] = v.to_be_bytes();
+            Mac([a, b, c, d, e, f])
+        };
+        Ok(FlowRecord {
+            flow_type,
+            time_received_ns: m.time_received_ns,
+            sequence_num: m.sequence_num,
+            sampling_rate: m.sampling_rate,
+            sampler_address: addr_of(&m.sampler_address)?,
+            time_flow_start_ns: m.time_flow_start_ns,
+            time_flow_end_ns: m.time_flow_end_ns,
+            bytes: m.bytes,
+            packets: m.packets,
+            src_addr: addr_of(&m.src_addr)?,
+            dst_addr: addr_of(&m.dst_addr)?,
+            etype: narrow("etype", m.etype)?,
+            proto: narrow("proto", m.proto)?,
+            src_port: narrow("src_port", m.src_port)?,
+            dst_port: narrow("dst_port", m.dst_port)?,
+            in_if: m.in_if,
+            out_if: m.out_if,
+            src_mac: mac(m.src_mac),
+            dst_mac: mac(m.dst_mac),
+            src_vlan: narrow("src_vlan", m.src_vlan)?,
+            dst_vlan: narrow("dst_vlan", m.dst_vlan)?,
+            vlan_id: narrow("vlan_id", m.vlan_id)?,
+            ip_tos: narrow("ip_tos", m.ip_tos)?,
+            forwarding_status: narrow("forwarding_status", m.forwarding_status)?,
+            ip_ttl: narrow("ip_ttl", m.ip_ttl)?,
+            ip_flags: narrow("ip_flags", m.ip_flags)?,
+            tcp_flags: narrow("tcp_flags", m.tcp_flags)?,
+            icmp_type: narrow("icmp_type", m.icmp_type)?,
+            icmp_code: narrow("icmp_code", m.icmp_code)?,
+            ipv6_flow_label: m.ipv6_flow_label,
+            fragment_id: m.fragment_id,
+            fragment_offset: narrow("fragment_offset", m.fragment_offset)?,
+            src_as: m.src_as,
+            dst_as: m.dst_as,
+            next_hop: addr_of(&m.next_hop)?,
+            next_hop_as: m.next_hop_as,
+            src_mask: narrow("src_net", m.src_net)?,
+            dst_mask: narrow("dst_net", m.dst_net)?,
+            bgp_next_hop: addr_of(&m.bgp_next_hop)?,
+            observation_domain_id: m.observation_domain_id,
+            observation_point_id: m.observation_point_id,
+            bgp_communities: stack("bgp_communities", m.bgp_communities.iter().copied())?,
+            as_path: stack("as_path", m.as_path.iter().copied())?,
+            mpls_label: stack("mpls_label", m.mpls_label.iter().copied())?,
+            mpls_ttl: stack(
+                "mpls_ttl",
+                m.mpls_ttl
+                    .iter()
+                    .map(|&t| narrow::<u8>("mpls_ttl", t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?,
+            mpls_ip: stack(
+                "mpls_ip",
+                m.mpls_ip
+                    .iter()
+                    .map(|b| addr_of(b)?.ok_or_else(|| "mpls_ip: empty".to_owned()))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?,
+        })
+    }
+}
+
+/// Writes records as length-delimited `FlowMessage`s; one per shard (it keeps a scratch buffer).
+///
+/// The hot path does not build a [`FlowMessage`]: it writes the record's fields straight to
+/// the wire, in field-number order and skipping zero values as proto3 does, which is byte for
+/// byte what prost's encoding of [`FlowMessage::fill`]'s message gives (a test holds it to that)
+/// at a fraction of the cost (no length pass, no buffers to fill).
+#[derive(Debug, Default)]
+pub struct PbEncoder {
+    body: Vec<u8>,
+}
+
+#[inline(always)]
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A varint field (wire type 0), omitted when zero.
+#[inline(always)]
+fn uint(tag: u32, v: u64, out: &mut Vec<u8>) {
+    if v != 0 {
+        varint(u64::from(tag << 3), out);
+        varint(v, out);
+    }
+}
+
+/// An address as a bytes field (wire type 2), omitted when absent.
+#[inline(always)]
+fn addr(tag: u32, a: Option<IpAddr>, out: &mut Vec<u8>) {
+    let key = u64::from(tag << 3 | 2);
+    match a {
+        Some(IpAddr::V4(v4)) => {
+            varint(key, out);
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            varint(key, out);
+            out.push(16);
+            out.extend_from_slice(&v6.octets());
+        }
+        None => {}
+    }
+}
+
+/// A packed repeated varint field, omitted when empty.
+#[inline(always)]
+fn packed(tag: u32, vs: impl Iterator<Item = u64> + Clone, out: &mut Vec<u8>) {
+    let len: usize = vs.clone().map(|v| (v | 1).ilog2() as usize / 7 + 1).sum();
+    if len > 0 {
+        varint(u64::from(tag << 3 | 2), out);
+        varint(len as u64, out);
+        for v in vs {
+            varint(v, out);
+        }
+    }
+}
+
+impl PbEncoder {
+    /// Appends `r` to `out`: varint length, then the message.
+    pub fn write(&mut self, r: &FlowRecord, out: &mut Vec<u8>) {
+        let b = &mut self.body;
+        b.clear();
+        uint(1, FlowType::from(r.flow_type) as u64, b);
+        uint(3, r.sampling_rate, b);
+        uint(4, u64::from(r.sequence_num), b);
+        addr(6, r.src_addr, b);
+        addr(7, r.dst_addr, b);
+        uint(9, r.bytes, b);
+        uint(10, r.packets, b);
+        addr(11, r.sampler_address, b);
+        addr(12, r.next_hop, b);
+        uint(13, u64::from(r.next_hop_as), b);
+        uint(14, u64::from(r.src_as), b);
+        uint(15, u64::from(r.dst_as), b);
+        uint(16, u64::from(r.src_mask), b);
+        uint(17, u64::from(r.dst_mask), b);
+        uint(18, u64::from(r.in_if), b);
+        uint(19, u64::from(r.out_if), b);
+        uint(20, u64::from(r.proto), b);
+        uint(21, u64::from(r.src_port), b);
+        uint(22, u64::from(r.dst_port), b);
+        uint(23, u64::from(r.ip_tos), b);
+        uint(24, u64::from(r.forwarding_status), b);
+        uint(25, u64::from(r.ip_ttl), b);
+        uint(26, u64::from(r.tcp_flags), b);
+        uint(27, mac_u64(r.src_mac), b);
+        uint(28, mac_u64(r.dst_mac), b);
+        uint(29, u64::from(r.vlan_id), b);
+        uint(30, u64::from(r.etype), b);
+        uint(31, u64::from(r.icmp_type), b);
+        uint(32, u64::from(r.icmp_code), b);
+        uint(33, u64::from(r.src_vlan), b);
+        uint(34, u64::from(r.dst_vlan), b);
+        uint(35, u64::from(r.fragment_id), b);
+        uint(36, u64::from(r.fragment_offset), b);
+        uint(37, u64::from(r.ipv6_flow_label), b);
+        uint(38, u64::from(r.ip_flags), b);
+        uint(70, u64::from(r.observation_domain_id), b);
+        uint(71, u64::from(r.observation_point_id), b);
+        packed(80, r.mpls_ttl.as_slice().iter().map(|&t| u64::from(t)), b);
+        packed(81, r.mpls_label.as_slice().iter().map(|&l| u64::from(l)), b);
+        for a in r.mpls_ip.as_slice() {
+            addr(82, Some(*a), b);
+        }
+        addr(100, r.bgp_next_hop, b);
+        packed(
+            101,
+            r.bgp_communities.as_slice().iter().map(|&c| u64::from(c)),
+            b,
+        );
+        packed(102, r.as_path.as_slice().iter().map(|&a| u64::from(a)), b);
+        uint(110, r.time_received_ns, b);
+        uint(111, r.time_flow_start_ns, b);
+        uint(112, r.time_flow_end_ns, b);
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn length_delimited_round_trip_keeps_every_field() {
+        let r = FlowRecord {
+            flow_type: Protocol::NetflowV9,
+            src_addr: Some("2001:db8::1".parse().unwrap()),
+            etype: 0x86dd,
+            src_mask: 48,
+            ..crate::record::tests::sample()
+        };
+        let mut enc = PbEncoder::default();
+        let mut out = Vec::new();
+        enc.write(&r, &mut out);
+        enc.write(&FlowRecord::default(), &mut out);
+        let mut buf = &out[..];
+        let m = FlowMessage::decode_length_delimited(&mut buf).unwrap();
+        assert_eq!(m.r#type, FlowType::NetflowV9 as i32);
+        assert_eq!(m.sampler_address, [198, 18, 1, 10]);
+        assert_eq!(m.src_addr.len(), 16);
+        assert_eq!(m.src_mac, 0x0011_2233_44aa);
+        assert_eq!((m.src_net, m.dst_net), (48, 16));
+        assert_eq!((m.bytes, m.packets, m.etype), (1500, 3, 0x86dd));
+        assert_eq!((m.src_vlan, m.dst_vlan, m.tcp_flags), (10, 20, 0x1b));
+        // The second record reuses the buffers: its absent addresses are empty, not stale.
+        let empty = FlowMessage::decode_length_delimited(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        assert!(empty.sampler_address.is_empty() && empty.src_addr.is_empty());
+        assert_eq!(empty.r#type, FlowType::NetflowV5 as i32);
+    }
+
+    /// Every field set to a value of its own (so a swapped or missing field shows).
+    fn distinct(v6: bool) -> FlowRecord {
+        let a = |n: u8| -> Option<IpAddr> {
+            Some(if v6 {
+                IpAddr::from([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n])
+            } else {
+                IpAddr::from([10, 0, 0, n])
+            })
+        };
+        FlowRecord {
+            flow_type: Protocol::Ipfix,
+            time_received_ns: 1 << 60,
+            sequence_num: 3,
+            sampling_rate: 4,
+            sampler_address: a(5),
+            time_flow_start_ns: 6 << 40,
+            time_flow_end_ns: 7 << 40,
+            bytes: 8,
+            packets: 9,
+            src_addr: a(10),
+            dst_addr: a(11),
+            etype: 12,
+            proto: 13,
+            src_port: 14,
+            dst_port: 15,
+            in_if: 16,
+            out_if: 17,
+            src_mac: Mac([0, 0, 0, 0, 0, 18]),
+            dst_mac: Mac([0xff, 0, 0, 0, 0, 19]),
+            src_vlan: 20,
+            dst_vlan: 21,
+            vlan_id: 22,
+            ip_tos: 23,
+            forwarding_status: 24,
+            ip_ttl: 25,
+            ip_flags: 26,
+            tcp_flags: 27,
+            icmp_type: 28,
+            icmp_code: 29,
+            ipv6_flow_label: 30,
+            fragment_id: 31,
+            fragment_offset: 32,
+            src_as: 33,
+            dst_as: 34,
+            next_hop: a(35),
+            next_hop_as: 36,
+            src_mask: 37,
+            dst_mask: 38,
+            bgp_next_hop: a(39),
+            observation_domain_id: 40,
+            observation_point_id: 41,
+            bgp_communities: [46, 0xffff_ffff].into_iter().collect(),
+            as_path: [47, 48, 4_200_000_000].into_iter().collect(),
+            mpls_label: [42, 0xf_ffff, 300].into_iter().collect(),
+            mpls_ttl: [43, 255].into_iter().collect(),
+            mpls_ip: [a(44).unwrap(), a(45).unwrap()].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn fast_encoder_writes_what_prost_writes() {
+        let mut enc = PbEncoder::default();
+        let mut msg = FlowMessage::default();
+        for r in [
+            distinct(false),
+            distinct(true),
+            FlowRecord::default(),
+            crate::record::tests::sample(),
+        ] {
+            let mut fast = Vec::new();
+            enc.write(&r, &mut fast);
+            msg.fill(&r);
+            assert_eq!(fast, msg.encode_length_delimited_to_vec(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn messages_read_back_into_the_same_record() {
+        let mut msg = FlowMessage::default();
+        for r in [
+            crate::record::tests::sample(),
+            FlowRecord {
+                flow_type: Protocol::Sflow5,
+                src_addr: Some("2001:db8::1".parse().unwrap()),
+                ..crate::record::tests::sample()
+            },
+        ] {
+            msg.fill(&r);
+            assert_eq!(FlowRecord::try_from(&msg), Ok(r));
+        }
+        msg.proto = 256;
+        assert!(FlowRecord::try_from(&msg).is_err());
+    }
+}

@@ -1,0 +1,457 @@
+//! `type = "kafka"` against a real Kafka-protocol broker: tansu (crates.io, installed by
+//! `cargo xtask setup`) on loopback with in-memory storage, started and stopped by each test.
+//! The real `sluice-peer` is fed by flowgen exporters; records are consumed back with a
+//! consumer group.
+//!
+//! Needs `tansu` on PATH: without it the tests fail when `CI=true` and print a skip otherwise.
+#![cfg(feature = "kafka")]
+#![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
+
+#[path = "data/oracle_support.rs"]
+#[allow(dead_code, reason = "each oracle test uses part of the support module")]
+mod oracle;
+mod peer_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peer_support::*;
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::Value;
+use sluice_peer::flowgen::Protocol;
+use sluice_peer::record::FlowRecord;
+use sluice_peer::record::pb::FlowMessage;
+
+/// `tansu` from PATH, else where `cargo install` put it (`$CARGO_HOME/bin`, `~/.cargo/bin`).
+fn tansu() -> String {
+    let installed = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin").join("tansu"))
+        .filter(|p| p.exists());
+    let on_path = Command::new("tansu").arg("--version").output().is_ok();
+    match installed {
+        Some(p) if !on_path => p.display().to_string(),
+        _ => "tansu".to_owned(),
+    }
+}
+
+fn tansu_available() -> bool {
+    oracle::tools_available(&[(&tansu(), &["--version"])])
+}
+
+/// A tansu broker on `127.0.0.1:port`, advertising `advertised` (a proxy in front of it, or
+/// itself); killed on drop.
+struct Tansu {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Tansu {
+    fn start(advertised: Option<SocketAddr>) -> Tansu {
+        let addr = free_tcp_port();
+        let advertised = advertised.unwrap_or(addr);
+        let child = Command::new(tansu())
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://{addr}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{advertised}"))
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + TIMEOUT;
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tansu { child, addr }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu())
+            .args(["topic", "create", name])
+            .arg("--broker")
+            .arg(format!("tcp://{}", self.addr))
+            .arg("--partitions")
+            .arg(partitions.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One consumed Kafka message.
+struct Consumed {
+    key: Option<String>,
+    partition: i32,
+    record: FlowRecord,
+}
+
+/// Consumes `topic` from the start with a consumer group until `want` messages arrived (tansu's
+/// reported offsets can lag, so count instead of trusting watermarks), then a little longer to
+/// catch extras.
+fn consume(brokers: SocketAddr, topic: &str, want: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers.to_string())
+        .set("group.id", format!("sluice-test-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut extra_until = None;
+    loop {
+        let now = Instant::now();
+        if extra_until.is_some_and(|t| now >= t) {
+            break;
+        }
+        assert!(
+            now < deadline,
+            "consumed {} of {want} messages from {topic}",
+            out.len()
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg.unwrap();
+        let mut payload = msg.payload().unwrap();
+        let m = FlowMessage::decode_length_delimited(&mut payload).unwrap();
+        assert!(
+            payload.is_empty(),
+            "one length-delimited message per Kafka message"
+        );
+        out.push(Consumed {
+            key: msg.key().map(|k| String::from_utf8(k.to_vec()).unwrap()),
+            partition: msg.partition(),
+            record: FlowRecord::try_from(&m).unwrap(),
+        });
+        if out.len() >= want && extra_until.is_none() {
+            extra_until = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
+    out
+}
+
+/// A record's JSON in the canonical form `Value::to_string` gives (sorted keys).
+fn json_of(r: &FlowRecord) -> String {
+    serde_json::to_value(r).unwrap().to_string()
+}
+
+fn write_config(dir: &Path, outputs: &str) -> String {
+    let path = dir.join("peer.toml");
+    std::fs::write(&path, outputs).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn output_metric(peer: &Peer, family: &str, output: &str) -> f64 {
+    peer.metric(&format!(
+        "sluice_peer_output_{family}{{output=\"{output}\"}}"
+    ))
+}
+
+#[test]
+fn flowgen_through_kafka_is_consumed_once_keyed_by_exporter_equal_to_json() {
+    if !tansu_available() {
+        return;
+    }
+    let tansu = Tansu::start(None);
+    tansu.create_topic("flows", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("flows.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[outputs]]\ntype = \"file\"\npath = \"{}\"\n\n\
+             [[outputs]]\ntype = \"kafka\"\nbrokers = [\"{}\"]\ntopic = \"flows\"\n\
+             compression = \"zstd\"\n",
+            json_path.display(),
+            tansu.addr
+        ),
+    );
+    let peer = Peer::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let mut exporters = vec![
+        Exporter::new("127.0.0.2".parse().unwrap(), Protocol::NetflowV9, 31),
+        Exporter::new("127.0.0.3".parse().unwrap(), Protocol::Ipfix, 32),
+        Exporter::new("127.0.0.4".parse().unwrap(), Protocol::Sflow5, 33),
+        Exporter::new("127.0.0.5".parse().unwrap(), Protocol::NetflowV5, 34),
+    ];
+    for e in &mut exporters {
+        e.send(peer.listen[0], 20, 10);
+    }
+    let expected: usize = exporters.iter().map(|e| e.sent.len()).sum();
+    peer.wait_metric("sluice_peer_flows_total", expected as f64);
+    peer.wait_metric(
+        "sluice_peer_output_sent_records_total{output=\"1-kafka\"}",
+        expected as f64,
+    );
+    assert_eq!(output_metric(&peer, "in_flight_records", "1-kafka"), 0.0);
+    assert_eq!(output_metric(&peer, "failed_records_total", "1-kafka"), 0.0);
+    let consumed = consume(tansu.addr, "flows", expected);
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{log}");
+
+    // Every record once, equal to the JSON output of the same records.
+    let json: Vec<Value> = read_jsonl(&json_path);
+    assert_eq!(json.len(), expected);
+    let want = multiset(json.iter().map(Value::to_string));
+    let got = multiset(consumed.iter().map(|c| json_of(&c.record)));
+    assert_eq!(consumed.len(), expected, "consumed messages");
+    assert!(got == want, "Kafka records differ from the JSON output");
+    // Keyed by exporter; each exporter on one partition.
+    let mut partitions: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    for c in &consumed {
+        let exporter = c.record.sampler_address.unwrap().to_string();
+        assert_eq!(c.key.as_deref(), Some(exporter.as_str()));
+        partitions.entry(exporter).or_default().insert(c.partition);
+    }
+    assert_eq!(partitions.len(), exporters.len());
+    for (exporter, parts) in &partitions {
+        assert_eq!(
+            parts.len(),
+            1,
+            "{exporter} spread over partitions {parts:?}"
+        );
+    }
+}
+
+/// A TCP forwarder in front of the broker that can be cut (connections closed, new ones
+/// refused) and restored: the broker keeps its state while it is unreachable.
+struct Proxy {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(listener: TcpListener, upstream: Arc<Mutex<Option<SocketAddr>>>) -> Proxy {
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (d, c) = (down.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let target = *upstream.lock().unwrap();
+                let server = match target {
+                    Some(t) if !d.load(Ordering::SeqCst) => TcpStream::connect(t),
+                    _ => {
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                };
+                let Ok(server) = server else { continue };
+                let mut tracked = c.lock().unwrap();
+                tracked.push(client.try_clone().unwrap());
+                tracked.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, down, conns }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn broker_down_mid_stream_then_up_every_record_is_accounted_for() {
+    if !tansu_available() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = Arc::new(Mutex::new(None));
+    let proxy = Proxy::start(listener, upstream.clone());
+    let tansu = Tansu::start(Some(proxy.addr));
+    *upstream.lock().unwrap() = Some(tansu.addr);
+    tansu.create_topic("outage", 2);
+    let dir = tempfile::tempdir().unwrap();
+    // A small buffer and librdkafka queue, so the outage overflows them.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[outputs]]\ntype = \"kafka\"\nbrokers = [\"{}\"]\ntopic = \"outage\"\n\
+             buffer_records = 1500\nmax_in_flight_records = 1000\n\
+             librdkafka = {{ \"reconnect.backoff.max.ms\" = \"200\" }}\n",
+            proxy.addr
+        ),
+    );
+    let peer = Peer::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let out = "0-kafka";
+    let mut exporter = Exporter::new("127.0.0.6".parse().unwrap(), Protocol::NetflowV9, 41);
+    exporter.send(peer.listen[0], 50, 20);
+    peer.wait_metric(
+        "sluice_peer_output_sent_records_total{output=\"0-kafka\"}",
+        1000.0,
+    );
+
+    proxy.cut();
+    exporter.send(peer.listen[0], 250, 20);
+    peer.wait_metric("sluice_peer_flows_total", 6000.0);
+    // Nothing can be acknowledged now: the records wait in librdkafka and the buffer, the rest
+    // overflowed.
+    std::thread::sleep(Duration::from_millis(500));
+    let sent_while_down = output_metric(&peer, "sent_records_total", out);
+    let waiting = output_metric(&peer, "in_flight_records", out)
+        + output_metric(&peer, "buffered_records", out);
+    let overflow = output_metric(&peer, "overflow_records_total", out);
+    assert!(
+        sent_while_down < 6000.0 && waiting > 0.0,
+        "{}",
+        peer.metrics_text()
+    );
+    assert!(overflow > 0.0, "{}", peer.metrics_text());
+
+    proxy.restore();
+    peer.wait_for("every record sent, failed or overflowed", |p| {
+        let m = |f| output_metric(p, f, out);
+        m("sent_records_total") + m("overflow_records_total") + m("failed_records_total")
+            == p.metric("sluice_peer_flows_total")
+            && m("in_flight_records") == 0.0
+            && m("buffered_records") == 0.0
+    });
+    let sent = output_metric(&peer, "sent_records_total", out);
+    assert_eq!(output_metric(&peer, "failed_records_total", out), 0.0);
+    assert_eq!(
+        sent + output_metric(&peer, "overflow_records_total", out),
+        6000.0
+    );
+    assert!(
+        sent > sent_while_down,
+        "records buffered during the outage were delivered"
+    );
+    // What counts as sent is in the topic, once each (the idempotent producer's retries
+    // across the outage add no duplicates), and every one is a record that was sent.
+    let consumed = consume(tansu.addr, "outage", sent as usize);
+    assert_eq!(consumed.len(), sent as usize);
+    let sent_json = multiset(exporter.sent.iter().map(|f| {
+        format!(
+            "{} {} {}",
+            f.src_addr.unwrap(),
+            f.dst_addr.unwrap(),
+            f.packets
+        )
+    }));
+    let got = multiset(consumed.iter().map(|c| {
+        let r = &c.record;
+        format!(
+            "{} {} {}",
+            r.src_addr.unwrap(),
+            r.dst_addr.unwrap(),
+            r.packets
+        )
+    }));
+    for (k, n) in &got {
+        assert!(
+            sent_json.get(k).is_some_and(|m| m >= n),
+            "{k} consumed {n} times"
+        );
+    }
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn wrong_broker_and_missing_topic_fail_clearly_while_other_outputs_work() {
+    if !tansu_available() {
+        return;
+    }
+    let tansu = Tansu::start(None);
+    // Nothing listens on a port that was just free.
+    let nowhere = free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("flows.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[outputs]]\ntype = \"file\"\npath = \"{}\"\n\n\
+             [[outputs]]\ntype = \"kafka\"\nbrokers = [\"{nowhere}\"]\ntopic = \"flows\"\n\
+             message_timeout_ms = 3000\n\n\
+             [[outputs]]\ntype = \"kafka\"\nbrokers = [\"{}\"]\ntopic = \"missing\"\n\
+             message_timeout_ms = 3000\n",
+            json_path.display(),
+            tansu.addr
+        ),
+    );
+    let peer = Peer::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let mut exporter = Exporter::new("127.0.0.7".parse().unwrap(), Protocol::Ipfix, 51);
+    exporter.send(peer.listen[0], 30, 10);
+    peer.wait_metric("sluice_peer_flows_total", 300.0);
+    // The file output does not wait for the failing ones.
+    peer.wait_metric(
+        "sluice_peer_output_sent_records_total{output=\"0-file\"}",
+        300.0,
+    );
+    // Each failing output says why at start, and counts every record as failed.
+    peer.wait_for("health check errors in the log", |p| {
+        let log = p.log();
+        log.contains("cannot reach the Kafka brokers") && log.contains("topic `missing`")
+    });
+    for out in ["1-kafka", "2-kafka"] {
+        peer.wait_metric(
+            &format!("sluice_peer_output_failed_records_total{{output=\"{out}\"}}"),
+            300.0,
+        );
+        assert_eq!(output_metric(&peer, "sent_records_total", out), 0.0);
+        assert_eq!(output_metric(&peer, "up", out), 0.0);
+    }
+    assert!(
+        peer.log().contains("records not delivered"),
+        "{}",
+        peer.log()
+    );
+    // Still running and collecting.
+    exporter.send(peer.listen[0], 10, 10);
+    peer.wait_metric(
+        "sluice_peer_output_sent_records_total{output=\"0-file\"}",
+        400.0,
+    );
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{log}");
+    let mut text = String::new();
+    std::fs::File::open(&json_path)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text.lines().count(), 400);
+}

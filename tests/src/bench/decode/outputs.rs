@@ -1,0 +1,249 @@
+//! Part 5 of `cargo xtask bench decode`: the same traffic through `sluice-peer` with one output
+//! at a time — a file in `json` and in `pb`, and Kafka (tansu on loopback, in-memory storage) in
+//! `pb` and `json` — flows per CPU-second of the peer's process and received→written
+//! (Kafka: received→acknowledged) latency percentiles.
+
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::atomic::AtomicBool,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    RUN,
+    corpus::Corpus,
+    daemons::{self, Cpu, Metrics, TempDir, free_port},
+    latency,
+    send::{Sent, send},
+};
+use crate::lab::LabProcess;
+
+/// Datagrams per second each output is fed (loss-free for the file outputs on this machine).
+pub const RATE: u64 = 25_000;
+
+/// One output's run.
+pub struct OutputRow {
+    pub name: &'static str,
+    pub sent: Sent,
+    /// Records the output counted as sent (Kafka: acknowledged by the broker).
+    pub delivered: u64,
+    /// Records that did not fit its buffer, or that Kafka did not acknowledge.
+    pub lost: u64,
+    pub cpu: Cpu,
+    /// The broker's CPU seconds meanwhile (Kafka rows).
+    pub broker_cpu: Option<f64>,
+    pub latency: latency::Percentiles,
+}
+
+impl OutputRow {
+    pub fn per_cpu_second(&self) -> f64 {
+        self.delivered as f64 / self.cpu.process
+    }
+}
+
+/// `tansu` from PATH, else where `cargo install` (and `cargo xtask setup`) put it.
+fn tansu_bin() -> PathBuf {
+    let installed = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin").join("tansu"))
+        .filter(|p| p.exists());
+    installed.unwrap_or_else(|| PathBuf::from("tansu"))
+}
+
+/// tansu on `127.0.0.1:port` with in-memory storage and a topic `flows` of 3 partitions.
+fn tansu(port: u16) -> Result<LabProcess> {
+    let bin = tansu_bin();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ])
+    .args(["--storage-engine", "memory://tansu/"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let process = LabProcess::spawn_logged(cmd, "tansu", None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("tansu ({}) is not listening on {url}", bin.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(&bin)
+        .args([
+            "topic",
+            "create",
+            "flows",
+            "--partitions",
+            "3",
+            "--broker",
+            &url,
+        ])
+        .output()
+        .context("tansu topic create")?;
+    if !out.status.success() {
+        bail!(
+            "tansu topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(process)
+}
+
+/// Waits until the output's sent + failed + overflow stop changing (all delivered or lost).
+fn settled(metrics: u16, before: &Metrics) -> Result<(Metrics, u64, u64)> {
+    let out = |m: &Metrics| {
+        let d = |n: &str| m.value(n) - before.value(n);
+        (
+            d("sluice_peer_output_sent_records_total") as u64,
+            (d("sluice_peer_output_overflow_records_total")
+                + d("sluice_peer_output_failed_records_total")) as u64,
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (u64::MAX, u64::MAX);
+    loop {
+        let m = daemons::scrape(metrics)?;
+        let now = out(&m);
+        let waiting = m.value("sluice_peer_output_in_flight_records")
+            + m.value("sluice_peer_output_buffered_records");
+        if now == last && waiting == 0.0 || Instant::now() > deadline {
+            return Ok((m, now.0, now.1));
+        }
+        last = now;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Runs every output in turn on `corpus`.
+pub fn run(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<OutputRow>> {
+    let broker_port = free_port()?;
+    let broker = tansu(broker_port)?;
+    let broker_pid = broker.child.id();
+    let file = tmp.0.join("outputs.out");
+    let kafka = |format: &str| {
+        format!(
+            "[[outputs]]\ntype = \"kafka\"\nbrokers = [\"127.0.0.1:{broker_port}\"]\n\
+             topic = \"flows\"\nformat = \"{format}\"\n"
+        )
+    };
+    let file_output = |format: &str| {
+        format!(
+            "[[outputs]]\ntype = \"file\"\nformat = \"{format}\"\npath = \"{}\"\n",
+            file.display()
+        )
+    };
+    let cases: [(&'static str, String, bool); 4] = [
+        ("file json", file_output("json"), false),
+        ("file pb", file_output("pb"), false),
+        ("kafka pb", kafka("pb"), true),
+        ("kafka json", kafka("json"), true),
+    ];
+    let mut rows = Vec::new();
+    for (name, config, is_kafka) in cases {
+        let path = tmp.0.join("outputs.toml");
+        std::fs::write(&path, config)?;
+        let (port, metrics) = (free_port()?, free_port()?);
+        let mut peer = daemons::sluice_peer_with(
+            port,
+            metrics,
+            &["--config", path.to_str().context("temporary path")?],
+        )?;
+        let before = daemons::scrape(metrics)?;
+        let broker_start = crate::bench::cpu::Sample::take();
+        let ((sent, (after, delivered, lost)), cpu) = peer.cpu_during(|| {
+            let sent = send(corpus, port, RATE, RATE * RUN.as_secs(), stop)?;
+            Ok((sent, settled(metrics, &before)?))
+        })?;
+        let broker_cpu = is_kafka.then(|| {
+            let end = crate::bench::cpu::Sample::take();
+            crate::bench::cpu::usage(&broker_start, &end, broker_pid).forwarder_process
+        });
+        peer.stop()?;
+        let _ = std::fs::remove_file(&file);
+        rows.push(OutputRow {
+            name,
+            sent,
+            delivered,
+            lost,
+            cpu,
+            broker_cpu,
+            latency: latency::between(&before, &after)?,
+        });
+    }
+    drop(broker);
+    Ok(rows)
+}
+
+/// Prints the rows next to the collectors' figures from parts 1–3.
+pub fn print(rows: &[OutputRow], nfcapd: Option<f64>, nfacctd: Option<f64>) {
+    println!(
+        "5. Output formats and Kafka: NetFlow v9 + IPFIX corpus at {RATE} datagrams/s for {} s, one output at a time",
+        RUN.as_secs()
+    );
+    println!(
+        "  flows/CPU-s = records the output delivered (Kafka: acknowledged by tansu 0.6 on loopback, in-memory)"
+    );
+    println!(
+        "  per CPU-second of the sluice-peer process (decode + encode + librdkafka); broker CPU shown apart."
+    );
+    println!(
+        "  Latency: received → written (Kafka: → acknowledged), bucket upper bounds from the peer's histogram.\n"
+    );
+    println!(
+        "  {:<11} {:>10} {:>10} {:>8} {:>12} {:>10} {:>8} {:>8} {:>8}",
+        "output", "sent", "delivered", "lost", "Mflows/CPU-s", "broker CPU", "p50", "p99", "p99.9"
+    );
+    for r in rows {
+        println!(
+            "  {:<11} {:>10} {:>10} {:>8} {:>12.2} {:>10} {:>8} {:>8} {:>8}",
+            r.name,
+            r.sent.flows,
+            r.delivered,
+            r.lost,
+            r.per_cpu_second() / 1e6,
+            r.broker_cpu
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.2} s")),
+            r.latency.show(0),
+            r.latency.show(2),
+            r.latency.show(3),
+        );
+    }
+    let find = |name: &str| rows.iter().find(|r| r.name == name);
+    let verdict = |ratio: f64, target: f64| {
+        format!(
+            "{ratio:.2}× ({})",
+            if ratio >= target { "met" } else { "NOT met" }
+        )
+    };
+    if let (Some(pb), Some(n)) = (find("file pb"), nfcapd) {
+        println!(
+            "  target pb to a file ≥ 2× nfcapd's flows per CPU-second (v9/IPFIX mean, part 2): {}",
+            verdict(pb.per_cpu_second() / n, 2.0)
+        );
+    }
+    if let (Some(json), Some(n)) = (find("file json"), nfacctd) {
+        println!(
+            "  target json to a file ≥ 3× nfacctd's flows per CPU-second (its best loss-free step, part 3): {}",
+            verdict(json.per_cpu_second() / n, 3.0)
+        );
+    }
+    if let Some(k) = find("kafka pb") {
+        let m = k.per_cpu_second() / 1e6;
+        println!(
+            "  target Kafka ≥ 1 M flows per CPU-second: {m:.2} M ({}); p99 received → acknowledged {}",
+            if m >= 1.0 { "met" } else { "NOT met" },
+            k.latency.show(2)
+        );
+    }
+    println!();
+}
