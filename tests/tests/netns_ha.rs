@@ -17,7 +17,6 @@ use sluice_tests::{
     lab::{
         PORT,
         ha::{HaLab, PEER_VIP, VIP},
-        traffic::Arrivals,
     },
     privileged,
 };
@@ -232,12 +231,9 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
     }
     const EXPORTERS: usize = 20;
     let lab = HaLab::new("hd", 2, EXPORTERS, TAKEOVER);
-    let (a, b) = lab.start_pair(&[]);
-    let _peers = lab.start_peers(0);
-    let peers: Vec<&_> = lab.peers.iter().map(|(ns, _)| ns).collect();
-    let arrivals = Arrivals::start_on(&peers);
     // 20 exporters × 50/s: 1000 datagrams/s, NetFlow v9, templates only in the first.
-    let sender = lab.start_v9(50);
+    let load = lab.start_loaded(50);
+    let (a, b, sender, arrivals) = (&load.a, &load.b, &load.sender, &load.arrivals);
     let deadline = Instant::now() + Duration::from_secs(10);
     let before = loop {
         let p = placements(&lab, 0);
@@ -259,7 +255,7 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
 
     // (2) Host death of a.
     let death = lab
-        .host_death(0, &sender, &arrivals, Duration::from_secs(2))
+        .host_death(0, sender, arrivals, Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("{e}\n{}", b.log_text()));
     let status_b = lab
         .wait_ha(1, Duration::from_secs(2), |s| s.role == "active")
@@ -303,7 +299,7 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
     );
 
     // (4) a's links come back: it becomes the standby, and stays so.
-    let start = HaLab::quiesce(&sender, &arrivals);
+    let start = HaLab::quiesce(sender, arrivals);
     let owners = start.owners();
     lab.set_links(0, true);
     let back = Instant::now();
@@ -336,7 +332,7 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
         (ta, tb),
         "no takeover after the return"
     );
-    let returned = HaLab::quiesce(&sender, &arrivals);
+    let returned = HaLab::quiesce(sender, arrivals);
     println!(
         "return: a standby and synchronised {settled:?} after its links came up; roles steady \
          over {samples} samples; {} of {} datagrams lost meanwhile",
@@ -360,7 +356,7 @@ fn host_death_under_load_then_the_old_active_returns_as_standby_then_a_switchove
         .unwrap_or_else(|e| panic!("{e}\n{}", b.log_text()));
     let switched = asked.elapsed();
     thread::sleep(Duration::from_secs(1));
-    let end = HaLab::quiesce(&sender, &arrivals);
+    let end = HaLab::quiesce(sender, arrivals);
     let (lost, strays) = (end.lost_since(&returned), end.strays(&owners));
     let misses_end = lab.template_misses();
     println!(

@@ -134,13 +134,10 @@ fn header() {
 /// The Sluice pair: [`RUNS`] host deaths, alternating victims.
 pub fn sluice(stop: &AtomicBool, runs: usize) -> Result<Series> {
     let lab = HaLab::new("bt", 2, EXPORTERS, TAKEOVER);
-    let (a, b) = lab.start_pair(&[]);
-    let _peers = lab.start_peers(0);
-    let peers: Vec<&_> = lab.peers.iter().map(|(ns, _)| ns).collect();
-    let arrivals = Arrivals::start_on(&peers);
-    let sender = lab.start_v9(RATE);
+    let load = lab.start_loaded(RATE);
+    let (sender, arrivals) = (&load.sender, &load.arrivals);
     std::thread::sleep(Duration::from_secs(3));
-    let logs = || format!("a:\n{}\nb:\n{}", a.log_text(), b.log_text());
+    let logs = || load.logs();
     header();
     let mut samples = Vec::new();
     let mut active = 0;
@@ -156,7 +153,7 @@ pub fn sluice(stop: &AtomicBool, runs: usize) -> Result<Series> {
         std::thread::sleep(Duration::from_millis(500 + 37 * n as u64));
         let misses = lab.template_misses();
         let death = lab
-            .host_death(active, &sender, &arrivals, Duration::from_secs(2))
+            .host_death(active, sender, arrivals, Duration::from_secs(2))
             .map_err(|e| anyhow::anyhow!("{e}\n{}", logs()))?;
         lab.wait_ha(survivor, Duration::from_secs(5), |s| s.role == "active")
             .map_err(|e| anyhow::anyhow!("{e}\n{}", logs()))?;
@@ -412,13 +409,10 @@ pub fn soak(stop: &AtomicBool, minutes: u64) -> Result<()> {
         EXPORTERS as u32 * RATE
     );
     let lab = HaLab::new("sk", 2, EXPORTERS, TAKEOVER);
-    let (a, b) = lab.start_pair(&[]);
-    let _peers = lab.start_peers(0);
-    let peers: Vec<&_> = lab.peers.iter().map(|(ns, _)| ns).collect();
-    let arrivals = Arrivals::start_on(&peers);
-    let sender = lab.start_v9(RATE);
+    let load = lab.start_loaded(RATE);
+    let (sender, arrivals) = (&load.sender, &load.arrivals);
     std::thread::sleep(Duration::from_secs(2));
-    let first = HaLab::quiesce(&sender, &arrivals);
+    let first = HaLab::quiesce(sender, arrivals);
     let owners = first.owners();
     let misses = lab.template_misses();
     let counts = |n: usize| lab.ha_status(n).map(|s| (s.takeovers, s.takeovers_refused));
@@ -463,7 +457,7 @@ pub fn soak(stop: &AtomicBool, minutes: u64) -> Result<()> {
         }
         if Instant::now() >= next_report {
             next_report += Duration::from_secs(60);
-            let w = HaLab::quiesce(&sender, &arrivals);
+            let w = HaLab::quiesce(sender, arrivals);
             lost += w.lost_since(&last);
             sent += w.sent_since(&last);
             strays += w.strays(&owners).len();
@@ -476,7 +470,7 @@ pub fn soak(stop: &AtomicBool, minutes: u64) -> Result<()> {
             );
         }
     }
-    let w = HaLab::quiesce(&sender, &arrivals);
+    let w = HaLab::quiesce(sender, arrivals);
     lost += w.lost_since(&last);
     sent += w.sent_since(&last);
     strays += w.strays(&owners).len();
@@ -489,7 +483,8 @@ pub fn soak(stop: &AtomicBool, minutes: u64) -> Result<()> {
     println!(
         "\nsoak ha: {:.1} min, {samples} status samples ({errors} failed), role changes seen {roles_changed}; \
          spurious takeovers {spurious} (a {} → {}, b {} → {}); takeovers refused by the split-brain \
-         guard {refused}; datagrams lost {lost} of {sent}; exporters off their peer {strays}; \
+         guard {refused}; datagrams lost {lost} of {sent}; exporters seen off their peer {strays} (the lab does not \
+         rebalance); \
          template misses {}",
         start.elapsed().as_secs_f64() / 60.0,
         base[0].0,
@@ -499,7 +494,7 @@ pub fn soak(stop: &AtomicBool, minutes: u64) -> Result<()> {
         lab.template_misses() - misses
     );
     if spurious > 0 {
-        println!("a:\n{}\nb:\n{}", a.log_text(), b.log_text());
+        println!("{}", load.logs());
     }
     Ok(())
 }

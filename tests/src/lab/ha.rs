@@ -184,6 +184,10 @@ pool = "default"
 [control]
 listen = "0.0.0.0:{CONTROL_PORT}"
 
+# No rebalancing within a run: an exporter that changes peers is then a takeover's doing.
+[balancer]
+rebalance_interval_s = 86400
+
 [ha]
 credential_file = "{cred}"
 interface = "ex0"
@@ -427,6 +431,27 @@ priority = 100
     }
 }
 
+/// A pair under load ([`HaLab::start_loaded`]); dropped in this order (the load first).
+pub struct Loaded {
+    /// The exporters' NetFlow v9.
+    pub sender: Sender,
+    /// Taps on every peer link.
+    pub arrivals: Arrivals,
+    /// The `sluice-peer`s.
+    pub peers: Vec<LabProcess>,
+    /// Node `a` (active at the start).
+    pub a: LabProcess,
+    /// Node `b` (its standby).
+    pub b: LabProcess,
+}
+
+impl Loaded {
+    /// Both nodes' logs.
+    pub fn logs(&self) -> String {
+        format!("a:\n{}\nb:\n{}", self.a.log_text(), self.b.log_text())
+    }
+}
+
 /// What arrived between two [`HaLab::quiesce`] calls.
 pub struct Window {
     /// Datagrams sent by each exporter since the sender started.
@@ -499,6 +524,22 @@ pub struct Death {
 }
 
 impl HaLab {
+    /// The pair ([`HaLab::start_pair`]), every peer registered with `a`, taps on the peer
+    /// links, and NetFlow v9 from every exporter at `rate` datagrams/s each.
+    pub fn start_loaded(&self, rate: u32) -> Loaded {
+        let (a, b) = self.start_pair(&[]);
+        let peers = self.start_peers(0);
+        let links: Vec<&NetNs> = self.peers.iter().map(|(ns, _)| ns).collect();
+        let arrivals = Arrivals::start_on(&links);
+        Loaded {
+            sender: self.start_v9(rate),
+            arrivals,
+            peers,
+            a,
+            b,
+        }
+    }
+
     /// Pauses `sender` until what was in flight has arrived; what was sent so far and what
     /// arrived since the last call (or since `arrivals` started).
     pub fn quiesce(sender: &Sender, arrivals: &Arrivals) -> Window {
