@@ -1,5 +1,5 @@
 // Sluice Central status page. Everything is drawn with textContent and createElement, never
-// innerHTML: names that contain markup show as text.
+// HTML parsing of data: names that contain markup show as text.
 "use strict";
 
 const REFRESH_MS = 1500;
