@@ -257,7 +257,7 @@ pub fn keepalived_series(stop: &AtomicBool, runs: usize, advert: &str) -> Result
         .collect();
     let dir: PathBuf = lab.dir.join("keepalived");
     std::fs::create_dir_all(&dir)?;
-    let kas: Vec<LabProcess> = (0..2)
+    let mut kas: Vec<LabProcess> = (0..2)
         .map(|n| keepalived(&lab, n, &dir, &keepalived_conf(n, advert)))
         .collect();
     let logs = || {
@@ -311,6 +311,10 @@ pub fn keepalived_series(stop: &AtomicBool, runs: usize, advert: &str) -> Result
         lab.set_links(active, true);
         // The returning node hears the master's adverts and stays the backup (nopreempt).
         std::thread::sleep(Duration::from_secs(1));
+    }
+    // SIGTERM: keepalived removes its virtual IP and stops its VRRP child itself.
+    for k in &mut kas {
+        k.terminate();
     }
     Ok(Series {
         name: format!(

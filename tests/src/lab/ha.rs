@@ -96,11 +96,10 @@ impl HaLab {
                 let c = NetNs::new(&format!("{tag}c{node}"));
                 port(&c, "ex0", &format!("s{node}0"), "br0");
                 port(&c, "pp0", &format!("s{node}1"), "br1");
-                // The XDP program forwards whatever reaches it, also a frame the switch floods
-                // for another host's MAC: on a real segment that is rare (the switch has learnt
-                // the active's MAC); here no unknown unicast reaches the Centrals, so only the
-                // holder of the virtual IP forwards and a takeover is measured, not a flood.
-                switch.exec(&format!("bridge link set dev s{node}0 flood off"));
+                // The bridge floods unknown unicast to both Centrals, as a switch does (after a
+                // host death it has forgotten the dead port's MACs). Checked by hand: the
+                // standby's XDP program (skb mode) passes a flooded frame for the active's MAC
+                // up, and the kernel drops it, so nothing is forwarded twice.
                 let own = 2 + n as u8;
                 c.exec(&format!(
                     "ip addr add 198.18.0.{own}/24 dev ex0 && ip addr add 198.18.2.{own}/24 dev pp0 \
