@@ -29,6 +29,8 @@ fn busy_lab() -> Lab {
     lab.kill("c");
     lab.run(12, &rates);
     lab.c.drain("b", lab.at()).expect("drain");
+    // The peers answer the drain's template syncs at once, as real ones do.
+    lab.answer_peers();
     lab
 }
 
