@@ -311,6 +311,18 @@ impl Lab {
         );
     }
 
+    /// Both peers exit cleanly, then Central stops.
+    fn stop(self) {
+        let Lab {
+            rt, server, a, b, ..
+        } = self;
+        for peer in [a, b] {
+            let (status, log) = peer.stop();
+            assert!(status.success(), "{status}\n{log}");
+        }
+        rt.block_on(server.stop());
+    }
+
     fn b_records(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.flows)
             .unwrap_or_default()
@@ -415,14 +427,7 @@ fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
     assert_eq!(lab.b.metric("sluice_peer_held_released_total"), misses);
     assert_eq!(lab.b.metric("sluice_peer_flows_total"), total);
 
-    let Lab {
-        rt, server, a, b, ..
-    } = lab;
-    for peer in [a, b] {
-        let (status, log) = peer.stop();
-        assert!(status.success(), "{status}\n{log}");
-    }
-    rt.block_on(server.stop());
+    lab.stop();
 }
 
 #[test]
@@ -758,14 +763,7 @@ fn a_template_received_just_before_a_move_goes_with_it(ipfix: bool) {
         .collect();
     assert_eq!(seen, expect);
 
-    let Lab {
-        rt, server, a, b, ..
-    } = lab;
-    for peer in [a, b] {
-        let (status, log) = peer.stop();
-        assert!(status.success(), "{status}\n{log}");
-    }
-    rt.block_on(server.stop());
+    lab.stop();
 }
 
 #[test]
