@@ -153,6 +153,8 @@ listen = ["{addr}:{PORT}"]
 
 [pipeline]
 shards = 1
+# Decoder counters reach /metrics every 100 ms (default: every second).
+expire_interval_ms = 100
 
 [metrics]
 listen = "{metrics}"
@@ -199,6 +201,7 @@ fn scrape(ns: &sluice_tests::netns::NetNs, addr: SocketAddr) -> Option<String> {
 struct PeerMetrics {
     decoded: u64,
     misses: u64,
+    released: u64,
 }
 
 fn peer_metrics(lab: &Lab, peers: &[Peer], i: usize) -> Option<PeerMetrics> {
@@ -209,6 +212,7 @@ fn peer_metrics(lab: &Lab, peers: &[Peer], i: usize) -> Option<PeerMetrics> {
     Some(PeerMetrics {
         decoded: metric(&body, "sluice_peer_decoded_records_total") as u64,
         misses: metric(&body, "sluice_peer_template_misses_total") as u64,
+        released: metric(&body, "sluice_peer_held_released_total") as u64,
     })
 }
 
@@ -434,7 +438,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
     );
     let assigned = lab.wait_assigned(3, Duration::from_secs(5));
     let start = Mark::default();
-    for _ in 0..3 {
+    for _ in 0..4 {
         nap(Duration::from_secs(2))?;
         stage.table();
     }
@@ -508,7 +512,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
             field("exporters=")
         );
     }
-    for _ in 0..4 {
+    for _ in 0..5 {
         nap(Duration::from_secs(1))?;
         stage.tally.update();
         let m = peer_metrics(&stage.lab, &stage.peers, to).unwrap_or_default();
@@ -600,8 +604,10 @@ fn single_central(events: &mut Vec<Event>) -> Act {
         peer_name(survivor),
         status(survivor)
     );
-    nap(Duration::from_secs(2))?;
-    stage.table();
+    for _ in 0..2 {
+        nap(Duration::from_millis(1500))?;
+        stage.table();
+    }
     let end = stage.mark();
     let s1 = peer_metrics(&stage.lab, &stage.peers, survivor).unwrap_or_default();
     let slowest = times.iter().flatten().max().copied().unwrap_or_default();
@@ -618,6 +624,15 @@ fn single_central(events: &mut Vec<Event>) -> Act {
         s0.misses,
         s1.misses
     );
+    if s1.misses > s0.misses {
+        println!(
+            "   ({} data set(s) reached peer {} before Central's template hand-over for the failover; the peer holds such \
+             data until its templates come: {} released so far, sluice_peer_held_released_total.)",
+            s1.misses - s0.misses,
+            peer_name(survivor),
+            s1.released - s0.released
+        );
+    }
     events.push(Event {
         what: format!("3. SIGKILL of peer {}", peer_name(victim)),
         sent: end.sent - before.sent,
@@ -669,13 +684,15 @@ fn single_central(events: &mut Vec<Event>) -> Act {
             let killed = Instant::now();
             central.kill();
             println!("   $ kill -KILL <sluice-central>   … Central is gone.");
-            nap(Duration::from_secs(1))?;
-            let seen: u64 = Arrivals::totals(&arrivals.snapshot()).values().sum();
-            println!(
-                "   +{:.1} s without Central: {seen} datagrams reached the peers (taps), XDP forwarded {} more (its counters).",
-                killed.elapsed().as_secs_f64(),
-                stage.xdp_forwarded() - xdp0
-            );
+            for _ in 0..2 {
+                nap(Duration::from_secs(1))?;
+                let seen: u64 = Arrivals::totals(&arrivals.snapshot()).values().sum();
+                println!(
+                    "   +{:.1} s without Central: {seen} datagrams reached the peers (taps), XDP forwarded {} more (its counters).",
+                    killed.elapsed().as_secs_f64(),
+                    stage.xdp_forwarded() - xdp0
+                );
+            }
             println!("   $ sluice-central run …   (the same command, the same state and pins)");
             let restarted = lab.start_central_without_peers(&[]);
             let ready = killed.elapsed();
@@ -706,7 +723,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
         longest.as_millis(),
         1000.0 / f64::from(RATE * 3)
     );
-    nap(Duration::from_secs(1))?;
+    nap(Duration::from_secs(2))?;
     stage.table();
     let end = stage.mark();
     let names_after: BTreeMap<IpAddr, Option<String>> = stage.lab.assignments();
@@ -768,7 +785,7 @@ impl Drop for StopWatch<'_> {
     }
 }
 
-/// Sent (datagrams) at a quiet point of the pair lab, and what the peers say.
+/// Records sent and datagrams arrived at a quiet point of the pair lab, and what the peers say.
 struct PairMark {
     sent: u64,
     arrived: u64,
@@ -778,7 +795,8 @@ struct PairMark {
 
 fn pair_mark(lab: &HaLab, sender: &Sender, arrivals: &Arrivals) -> PairMark {
     sender.pause(true);
-    std::thread::sleep(Duration::from_millis(400));
+    // These peers publish their decoder counters every second.
+    std::thread::sleep(Duration::from_millis(1200));
     let sent = sender.sent().iter().sum::<u64>() * RECORDS_PER_DATAGRAM;
     let arrived = Arrivals::totals(&arrivals.take()).values().sum();
     let per = |name: &str| {
@@ -863,7 +881,27 @@ fn hot_standby(events: &mut Vec<Event>) -> Act {
             gap.as_secs_f64() * 1000.0
         );
     }
-    nap(Duration::from_secs(2))?;
+    for _ in 0..3 {
+        nap(Duration::from_secs(1))?;
+        let via = arrivals.via();
+        let by = |mac: &[u8; 6]| via.get(mac).map_or(0, |s| s.count);
+        let decoded: Vec<String> = (0..lab.peers.len())
+            .map(|i| {
+                format!(
+                    "peer {} {}",
+                    peer_name(i),
+                    lab.peer_metric(i, "sluice_peer_decoded_records_total") as u64
+                )
+            })
+            .collect();
+        println!(
+            "   +{:.1} s: datagrams at the peers via Central a {}, via Central b {} (taps); records decoded: {} (/metrics, published each second)",
+            died.elapsed().as_secs_f64(),
+            by(&mac_a),
+            by(&mac_b),
+            decoded.join(", ")
+        );
+    }
     let end = pair_mark(&lab, sender, arrivals);
     let kept = placed_on(&lab, 1) == before;
     let sent = end.sent - start.sent;
