@@ -283,12 +283,15 @@ struct Mark {
 }
 
 /// The single-Central lab and its acts.
+/// Dropped in field order: the exporters, the peers, Central, then the lab (the state dir
+/// goes last, when nothing writes to it any more).
 struct Stage {
-    lab: Lab,
-    peers: Vec<Peer>,
-    tally: Tally,
     sender: Sender,
+    peers: Vec<Peer>,
+    central: LabProcess,
+    tally: Tally,
     started: Instant,
+    lab: Lab,
 }
 
 impl Stage {
@@ -334,16 +337,6 @@ impl Stage {
             .collect()
     }
 
-    /// Datagrams the XDP program forwarded in the kernel so far.
-    fn xdp_forwarded(&self) -> u64 {
-        let Ok(maps) = Maps::open_pinned(self.lab.pins.path()) else {
-            return 0;
-        };
-        let c = maps.counters().unwrap_or_default();
-        let get = |r: Reason| c.iter().find(|(x, _)| *x == r).map_or(0, |(_, v)| *v);
-        get(Reason::Redirect) + get(Reason::Tx)
-    }
-
     /// The live table: per exporter its peer, records sent, records decoded at each peer.
     fn table(&mut self) {
         self.tally.update();
@@ -377,9 +370,19 @@ impl Stage {
         println!(
             "   └ /metrics: {}; XDP forwarded {} datagrams in the kernel",
             health.join("; "),
-            self.xdp_forwarded()
+            xdp_forwarded(&self.lab)
         );
     }
+}
+
+/// Datagrams the lab's XDP program forwarded in the kernel so far (its pinned counters).
+fn xdp_forwarded(lab: &Lab) -> u64 {
+    let Ok(maps) = Maps::open_pinned(lab.pins.path()) else {
+        return 0;
+    };
+    let c = maps.counters().unwrap_or_default();
+    let get = |r: Reason| c.iter().find(|(x, _)| *x == r).map_or(0, |(_, v)| *v);
+    get(Reason::Redirect) + get(Reason::Tx)
 }
 
 fn single_central(events: &mut Vec<Event>) -> Act {
@@ -389,7 +392,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
     );
     let lab = Lab::new("demo", 2, 3);
     lab.generate_tokens();
-    let mut central = lab.start_central_without_peers(&[]);
+    let central = lab.start_central_without_peers(&[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lab.ca_cert().exists() {
         assert!(Instant::now() < deadline, "no control API certificate");
@@ -416,11 +419,12 @@ fn single_central(events: &mut Vec<Event>) -> Act {
     );
     let files = peers.iter().map(|p| p.file.clone()).collect();
     let mut stage = Stage {
-        lab,
-        peers,
-        tally: Tally::new(files),
         sender,
+        peers,
+        central,
+        tally: Tally::new(files),
         started: Instant::now(),
+        lab,
     };
     let lab = &stage.lab;
     let exporters = lab.exporter_addrs.clone();
@@ -655,7 +659,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
     let names_before: BTreeMap<IpAddr, Option<String>> = stage.lab.assignments();
     let before = stage.mark();
     arrivals.take();
-    let xdp0 = stage.xdp_forwarded();
+    let xdp0 = xdp_forwarded(&stage.lab);
     let watching = AtomicBool::new(true);
     let alive: Vec<usize> = (0..stage.peers.len())
         .filter(|&i| stage.peers[i].alive)
@@ -682,7 +686,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
             // However this ends (an interruption, a panic), the watch stops and the scope can end.
             let _stop = StopWatch(&watching);
             let killed = Instant::now();
-            central.kill();
+            stage.central.kill();
             println!("   $ kill -KILL <sluice-central>   … Central is gone.");
             for _ in 0..2 {
                 nap(Duration::from_secs(1))?;
@@ -690,16 +694,16 @@ fn single_central(events: &mut Vec<Event>) -> Act {
                 println!(
                     "   +{:.1} s without Central: {seen} datagrams reached the peers (taps), XDP forwarded {} more (its counters).",
                     killed.elapsed().as_secs_f64(),
-                    stage.xdp_forwarded() - xdp0
+                    xdp_forwarded(lab) - xdp0
                 );
             }
             println!("   $ sluice-central run …   (the same command, the same state and pins)");
             let restarted = lab.start_central_without_peers(&[]);
             let ready = killed.elapsed();
             let during: u64 = Arrivals::totals(&arrivals.snapshot()).values().sum();
-            let xdp_during = stage.xdp_forwarded() - xdp0;
+            let xdp_during = xdp_forwarded(lab) - xdp0;
             let adopted = restarted.log_text().contains("adopted");
-            central = restarted;
+            stage.central = restarted;
             wait_online(lab, &alive, Duration::from_secs(10))?;
             let online = killed.elapsed();
             watching.store(false, Ordering::SeqCst);
@@ -752,7 +756,6 @@ fn single_central(events: &mut Vec<Event>) -> Act {
     println!("\nRemoving the single-Central lab.");
     drop(arrivals);
     drop(stage);
-    drop(central);
     Ok(())
 }
 
