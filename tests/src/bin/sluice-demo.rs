@@ -471,7 +471,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
     );
     println!(
         "Its templates went to peer {} {:.0} s ago and will not be sent again. Any other distributor that \
-         re-steers it leaves the new peer blind until the exporter re-sends them (often minutes). Sluice hands \
+         re-steers it leaves the new peer blind until the exporter re-sends them at its next template refresh. Sluice hands \
          the templates over first:",
         peer_name(from),
         stage.started.elapsed().as_secs_f64()
@@ -521,7 +521,7 @@ fn single_central(events: &mut Vec<Event>) -> Act {
         stage.tally.update();
         let m = peer_metrics(&stage.lab, &stage.peers, to).unwrap_or_default();
         println!(
-            "   +{:.1} s: peer {}: {:>6} records of {moved} decoded (+{}), /metrics: {} records decoded (+{}), {} template misses",
+            "   +{:.1} s: peer {}: {:>6} records of {moved} decoded (+{}); its /metrics, all exporters: {} records decoded (+{}), {} template misses",
             asked.elapsed().as_secs_f64(),
             peer_name(to),
             stage.tally.at(to, moved),
