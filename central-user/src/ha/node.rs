@@ -905,12 +905,11 @@ impl<D: DataPlane + Send + 'static> HaControl for Node<D> {
     fn serve_link(
         self: Arc<Self>,
         stream: HaStream,
-        source: SocketAddr,
+        // Any source may try: the credential proof decides (`run_link`), and a refusal is
+        // counted and logged.
+        _source: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
-            if source.ip() != self.cfg.partner_addr.ip() {
-                debug!(%source, "ha: link from an address that is not the partner's (allowed; the proof decides)");
-            }
             let ekm = link::keying_material(stream.get_ref().1);
             self.run_link(stream, ekm, Side::Server).await;
         })
