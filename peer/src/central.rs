@@ -32,7 +32,9 @@ use uuid::Uuid;
 use crate::config::{CentralConfig, PeerConfig};
 use crate::decode::TemplateSnapshot;
 use crate::metrics::{LogLimiter, Metrics};
-use crate::pipeline::{ControlError, Running, Shutdown, TemplateControl};
+use crate::pipeline::{ControlError, TemplateControl};
+use crate::run::Running;
+use crate::shutdown::Shutdown;
 
 /// How often the shards are asked for changed templates when no shard rang the doorbell
 /// ([`TemplateControl::changes`]); a change is normally reported within milliseconds.

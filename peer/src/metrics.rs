@@ -17,7 +17,7 @@ pub use sluice_common::protocol::PeerMetrics;
 use sluice_common::prom::Exposition;
 
 use crate::decode::DecodeStats;
-use crate::pipeline::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::record::Protocol;
 
 /// Rate-limited logs repeat at most this often.

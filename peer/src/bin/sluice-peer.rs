@@ -10,7 +10,8 @@ use sluice_peer::central;
 use sluice_peer::config::{CentralOverrides, Overrides, PeerConfig};
 use sluice_peer::metrics::Metrics;
 use sluice_peer::output::OutputConfig;
-use sluice_peer::pipeline::{Running, Shutdown};
+use sluice_peer::run::Running;
+use sluice_peer::shutdown::Shutdown;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -226,7 +227,7 @@ fn serve(config: PeerConfig) -> anyhow::Result<()> {
 mod signals {
     use std::io;
 
-    use sluice_peer::pipeline::Shutdown;
+    use sluice_peer::shutdown::Shutdown;
 
     /// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts later).
     pub fn block() -> io::Result<libc::sigset_t> {

@@ -16,7 +16,9 @@ pub use socket::bind_group;
 
 use crate::config::IngestConfig;
 use crate::metrics::{DropReason, LogLimiter, Metrics, SocketStats};
-use crate::pipeline::{Router, Shutdown, now_ns};
+use crate::clock::now_ns;
+use crate::pipeline::Router;
+use crate::shutdown::Shutdown;
 
 /// Binding failed; names the address.
 #[derive(Debug, thiserror::Error)]

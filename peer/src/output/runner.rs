@@ -17,7 +17,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::{EncodedBatch, Format, OutputConfig, Sink};
 use crate::metrics::{Metrics, OutputStats};
-use crate::pipeline::Shutdown;
+use crate::clock::now_ns;
+use crate::shutdown::Shutdown;
 
 /// First retry delay after a failed write; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -230,7 +231,7 @@ impl Worker {
                     if !acknowledges {
                         if batch.received_ns() > 0 {
                             let latency =
-                                crate::pipeline::now_ns().saturating_sub(batch.received_ns());
+                                now_ns().saturating_sub(batch.received_ns());
                             self.stats.observe_latency(latency, batch.len() - skip);
                         }
                         self.stats.written(batch.len() - done);

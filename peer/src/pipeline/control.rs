@@ -129,11 +129,13 @@ impl TemplateControl {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Backpressure, Shards, Shutdown};
+    use super::super::router::Backpressure;
+    use super::super::shards::Shards;
     use crate::config::PipelineConfig;
     use crate::flowgen::{Encoder, EncoderConfig, FlowSynth, Protocol};
     use crate::metrics::Metrics;
     use crate::output::OutputSet;
+    use crate::shutdown::Shutdown;
     use std::net::IpAddr;
     use std::time::Duration;
 
@@ -156,7 +158,7 @@ mod tests {
         router.push(a, 1, &datagram);
         router.flush();
 
-        let control = shards.control.clone();
+        let control = shards.control().clone();
         let mut learned = Vec::new();
         for _ in 0..100 {
             learned = control.export(a).unwrap();

@@ -6,14 +6,27 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::{Backpressure, Shards, Shutdown, StartError, now_ns};
+use super::router::Backpressure;
+use super::shards::Shards;
+use crate::clock::now_ns;
 use crate::config::PipelineConfig;
 use crate::decode::DecodeStats;
 use crate::metrics::Metrics;
+use crate::output::runner::OutputError;
 use crate::output::{OutputConfig, OutputSet};
+use crate::shutdown::{Shutdown, join_all};
 
 /// Datagrams handed to the shards per batch, like one `recvmmsg` call.
 const BATCH: usize = 64;
+
+/// Why a replay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("cannot start a thread")]
+    Spawn(#[from] std::io::Error),
+}
 
 /// What one replay did and what it cost.
 #[derive(Debug, Clone)]
@@ -39,7 +52,7 @@ pub fn replay(
     outputs: &[OutputConfig],
     corpus: &[(IpAddr, Vec<u8>)],
     repeat: usize,
-) -> Result<ReplayReport, StartError> {
+) -> Result<ReplayReport, ReplayError> {
     let metrics = Metrics::new();
     let shutdown = Shutdown::new();
     let drain = Duration::from_millis(config.drain_timeout_ms);
@@ -60,10 +73,9 @@ pub fn replay(
         }
     }
     drop(router);
-    drop(shards.senders);
-    super::join_all("shard", shards.threads);
+    join_all("shard", shards.into_threads());
     shutdown.trigger();
-    super::join_all("output", set.threads);
+    join_all("output", set.threads);
     Ok(ReplayReport {
         datagrams: metrics.datagrams.load(Relaxed),
         records: metrics.records.load(Relaxed),

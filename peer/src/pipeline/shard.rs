@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::batch::DatagramBatch;
 use super::control::ShardRequest;
+use crate::clock::now_ns;
 use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
 use crate::output::{EncodedBatch, Fanout, Format};
@@ -17,7 +18,7 @@ pub struct Shard {
     pub index: usize,
     pub decoder: ShardDecoder,
     pub rx: Receiver<DatagramBatch>,
-    /// Template export/import requests (see [`super::TemplateControl`]).
+    /// Template export/import requests (see [`super::control::TemplateControl`]).
     pub requests: Receiver<ShardRequest>,
     /// Where emptied batches go back to the receive threads.
     pub recycle: Sender<DatagramBatch>,
@@ -58,7 +59,7 @@ impl Shard {
                 default(idle) => {}
             }
             if Instant::now() >= next_expire {
-                self.decoder.expire(super::now_ns());
+                self.decoder.expire(now_ns());
                 self.metrics
                     .publish_decoder(self.index, self.decoder.stats());
                 next_expire = Instant::now() + self.expire_every;

@@ -10,6 +10,7 @@ use rdkafka::producer::{
 };
 
 use super::KafkaConfig;
+use crate::clock::now_ns;
 use crate::metrics::OutputStats;
 use crate::output::{EncodedBatch, Sink, SinkFailure};
 
@@ -34,7 +35,7 @@ impl ProducerContext for Delivery {
     fn delivery(&self, result: &DeliveryResult<'_>, received_ns: usize) {
         match result {
             Ok(_) => {
-                let latency = crate::pipeline::now_ns().saturating_sub(received_ns as u64);
+                let latency = now_ns().saturating_sub(received_ns as u64);
                 self.stats
                     .acknowledged(1, (received_ns > 0).then_some(latency));
             }

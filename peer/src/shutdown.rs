@@ -1,7 +1,8 @@
-//! A shutdown signal every thread can poll or sleep on.
+//! A shutdown signal every thread can poll or sleep on, and the join that follows it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Cloneable; [`Shutdown::trigger`] wakes every [`Shutdown::sleep`].
@@ -39,6 +40,15 @@ impl Shutdown {
             .wait_timeout_while(guard, duration, |()| !self.is_triggered())
             .unwrap_or_else(PoisonError::into_inner);
         self.is_triggered()
+    }
+}
+
+/// Joins `threads`, logging (as `what`) those that panicked.
+pub fn join_all(what: &str, threads: Vec<JoinHandle<()>>) {
+    for t in threads {
+        if t.join().is_err() {
+            tracing::error!(thread = what, "thread panicked");
+        }
     }
 }
 
