@@ -7,40 +7,19 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub mod error;
+
 use serde::Deserialize;
 use sluice_common::client::Pin;
 
+pub use error::ConfigError;
+
 use crate::output::OutputConfig;
+use error::positive;
 
 /// Ports a standalone peer listens on when none are configured: NetFlow (2055), IPFIX (4739),
 /// sFlow (6343) and the other common NetFlow port (9995).
 pub const DEFAULT_PORTS: [u16; 4] = [2055, 4739, 6343, 9995];
-
-/// A configuration problem, naming the key (`ingest.ports[1]`, `outputs[0].path`, …).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-    #[error("`{key}`: {problem}")]
-    Invalid { key: String, problem: String },
-}
-
-impl ConfigError {
-    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-}
 
 /// The whole `peer.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -465,18 +444,6 @@ impl PipelineConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// `1..=max`, or an error naming `key`.
-pub(crate) fn positive(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {
-    if (1..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            format!("{value} is outside 1..={max}"),
-        ))
     }
 }
 

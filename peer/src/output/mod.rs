@@ -23,7 +23,7 @@ pub use batch::EncodedBatch;
 pub use format::Format;
 pub use runner::{Fanout, OutputSet};
 
-use crate::config::{ConfigError, positive};
+use crate::config::error::{ConfigError, positive};
 
 /// Records an output buffers by default while its destination is slow or down.
 pub const DEFAULT_BUFFER_RECORDS: usize = 100_000;

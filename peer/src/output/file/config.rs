@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::FileSink;
-use crate::config::{ConfigError, positive};
+use crate::config::error::{ConfigError, positive};
 use crate::output::{Format, default_buffer_records};
 
 /// `[[outputs]] type = "file"`.

@@ -5,7 +5,7 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 use super::KafkaSink;
-use crate::config::{ConfigError, positive};
+use crate::config::error::{ConfigError, positive};
 use crate::metrics::OutputStats;
 use crate::output::{Format, default_buffer_records};
 

@@ -1,7 +1,7 @@
 use serde::Deserialize;
 
 use super::SyslogSink;
-use crate::config::{ConfigError, positive};
+use crate::config::error::{ConfigError, positive};
 use crate::output::default_buffer_records;
 
 /// Transport to the syslog server.
