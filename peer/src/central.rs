@@ -29,7 +29,7 @@ use sluice_common::client::{
 use sluice_common::protocol::{ALPN_PEER, PeerMetrics, Registered, Templates};
 use uuid::Uuid;
 
-use crate::config::{CentralConfig, PeerConfig};
+use crate::config::{CentralConfig, ValidConfig};
 use crate::decode::TemplateSnapshot;
 use crate::metrics::{LogLimiter, Metrics};
 use crate::pipeline::{ControlError, TemplateControl};
@@ -137,7 +137,7 @@ impl PeerMode {
     /// Starts the control-channel client and the template reporter for a running pipeline.
     pub fn start(
         credentials: Credentials,
-        config: &PeerConfig,
+        config: &ValidConfig,
         running: &Running,
         shutdown: &Shutdown,
     ) -> Result<Self, CentralError> {

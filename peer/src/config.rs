@@ -56,6 +56,18 @@ impl Default for PeerConfig {
     }
 }
 
+/// A [`PeerConfig`] that passed [`PeerConfig::validate`] (nothing else makes one), read-only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(PeerConfig);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = PeerConfig;
+
+    fn deref(&self) -> &PeerConfig {
+        &self.0
+    }
+}
+
 /// `[central]`: how to reach Central and what to register as (see [`crate::central`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,8 +308,9 @@ impl PeerConfig {
             .unwrap_or_else(|| vec![OutputConfig::default()])
     }
 
-    /// Checks every value; the error names the first bad key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every value; the error names the first bad key. Only this makes a
+    /// [`ValidConfig`], the configuration [`crate::run::Running::start`] takes.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
         if self.name.trim().is_empty() {
             return Err(ConfigError::invalid("name", "must not be empty"));
         }
@@ -309,7 +322,7 @@ impl PeerConfig {
         for (i, output) in self.outputs.iter().flatten().enumerate() {
             output.validate(&format!("outputs[{i}]"))?;
         }
-        Ok(())
+        Ok(ValidConfig(self.clone()))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::PeerConfig;
+use crate::config::ValidConfig;
 use crate::ingest::{BindError, Ingest};
 use crate::metrics::{self, Metrics};
 use crate::output::OutputSet;
@@ -52,9 +52,8 @@ pub struct Running {
 impl Running {
     /// Binds everything first (so a bad address fails before any thread starts), then starts
     /// outputs, shards, receive threads, the metrics endpoint and the heartbeat sampler.
-    /// `config` must be validated.
     pub fn start(
-        config: &PeerConfig,
+        config: &ValidConfig,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> Result<Self, StartError> {
@@ -75,7 +74,7 @@ impl Running {
     }
 
     fn spawn(
-        config: &PeerConfig,
+        config: &ValidConfig,
         ingest: Ingest,
         metrics_listener: Option<TcpListener>,
         metrics: Arc<Metrics>,

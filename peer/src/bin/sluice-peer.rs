@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use sluice_peer::central;
-use sluice_peer::config::{CentralOverrides, Overrides, PeerConfig};
+use sluice_peer::config::{CentralOverrides, Overrides, PeerConfig, ValidConfig};
 use sluice_peer::metrics::Metrics;
 use sluice_peer::output::OutputConfig;
 use sluice_peer::run::Running;
@@ -114,7 +114,7 @@ impl RunArgs {
         }
     }
 
-    fn config(self) -> anyhow::Result<PeerConfig> {
+    fn config(self) -> anyhow::Result<ValidConfig> {
         let mut config = match &self.config {
             Some(path) => PeerConfig::load(path)?,
             None => PeerConfig::default(),
@@ -137,8 +137,7 @@ impl RunArgs {
                 data_address: self.data_address,
             },
         });
-        config.validate()?;
-        Ok(config)
+        Ok(config.validate()?)
     }
 }
 
@@ -174,7 +173,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn serve(config: PeerConfig) -> anyhow::Result<()> {
+fn serve(config: ValidConfig) -> anyhow::Result<()> {
     // Block the signals before any thread starts so every thread inherits the mask and only
     // the signal thread receives them.
     let signals = signals::block().context("blocking SIGINT/SIGTERM")?;
