@@ -106,8 +106,8 @@ impl RunArgs {
             specs => specs
                 .iter()
                 .map(|s| {
-                    s.parse()
-                        .map_err(|e: String| anyhow::anyhow!("--output {s}: {e}"))
+                    s.parse::<OutputConfig>()
+                        .map_err(|e| anyhow::anyhow!("--output {s}: {e}"))
                 })
                 .collect::<anyhow::Result<_>>()
                 .map(Some),

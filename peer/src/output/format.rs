@@ -25,14 +25,19 @@ impl Format {
     }
 }
 
-impl TryFrom<String> for Format {
-    type Error = String;
+/// A `format` value that is neither `json` nor `pb`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`format`: expected \"json\" or \"pb\", got {0:?}")]
+pub struct UnknownFormat(pub String);
 
-    fn try_from(s: String) -> Result<Self, String> {
+impl TryFrom<String> for Format {
+    type Error = UnknownFormat;
+
+    fn try_from(s: String) -> Result<Self, UnknownFormat> {
         match s.as_str() {
             "json" => Ok(Format::Json),
             "pb" => Ok(Format::Pb),
-            _ => Err(format!("`format`: expected \"json\" or \"pb\", got {s:?}")),
+            _ => Err(UnknownFormat(s)),
         }
     }
 }

@@ -150,10 +150,25 @@ impl OutputConfig {
     }
 }
 
+/// An `--output` value that names no output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputFlagError {
+    #[error("`file:` needs a path, e.g. file:/var/log/flows.jsonl")]
+    FileWithoutPath,
+    #[cfg(feature = "kafka")]
+    #[error("`{0}`: expected kafka://HOST:PORT[,HOST:PORT...]/TOPIC")]
+    Kafka(String),
+    #[error(
+        "unknown output `{0}`: expected stdout, file:PATH, syslog+udp://HOST:PORT, \
+         syslog+tcp://HOST:PORT or kafka://HOST:PORT/TOPIC"
+    )]
+    Unknown(String),
+}
+
 /// Parses `--output` values: `stdout`, `file:PATH`, `syslog+udp://HOST:PORT`,
 /// `syslog+tcp://HOST:PORT`, `kafka://HOST:PORT[,HOST:PORT...]/TOPIC` (format `pb`).
 impl FromStr for OutputConfig {
-    type Err = String;
+    type Err = OutputFlagError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "stdout" {
@@ -161,7 +176,7 @@ impl FromStr for OutputConfig {
         }
         if let Some(path) = s.strip_prefix("file:") {
             if path.is_empty() {
-                return Err("`file:` needs a path, e.g. file:/var/log/flows.jsonl".into());
+                return Err(OutputFlagError::FileWithoutPath);
             }
             return Ok(OutputConfig::File(file::FileConfig::at(path.into())));
         }
@@ -183,9 +198,7 @@ impl FromStr for OutputConfig {
                 .split_once('/')
                 .filter(|(b, t)| !b.is_empty() && !t.is_empty())
             else {
-                return Err(format!(
-                    "`{s}`: expected kafka://HOST:PORT[,HOST:PORT...]/TOPIC"
-                ));
+                return Err(OutputFlagError::Kafka(s.to_owned()));
             };
             let brokers = brokers.split(',').map(str::to_owned).collect();
             return Ok(OutputConfig::Kafka(kafka::KafkaConfig::to(
@@ -193,10 +206,7 @@ impl FromStr for OutputConfig {
                 topic.to_owned(),
             )));
         }
-        Err(format!(
-            "unknown output `{s}`: expected stdout, file:PATH, syslog+udp://HOST:PORT, \
-             syslog+tcp://HOST:PORT or kafka://HOST:PORT/TOPIC"
-        ))
+        Err(OutputFlagError::Unknown(s.to_owned()))
     }
 }
 

@@ -89,20 +89,43 @@ impl fmt::Display for Mac {
     }
 }
 
+/// Text that is not a MAC address (`aa:bb:cc:dd:ee:ff`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad MAC {0:?}")]
+pub struct BadMac(pub String);
+
 impl std::str::FromStr for Mac {
-    type Err = String;
+    type Err = BadMac;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadMac(s.to_owned());
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for b in &mut out {
-            let p = parts.next().ok_or_else(|| format!("bad MAC {s:?}"))?;
-            *b = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC {s:?}"))?;
+            let p = parts.next().ok_or_else(bad)?;
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
         }
         if parts.next().is_some() {
-            return Err(format!("bad MAC {s:?}"));
+            return Err(bad());
         }
         Ok(Mac(out))
     }
+}
+
+/// A GoFlow2 JSON record that does not read back into a [`FlowRecord`]; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Mac(#[from] BadMac),
+    #[error("{field}: bad address {value:?}")]
+    Address { field: &'static str, value: String },
+    #[error("{field}: expected prefix/len, got {value:?}")]
+    NoPrefix { field: &'static str, value: String },
+    #[error("{field}: bad prefix length in {value:?}")]
+    PrefixLength { field: &'static str, value: String },
+    #[error("{field}: more than {max} entries")]
+    TooMany { field: &'static str, max: usize },
+    #[error("{field}: unknown {value:?}")]
+    Unknown { field: &'static str, value: String },
 }
 
 /// A value a [`Stack`] slot holds before it is used.
@@ -715,26 +738,34 @@ mod wire {
         format!("{net}/{len}")
     }
 
-    fn parse_ip(field: &str, s: &str) -> Result<Option<IpAddr>, String> {
+    fn parse_ip(field: &'static str, s: &str) -> Result<Option<IpAddr>, RecordError> {
         if s.is_empty() {
             return Ok(None);
         }
-        s.parse()
-            .map(Some)
-            .map_err(|_| format!("{field}: bad address {s:?}"))
+        s.parse().map(Some).map_err(|_| RecordError::Address {
+            field,
+            value: s.to_owned(),
+        })
     }
 
-    fn parse_mask(field: &str, s: &str) -> Result<u8, String> {
-        let (_, len) = s
-            .rsplit_once('/')
-            .ok_or_else(|| format!("{field}: expected prefix/len, got {s:?}"))?;
-        len.parse()
-            .map_err(|_| format!("{field}: bad prefix length in {s:?}"))
+    fn parse_mask(field: &'static str, s: &str) -> Result<u8, RecordError> {
+        let value = || s.to_owned();
+        let (_, len) = s.rsplit_once('/').ok_or_else(|| RecordError::NoPrefix {
+            field,
+            value: value(),
+        })?;
+        len.parse().map_err(|_| RecordError::PrefixLength {
+            field,
+            value: value(),
+        })
     }
 
-    fn stack<T: Blank, const N: usize>(field: &str, v: Vec<T>) -> Result<Stack<T, N>, String> {
+    fn stack<T: Blank, const N: usize>(
+        field: &'static str,
+        v: Vec<T>,
+    ) -> Result<Stack<T, N>, RecordError> {
         if v.len() > N {
-            return Err(format!("{field}: more than {N} entries"));
+            return Err(RecordError::TooMany { field, max: N });
         }
         Ok(v.into_iter().collect())
     }
@@ -797,8 +828,8 @@ mod wire {
     }
 
     impl TryFrom<FlowJson> for FlowRecord {
-        type Error = String;
-        fn try_from(j: FlowJson) -> Result<Self, String> {
+        type Error = RecordError;
+        fn try_from(j: FlowJson) -> Result<Self, RecordError> {
             Ok(FlowRecord {
                 flow_type: j.flow_type,
                 time_received_ns: j.time_received_ns,
@@ -811,10 +842,14 @@ mod wire {
                 packets: j.packets,
                 src_addr: parse_ip("src_addr", &j.src_addr)?,
                 dst_addr: parse_ip("dst_addr", &j.dst_addr)?,
-                etype: etype_from_name(&j.etype)
-                    .ok_or_else(|| format!("etype: unknown {:?}", j.etype))?,
-                proto: proto_from_name(&j.proto)
-                    .ok_or_else(|| format!("proto: unknown {:?}", j.proto))?,
+                etype: etype_from_name(&j.etype).ok_or_else(|| RecordError::Unknown {
+                    field: "etype",
+                    value: j.etype.clone(),
+                })?,
+                proto: proto_from_name(&j.proto).ok_or_else(|| RecordError::Unknown {
+                    field: "proto",
+                    value: j.proto.clone(),
+                })?,
                 src_port: j.src_port,
                 dst_port: j.dst_port,
                 in_if: j.in_if,
@@ -850,8 +885,10 @@ mod wire {
                     j.mpls_ip
                         .iter()
                         .map(|s| {
-                            s.parse::<IpAddr>()
-                                .map_err(|_| format!("mpls_ip: bad address {s:?}"))
+                            s.parse::<IpAddr>().map_err(|_| RecordError::Address {
+                                field: "mpls_ip",
+                                value: s.clone(),
+                            })
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 )?,
