@@ -1,29 +1,12 @@
 //! NetFlow v9 (RFC 3954) and IPFIX (RFC 7011) messages: one set walker for both, differing only
 //! in header layout, set ids and template record syntax.
 
+use super::error::DecodeError;
 use super::reader::{Reader, u16_at, u32_at};
-use super::template::{FieldSpec, Stamp, Template, TemplateKey, TimeBase};
-use super::{Ctx, DecodeError, DecodeOutcome, Exporter, FlowRecord, Held, Protocol};
-
-/// The export header facts that data records need, kept with held data.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Header {
-    protocol: Protocol,
-    sequence: u32,
-    domain: u32,
-    time: TimeBase,
-    /// The export header's unix seconds, for stamping what this message taught us.
-    export_secs: u32,
-}
-
-impl Header {
-    fn stamp(&self) -> Stamp {
-        Stamp {
-            export_secs: self.export_secs,
-            sequence: self.sequence,
-        }
-    }
-}
+use super::state::{Ctx, Exporter, Header, Held};
+use super::stats::DecodeOutcome;
+use super::template::{FieldSpec, Template, TemplateKey, TimeBase};
+use crate::record::{FlowRecord, Protocol};
 
 const V9_HEADER_LEN: usize = 20;
 const IPFIX_HEADER_LEN: usize = 16;

@@ -2,20 +2,15 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::error::DecodeError;
 use super::reader::{array_at, u8_at, u16_at, u32_at};
-use super::{Ctx, DecodeError, DecodeOutcome, Exporter, FlowRecord, Protocol};
+use super::state::{Ctx, Exporter};
+use super::stats::DecodeOutcome;
+use super::time::uptime_to_ns;
+use crate::record::{FlowRecord, Protocol};
 
 pub(crate) const HEADER_LEN: usize = 24;
 pub(crate) const RECORD_LEN: usize = 48;
-
-/// Flow time in ns since the epoch from a sysUptime-relative millisecond stamp, given the
-/// export time (ns) and the exporter's sysUptime (ms) at export.
-pub(crate) fn uptime_to_ns(export_ns: u64, sys_uptime_ms: u32, stamp_ms: u32) -> u64 {
-    // The stamp is at most ~49 days before the uptime (u32 wrap), possibly slightly after it.
-    let behind_ms = i128::from(sys_uptime_ms.wrapping_sub(stamp_ms) as i32);
-    let ns = i128::from(export_ns) - behind_ms * 1_000_000;
-    u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
-}
 
 pub(super) fn decode(
     ctx: &mut Ctx<'_>,

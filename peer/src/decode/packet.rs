@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::FlowRecord;
 use super::reader::{array_at, u8_at, u16_at, u32_at};
+use crate::record::FlowRecord;
 use crate::record::Mac;
 
 /// sFlow `header_protocol` values we parse.

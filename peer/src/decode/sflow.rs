@@ -4,9 +4,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::error::DecodeError;
+use super::packet;
 use super::reader::Reader;
-use super::{Ctx, DecodeError, DecodeOutcome, Exporter, FlowRecord, Protocol, packet};
+use super::state::{Ctx, Exporter};
+use super::stats::DecodeOutcome;
 use crate::record::Mac;
+use crate::record::{FlowRecord, Protocol};
 
 const P: Protocol = Protocol::Sflow5;
 

@@ -6,9 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::netflow5::uptime_to_ns;
+use super::error::DecodeError;
+use super::packet;
 use super::reader::{be_uint, u8_at, u16_at};
-use super::{DecodeError, FlowRecord, Protocol, TemplateSnapshot, packet};
+use super::time::uptime_to_ns;
+use crate::record::{FlowRecord, Protocol};
 
 /// IPFIX field length meaning "variable length, prefixed in the record" (RFC 7011 §7).
 pub(crate) const VARLEN: u16 = 0xffff;
@@ -697,6 +699,39 @@ fn padding_or_short(body: &[u8], off: usize) -> Result<(), ShortRecord> {
         Some(rest) if rest.iter().all(|&b| b == 0) => Ok(()),
         _ => Err(ShortRecord { offset: off }),
     }
+}
+
+/// Serializable template state for one (exporter, protocol, observation domain): what Central
+/// hands to a peer before moving an exporter to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TemplateSnapshot {
+    /// A data template (`scope_field_count == 0`) or options template.
+    Template {
+        protocol: Protocol,
+        observation_domain_id: u32,
+        template_id: u16,
+        /// Options templates: how many leading fields are scope fields.
+        scope_field_count: u16,
+        /// True for options templates (v9 options templates may have scope fields only).
+        options: bool,
+        fields: Vec<FieldSpec>,
+        /// The message that defined it; an import replaces only older state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
+    },
+    /// What options data said about the domain: the sampling rate (0 = none announced) and
+    /// the IPFIX system init time that flowStart/EndSysUpTime are relative to.
+    Sampling {
+        protocol: Protocol,
+        observation_domain_id: u32,
+        sampling_rate: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system_init_ms: Option<u64>,
+        /// The message whose options data last changed these values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
+    },
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 
 use std::net::IpAddr;
 
+use super::config::EncoderConfig;
 use super::wire::{ipv4, ipv6, patch_u16, u8, u16, u32, u64, uptime_ms};
-use super::{EncoderConfig, FlowRecord, Protocol};
+use crate::record::{FlowRecord, Protocol};
 
 const TEMPLATE_V4: u16 = 256;
 const TEMPLATE_V6: u16 = 257;

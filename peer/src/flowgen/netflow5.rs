@@ -1,7 +1,8 @@
 //! NetFlow v5 encoder.
 
+use super::config::EncoderConfig;
 use super::wire::{ipv4, u8, u16, u32, uptime_ms};
-use super::{EncoderConfig, FlowRecord};
+use crate::record::FlowRecord;
 
 pub(crate) const MAX_RECORDS: usize = 30;
 

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use super::{Encoder, EncoderConfig, FlowRecord, FlowSynth, Protocol};
+use super::config::EncoderConfig;
+use super::encoder::Encoder;
+use super::synth::FlowSynth;
+use crate::record::{FlowRecord, Protocol};
 
 /// What to send.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,9 @@
 
 use std::net::IpAddr;
 
+use super::config::EncoderConfig;
 use super::wire::{ipv6, patch_u32, u8, u16, u32, u64, uptime_ms};
-use super::{EncoderConfig, FlowRecord};
+use crate::record::FlowRecord;
 
 #[derive(Debug, Clone)]
 pub struct SflowEncoder {

@@ -2,8 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{FlowRecord, Protocol};
-use crate::record::Mac;
+use crate::record::{FlowRecord, Mac, Protocol};
 
 /// Produces flows for one exporter. The same seed gives the same flows.
 #[derive(Debug, Clone)]

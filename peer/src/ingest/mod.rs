@@ -14,9 +14,9 @@ use std::time::Duration;
 pub use recv::{Received, RecvBatch};
 pub use socket::bind_group;
 
+use crate::clock::now_ns;
 use crate::config::IngestConfig;
 use crate::metrics::{DropReason, LogLimiter, Metrics, SocketStats};
-use crate::clock::now_ns;
 use crate::pipeline::Router;
 use crate::shutdown::Shutdown;
 

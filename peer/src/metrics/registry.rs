@@ -188,7 +188,6 @@ impl Metrics {
         }
         t
     }
-
 }
 
 pub(super) const PROTOCOLS: [Protocol; 4] = [

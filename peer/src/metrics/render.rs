@@ -294,7 +294,6 @@ impl Metrics {
             o.latency.render(p, name, &o.name);
         }
     }
-
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
-use super::Format;
+use super::format::Format;
 use crate::record::FlowRecord;
 use crate::record::pb::PbEncoder;
 

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use super::{EncodedBatch, Format, OutputConfig, Sink};
-use crate::metrics::{Metrics, OutputStats};
+use super::batch::EncodedBatch;
+use super::config::OutputConfig;
+use super::format::Format;
+use super::sink::Sink;
 use crate::clock::now_ns;
+use crate::metrics::{Metrics, OutputStats};
 use crate::shutdown::Shutdown;
 
 /// First retry delay after a failed write; doubles up to [`MAX_BACKOFF`].
@@ -230,8 +233,7 @@ impl Worker {
                 Ok(()) => {
                     if !acknowledges {
                         if batch.received_ns() > 0 {
-                            let latency =
-                                now_ns().saturating_sub(batch.received_ns());
+                            let latency = now_ns().saturating_sub(batch.received_ns());
                             self.stats.observe_latency(latency, batch.len() - skip);
                         }
                         self.stats.written(batch.len() - done);
@@ -291,13 +293,13 @@ mod tests {
             &mut self,
             batch: &EncodedBatch,
             from: usize,
-        ) -> Result<(), super::super::SinkFailure> {
+        ) -> Result<(), super::super::sink::SinkFailure> {
             let mut lines = self.lines.lock().unwrap();
             if self.failures > 0 {
                 self.failures -= 1;
                 if let Some(line) = batch.payloads_from(from).next() {
                     lines.push(line.to_vec());
-                    return Err(super::super::SinkFailure {
+                    return Err(super::super::sink::SinkFailure {
                         written: 1,
                         error: std::io::Error::other("down"),
                     });
@@ -362,8 +364,12 @@ mod tests {
     struct Down;
 
     impl Sink for Down {
-        fn write(&mut self, _: &EncodedBatch, _: usize) -> Result<(), super::super::SinkFailure> {
-            Err(super::super::SinkFailure {
+        fn write(
+            &mut self,
+            _: &EncodedBatch,
+            _: usize,
+        ) -> Result<(), super::super::sink::SinkFailure> {
+            Err(super::super::sink::SinkFailure {
                 written: 0,
                 error: std::io::Error::other("down"),
             })

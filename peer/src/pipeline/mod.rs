@@ -7,7 +7,7 @@
 //!   through [`Fanout`] (never blocking: an output without room counts overflow);
 //! - one thread per output writes, retrying failures from its buffer.
 //!
-//! [`Shards::start`] starts the shard threads; `crate::run` wires the stages together, and
+//! `Shards::start` starts the shard threads; `crate::run` wires the stages together, and
 //! shutdown runs front to back there: receive threads stop and drop their senders, shards
 //! drain their queues and drop theirs, outputs drain their buffers and flush.
 //!
@@ -25,4 +25,4 @@ pub use batch::{Datagram, DatagramBatch};
 pub use control::{ControlError, ShardRequest, TemplateControl};
 pub use replay::{ReplayError, ReplayReport, replay};
 pub use router::{Backpressure, Router, shard_for};
-pub use shards::Shards;
+pub(crate) use shards::Shards;

@@ -20,7 +20,7 @@ use crate::record::pb::PbEncoder;
 const CONTROL_QUEUE: usize = 16;
 
 /// Shard threads and the channels that feed them.
-pub struct Shards {
+pub(crate) struct Shards {
     senders: Vec<Sender<DatagramBatch>>,
     /// Emptied batches on their way back to the routers.
     pool: Receiver<DatagramBatch>,

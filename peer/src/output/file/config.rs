@@ -2,9 +2,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::FileSink;
 use crate::config::error::{ConfigError, positive};
-use crate::output::{Format, default_buffer_records};
+use crate::output::buffer::default_buffer_records;
+use crate::output::format::Format;
 
 /// `[[outputs]] type = "file"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,11 +44,6 @@ impl FileConfig {
             keep: default_keep(),
             buffer_records: default_buffer_records(),
         }
-    }
-
-    /// Opens (creating) the file; a missing directory or no permission is an error.
-    pub fn build(&self) -> std::io::Result<FileSink> {
-        FileSink::open(self.clone())
     }
 
     pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {

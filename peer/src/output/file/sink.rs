@@ -3,8 +3,9 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::FileConfig;
-use crate::output::{EncodedBatch, Sink, SinkFailure};
+use super::config::FileConfig;
+use crate::output::batch::EncodedBatch;
+use crate::output::sink::{Sink, SinkFailure};
 
 /// Appends encoded records; rotation renames `path` to `path.1` (shifting older files up to `keep`).
 #[derive(Debug)]

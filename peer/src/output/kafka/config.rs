@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-use super::KafkaSink;
+use super::sink::KafkaSink;
 use crate::config::error::{ConfigError, positive};
 use crate::metrics::OutputStats;
-use crate::output::{Format, default_buffer_records};
+use crate::output::buffer::default_buffer_records;
+use crate::output::format::Format;
 
 /// `compression`: librdkafka's `compression.type`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

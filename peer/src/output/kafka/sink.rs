@@ -9,10 +9,11 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
 };
 
-use super::KafkaConfig;
+use super::config::KafkaConfig;
 use crate::clock::now_ns;
 use crate::metrics::OutputStats;
-use crate::output::{EncodedBatch, Sink, SinkFailure};
+use crate::output::batch::EncodedBatch;
+use crate::output::sink::{Sink, SinkFailure};
 
 /// How long the start-up check waits for the brokers' metadata.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(10);

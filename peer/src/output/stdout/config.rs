@@ -1,7 +1,7 @@
 use serde::Deserialize;
 
-use super::StdoutSink;
-use crate::output::{DEFAULT_BUFFER_RECORDS, Format};
+use crate::output::buffer::DEFAULT_BUFFER_RECORDS;
+use crate::output::format::Format;
 
 /// `[[outputs]] type = "stdout"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -19,11 +19,5 @@ impl Default for StdoutConfig {
             format: Format::Json,
             buffer_records: DEFAULT_BUFFER_RECORDS,
         }
-    }
-}
-
-impl StdoutConfig {
-    pub fn build(&self) -> StdoutSink {
-        StdoutSink::new()
     }
 }

@@ -1,6 +1,7 @@
 use std::io::Write;
 
-use crate::output::{EncodedBatch, Sink, SinkFailure};
+use crate::output::batch::EncodedBatch;
+use crate::output::sink::{Sink, SinkFailure};
 
 /// Writes each batch's encoded records with one `write` where it fits, then flushes, so a
 /// reader sees whole records.

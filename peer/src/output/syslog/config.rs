@@ -1,8 +1,7 @@
 use serde::Deserialize;
 
-use super::SyslogSink;
 use crate::config::error::{ConfigError, positive};
-use crate::output::default_buffer_records;
+use crate::output::buffer::default_buffer_records;
 
 /// Transport to the syslog server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -63,11 +62,6 @@ impl SyslogConfig {
             hostname: None,
             buffer_records: default_buffer_records(),
         }
-    }
-
-    /// UDP resolves and connects now; TCP connects in the health check and on demand.
-    pub fn build(&self) -> std::io::Result<SyslogSink> {
-        SyslogSink::new(self)
     }
 
     pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {

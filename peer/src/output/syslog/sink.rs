@@ -2,9 +2,10 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, SystemTime};
 
+use super::config::{Protocol, SyslogConfig};
 use super::frame::{Header, frame};
-use super::{Protocol, SyslogConfig};
-use crate::output::{EncodedBatch, Sink, SinkFailure};
+use crate::output::batch::EncodedBatch;
+use crate::output::sink::{Sink, SinkFailure};
 
 /// TCP writes are grouped into chunks of about this size; a failure loses no acknowledged chunk.
 const TCP_CHUNK_BYTES: usize = 64 << 10;
