@@ -316,63 +316,96 @@ impl TryFrom<&FlowMessage> for FlowRecord {
     }
 }
 
+/// Room for the widest message body a record can make (every field at its widest, every
+/// stack full: a unit test writes that record). Far above what real records use (~150 bytes).
+const MAX_BODY: usize = 512;
+
 /// Writes records as length-delimited `FlowMessage`s; one per shard (it keeps a scratch buffer).
 ///
 /// The hot path does not build a [`FlowMessage`]: it writes the record's fields straight to
 /// the wire, in field-number order and skipping zero values as proto3 does, which is byte for
 /// byte what prost's encoding of [`FlowMessage::fill`]'s message gives (a test holds it to that)
-/// at a fraction of the cost (no length pass, no buffers to fill).
-#[derive(Debug, Default)]
+/// at a fraction of the cost (no length pass, no buffers to fill). The body goes to a fixed
+/// scratch array first (no capacity checks per byte), then after its length to the output.
+#[derive(Debug)]
 pub struct PbEncoder {
-    body: Vec<u8>,
+    body: Box<[u8; MAX_BODY]>,
 }
 
-#[inline(always)]
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A varint field (wire type 0), omitted when zero.
-#[inline(always)]
-fn uint(tag: u32, v: u64, out: &mut Vec<u8>) {
-    if v != 0 {
-        varint(u64::from(tag << 3), out);
-        varint(v, out);
-    }
-}
-
-/// An address as a bytes field (wire type 2), omitted when absent.
-#[inline(always)]
-fn addr(tag: u32, a: Option<IpAddr>, out: &mut Vec<u8>) {
-    let key = u64::from(tag << 3 | 2);
-    match a {
-        Some(IpAddr::V4(v4)) => {
-            varint(key, out);
-            out.push(4);
-            out.extend_from_slice(&v4.octets());
+impl Default for PbEncoder {
+    fn default() -> Self {
+        PbEncoder {
+            body: Box::new([0; MAX_BODY]),
         }
-        Some(IpAddr::V6(v6)) => {
-            varint(key, out);
-            out.push(16);
-            out.extend_from_slice(&v6.octets());
-        }
-        None => {}
     }
 }
 
-/// A packed repeated varint field, omitted when empty.
-#[inline(always)]
-fn packed(tag: u32, vs: impl Iterator<Item = u64> + Clone, out: &mut Vec<u8>) {
-    let len: usize = vs.clone().map(|v| (v | 1).ilog2() as usize / 7 + 1).sum();
-    if len > 0 {
-        varint(u64::from(tag << 3 | 2), out);
-        varint(len as u64, out);
-        for v in vs {
-            varint(v, out);
+/// A message body being written into the scratch array.
+struct Wire<'a, const N: usize> {
+    b: &'a mut [u8; N],
+    n: usize,
+}
+
+impl<const N: usize> Wire<'_, N> {
+    #[inline(always)]
+    fn byte(&mut self, v: u8) {
+        self.b[self.n] = v;
+        self.n += 1;
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, v: &[u8]) {
+        self.b[self.n..self.n + v.len()].copy_from_slice(v);
+        self.n += v.len();
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    /// A varint field (wire type 0), omitted when zero.
+    #[inline(always)]
+    fn uint(&mut self, tag: u32, v: u64) {
+        if v != 0 {
+            self.varint(u64::from(tag << 3));
+            self.varint(v);
+        }
+    }
+
+    /// An address as a bytes field (wire type 2), omitted when absent.
+    #[inline(always)]
+    fn addr(&mut self, tag: u32, a: Option<IpAddr>) {
+        let key = u64::from(tag << 3 | 2);
+        match a {
+            Some(IpAddr::V4(v4)) => {
+                self.varint(key);
+                self.byte(4);
+                self.slice(&v4.octets());
+            }
+            Some(IpAddr::V6(v6)) => {
+                self.varint(key);
+                self.byte(16);
+                self.slice(&v6.octets());
+            }
+            None => {}
+        }
+    }
+
+    /// A packed repeated varint field, omitted when empty.
+    #[inline(always)]
+    fn packed(&mut self, tag: u32, vs: impl Iterator<Item = u64> + Clone) {
+        let len: usize = vs.clone().map(|v| (v | 1).ilog2() as usize / 7 + 1).sum();
+        if len > 0 {
+            self.varint(u64::from(tag << 3 | 2));
+            self.varint(len as u64);
+            for v in vs {
+                self.varint(v);
+            }
         }
     }
 }
@@ -380,62 +413,69 @@ fn packed(tag: u32, vs: impl Iterator<Item = u64> + Clone, out: &mut Vec<u8>) {
 impl PbEncoder {
     /// Appends `r` to `out`: varint length, then the message.
     pub fn write(&mut self, r: &FlowRecord, out: &mut Vec<u8>) {
-        let b = &mut self.body;
-        b.clear();
-        uint(1, FlowType::from(r.flow_type) as u64, b);
-        uint(3, r.sampling_rate, b);
-        uint(4, u64::from(r.sequence_num), b);
-        addr(6, r.src_addr, b);
-        addr(7, r.dst_addr, b);
-        uint(9, r.bytes, b);
-        uint(10, r.packets, b);
-        addr(11, r.sampler_address, b);
-        addr(12, r.next_hop, b);
-        uint(13, u64::from(r.next_hop_as), b);
-        uint(14, u64::from(r.src_as), b);
-        uint(15, u64::from(r.dst_as), b);
-        uint(16, u64::from(r.src_mask), b);
-        uint(17, u64::from(r.dst_mask), b);
-        uint(18, u64::from(r.in_if), b);
-        uint(19, u64::from(r.out_if), b);
-        uint(20, u64::from(r.proto), b);
-        uint(21, u64::from(r.src_port), b);
-        uint(22, u64::from(r.dst_port), b);
-        uint(23, u64::from(r.ip_tos), b);
-        uint(24, u64::from(r.forwarding_status), b);
-        uint(25, u64::from(r.ip_ttl), b);
-        uint(26, u64::from(r.tcp_flags), b);
-        uint(27, mac_u64(r.src_mac), b);
-        uint(28, mac_u64(r.dst_mac), b);
-        uint(29, u64::from(r.vlan_id), b);
-        uint(30, u64::from(r.etype), b);
-        uint(31, u64::from(r.icmp_type), b);
-        uint(32, u64::from(r.icmp_code), b);
-        uint(33, u64::from(r.src_vlan), b);
-        uint(34, u64::from(r.dst_vlan), b);
-        uint(35, u64::from(r.fragment_id), b);
-        uint(36, u64::from(r.fragment_offset), b);
-        uint(37, u64::from(r.ipv6_flow_label), b);
-        uint(38, u64::from(r.ip_flags), b);
-        uint(70, u64::from(r.observation_domain_id), b);
-        uint(71, u64::from(r.observation_point_id), b);
-        packed(80, r.mpls_ttl.as_slice().iter().map(|&t| u64::from(t)), b);
-        packed(81, r.mpls_label.as_slice().iter().map(|&l| u64::from(l)), b);
+        let mut w = Wire {
+            b: &mut self.body,
+            n: 0,
+        };
+        w.uint(1, FlowType::from(r.flow_type) as u64);
+        w.uint(3, r.sampling_rate);
+        w.uint(4, u64::from(r.sequence_num));
+        w.addr(6, r.src_addr);
+        w.addr(7, r.dst_addr);
+        w.uint(9, r.bytes);
+        w.uint(10, r.packets);
+        w.addr(11, r.sampler_address);
+        w.addr(12, r.next_hop);
+        w.uint(13, u64::from(r.next_hop_as));
+        w.uint(14, u64::from(r.src_as));
+        w.uint(15, u64::from(r.dst_as));
+        w.uint(16, u64::from(r.src_mask));
+        w.uint(17, u64::from(r.dst_mask));
+        w.uint(18, u64::from(r.in_if));
+        w.uint(19, u64::from(r.out_if));
+        w.uint(20, u64::from(r.proto));
+        w.uint(21, u64::from(r.src_port));
+        w.uint(22, u64::from(r.dst_port));
+        w.uint(23, u64::from(r.ip_tos));
+        w.uint(24, u64::from(r.forwarding_status));
+        w.uint(25, u64::from(r.ip_ttl));
+        w.uint(26, u64::from(r.tcp_flags));
+        w.uint(27, mac_u64(r.src_mac));
+        w.uint(28, mac_u64(r.dst_mac));
+        w.uint(29, u64::from(r.vlan_id));
+        w.uint(30, u64::from(r.etype));
+        w.uint(31, u64::from(r.icmp_type));
+        w.uint(32, u64::from(r.icmp_code));
+        w.uint(33, u64::from(r.src_vlan));
+        w.uint(34, u64::from(r.dst_vlan));
+        w.uint(35, u64::from(r.fragment_id));
+        w.uint(36, u64::from(r.fragment_offset));
+        w.uint(37, u64::from(r.ipv6_flow_label));
+        w.uint(38, u64::from(r.ip_flags));
+        w.uint(70, u64::from(r.observation_domain_id));
+        w.uint(71, u64::from(r.observation_point_id));
+        w.packed(80, r.mpls_ttl.as_slice().iter().map(|&t| u64::from(t)));
+        w.packed(81, r.mpls_label.as_slice().iter().map(|&l| u64::from(l)));
         for a in r.mpls_ip.as_slice() {
-            addr(82, Some(*a), b);
+            w.addr(82, Some(*a));
         }
-        addr(100, r.bgp_next_hop, b);
-        packed(
+        w.addr(100, r.bgp_next_hop);
+        w.packed(
             101,
             r.bgp_communities.as_slice().iter().map(|&c| u64::from(c)),
-            b,
         );
-        packed(102, r.as_path.as_slice().iter().map(|&a| u64::from(a)), b);
-        uint(110, r.time_received_ns, b);
-        uint(111, r.time_flow_start_ns, b);
-        uint(112, r.time_flow_end_ns, b);
-        varint(b.len() as u64, out);
-        out.extend_from_slice(b);
+        w.packed(102, r.as_path.as_slice().iter().map(|&a| u64::from(a)));
+        w.uint(110, r.time_received_ns);
+        w.uint(111, r.time_flow_start_ns);
+        w.uint(112, r.time_flow_end_ns);
+        let n = w.n;
+        let mut len = [0u8; 10];
+        let mut head = Wire { b: &mut len, n: 0 };
+        head.varint(n as u64);
+        let k = head.n;
+        out.reserve(k + n);
+        out.extend_from_slice(&len[..k]);
+        out.extend_from_slice(&self.body[..n]);
     }
 }
 
@@ -548,6 +588,50 @@ mod tests {
             msg.fill(&r);
             assert_eq!(fast, msg.encode_length_delimited_to_vec(), "{r:?}");
         }
+    }
+
+    /// Every field at its widest and every stack full: the bound of [`MAX_BODY`].
+    fn widest() -> FlowRecord {
+        let v6 = Some(IpAddr::from([0xff; 16]));
+        let mut r = FlowRecord {
+            time_received_ns: u64::MAX,
+            sequence_num: u32::MAX,
+            sampling_rate: u64::MAX,
+            sampler_address: v6,
+            time_flow_start_ns: u64::MAX,
+            time_flow_end_ns: u64::MAX,
+            bytes: u64::MAX,
+            packets: u64::MAX,
+            src_addr: v6,
+            dst_addr: v6,
+            next_hop: v6,
+            bgp_next_hop: v6,
+            ..distinct(true)
+        };
+        while r.bgp_communities.push(u32::MAX) {}
+        while r.as_path.push(u32::MAX) {}
+        while r.mpls_label.push(u32::MAX) {}
+        while r.mpls_ttl.push(u8::MAX) {}
+        while r.mpls_ip.push(IpAddr::from([0xff; 16])) {}
+        r
+    }
+
+    #[test]
+    fn the_widest_record_fits_the_scratch_body_and_matches_prost() {
+        let r = widest();
+        let mut enc = PbEncoder::default();
+        let mut fast = Vec::new();
+        enc.write(&r, &mut fast);
+        let mut msg = FlowMessage::default();
+        msg.fill(&r);
+        assert_eq!(fast, msg.encode_length_delimited_to_vec());
+        let body = msg.encoded_len();
+        assert!(body <= MAX_BODY, "{body} bytes");
+        // Not wastefully large either.
+        assert!(
+            MAX_BODY < 2 * body,
+            "{body} bytes for a {MAX_BODY}-byte scratch"
+        );
     }
 
     #[test]

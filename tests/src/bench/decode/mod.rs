@@ -24,6 +24,10 @@ use sluice_peer::{
     decode::{DecoderConfig, ShardDecoder},
     flowgen::Protocol,
     pipeline::replay,
+    record::{
+        FlowRecord,
+        pb::{FlowMessage, PbEncoder},
+    },
 };
 
 use self::{
@@ -125,6 +129,9 @@ struct DecodeRow {
     protocol: Protocol,
     /// One `ShardDecoder` on one thread.
     decoder: f64,
+    /// Encoding the decoded records on one thread, records per CPU-second: (Sluice's pb
+    /// encoder, prost's encoding of the same `FlowMessage`, JSON lines).
+    encode: (f64, f64, f64),
     /// The pipeline, in process.
     pipeline: f64,
     nfcapd: Option<Ingest>,
@@ -162,6 +169,7 @@ fn decode_row(
 ) -> Result<DecodeRow> {
     let repeat = IN_PROCESS_FLOWS.div_ceil(corpus.flows) as usize;
     let decoder = decoder_loop(corpus, repeat);
+    let encode = encode_loop(corpus);
     let report = replay(&PipelineConfig::default(), &[], &corpus.datagrams, repeat)?;
     anyhow::ensure!(
         report.records == corpus.flows * repeat as u64,
@@ -192,6 +200,7 @@ fn decode_row(
     Ok(DecodeRow {
         protocol,
         decoder,
+        encode,
         pipeline,
         nfcapd,
         peer: Ingest { sent, flows, cpu },
@@ -214,6 +223,47 @@ fn decoder_loop(corpus: &Corpus, repeat: usize) -> f64 {
     flows as f64 / (thread_cpu() - start).as_secs_f64()
 }
 
+/// Records of the first datagrams of `corpus`, encoded again and again as `pb` and as JSON
+/// lines on this thread: records per thread-CPU-second of each encoder alone.
+fn encode_loop(corpus: &Corpus) -> (f64, f64, f64) {
+    const RECORDS: usize = 60_000;
+    let mut decoder = ShardDecoder::new(DecoderConfig::default());
+    let mut records = Vec::with_capacity(RECORDS + 64);
+    for (exporter, datagram) in &corpus.datagrams {
+        let _ = decoder.decode(*exporter, 1, datagram, &mut records);
+        if records.len() >= RECORDS {
+            break;
+        }
+    }
+    let mut pb = PbEncoder::default();
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut time = |encode: &mut dyn FnMut(&FlowRecord, &mut Vec<u8>)| {
+        let rounds = (IN_PROCESS_FLOWS as usize / 2).div_ceil(records.len().max(1));
+        let start = thread_cpu();
+        for _ in 0..rounds {
+            for chunk in records.chunks(1000) {
+                out.clear();
+                for r in chunk {
+                    encode(r, &mut out);
+                }
+                std::hint::black_box(&out);
+            }
+        }
+        (rounds * records.len()) as f64 / (thread_cpu() - start).as_secs_f64()
+    };
+    let pb_rate = time(&mut |r, out| pb.write(r, out));
+    let mut message = FlowMessage::default();
+    let prost_rate = time(&mut |r, out| {
+        message.fill(r);
+        let _ = prost::Message::encode_length_delimited(&message, out);
+    });
+    let json_rate = time(&mut |r, out| {
+        r.write_json(out);
+        out.push(b'\n');
+    });
+    (pb_rate, prost_rate, json_rate)
+}
+
 fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime writes into the zeroed timespec we own.
     let ts = unsafe {
@@ -232,6 +282,10 @@ fn print_decode(rows: &[DecodeRow]) {
     println!("1-2. Decode: million flows per CPU-second");
     println!("  decoder   one ShardDecoder on one thread, in process (thread CPU time)");
     println!(
+        "  pb enc, prost, json enc  encoding the decoded records alone on one thread (thread CPU time): Sluice's\n  \
+         pb encoder, prost encoding the same FlowMessage (the baseline it replaces), JSON lines"
+    );
+    println!(
         "  pipeline  sluice_peer::pipeline::replay, default shards, no outputs, in process (process CPU)"
     );
     println!(
@@ -246,9 +300,12 @@ fn print_decode(rows: &[DecodeRow]) {
         "  socket queue runs in the sender and is charged to neither collector. loss = flows sent but not counted.\n"
     );
     println!(
-        "  {:<11} {:>8} {:>9} {:>16} {:>16} {:>6} {:>15} {:>11}",
+        "  {:<11} {:>8} {:>7} {:>6} {:>8} {:>9} {:>16} {:>16} {:>6} {:>15} {:>11}",
         "protocol",
         "decoder",
+        "pb enc",
+        "prost",
+        "json enc",
         "pipeline",
         "nfcapd (loss)",
         "peer (loss)",
@@ -271,9 +328,12 @@ fn print_decode(rows: &[DecodeRow]) {
     };
     for r in rows {
         println!(
-            "  {:<11} {:>8} {:>9} {:>16} {:>16} {:>6.2} {:>15} {:>11}",
+            "  {:<11} {:>8} {:>7} {:>6} {:>8} {:>9} {:>16} {:>16} {:>6.2} {:>15} {:>11}",
             r.protocol.as_str(),
             millions(r.decoder),
+            millions(r.encode.0),
+            millions(r.encode.1),
+            millions(r.encode.2),
             millions(r.pipeline),
             r.nfcapd
                 .as_ref()
