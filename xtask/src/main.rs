@@ -3,6 +3,7 @@
 mod cmd;
 mod delegate;
 mod fuzz;
+mod imports;
 mod package;
 mod setup;
 mod test;
@@ -35,6 +36,7 @@ enum Cmd {
         Tiers and the commands they run (integration test files are discovered by globbing \
         tests/tests/*.rs):\n  \
         lint:  cargo fmt --all --check\n         \
+        cargo xtask imports   (each crate's file imports form a tree)\n         \
         cargo clippy --workspace --exclude sluice-central-ebpf --all-targets -- -D warnings\n         \
         cargo +nightly clippy -p sluice-central-ebpf --target bpfel-unknown-none -Z build-std=core -- -D warnings\n  \
         unit:  cargo test --workspace --exclude sluice-tests --exclude sluice-central-ebpf\n         \
@@ -54,6 +56,9 @@ enum Cmd {
     },
     /// What CI runs (`.ci/run`): `CI=true cargo xtask test`.
     Ci,
+    /// Check that each crate's files import one another as a tree (no circles); part of the
+    /// lint tier.
+    Imports,
     /// Run every fuzz target for a while.
     Fuzz {
         /// Minutes per target.
@@ -148,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { tier } => test::run(tier, ci_from_env()),
         Cmd::Ci => test::run(None, true),
+        Cmd::Imports => imports::check(&cmd::repo_root()),
         Cmd::Fuzz { minutes } => {
             let steps = test::fuzz_steps(&cmd::repo_root(), minutes * 60, ci_from_env())?;
             test::run_steps("fuzz", steps)

@@ -21,7 +21,7 @@ const EBPF_PKG: &str = "sluice-central-ebpf";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Tier {
-    /// cargo fmt --all --check; clippy on the host crates; clippy on the eBPF crate for bpfel
+    /// cargo fmt --all --check; cargo xtask imports; clippy on the host crates; clippy on the eBPF crate for bpfel
     Lint,
     /// cargo test --workspace --exclude sluice-tests --exclude sluice-central-ebpf, then
     /// cargo test -p sluice-tests --lib --bins
@@ -134,12 +134,20 @@ pub fn fuzz_steps(root: &Path, seconds: u64, ci: bool) -> Result<Vec<Step>> {
         .collect())
 }
 
+/// This same xtask, checking the crates' import graphs.
+fn imports_cmd() -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "cargo-xtask".into()));
+    c.arg("imports");
+    c
+}
+
 fn tier_steps(tier: Tier, root: &Path, ci: bool) -> Result<Vec<Step>> {
     let test_files = cmd::rust_file_stems(&root.join("tests").join("tests"))?;
     let (xdp, netns) = split_test_files(&test_files);
     Ok(match tier {
         Tier::Lint => vec![
             Step::run("fmt", cargo_in(ci, &["fmt", "--all", "--check"])),
+            Step::run("imports", imports_cmd()),
             Step::run(
                 "clippy host",
                 // Lints never run the XDP object: skip building it (aya-build's switch) instead
