@@ -4,8 +4,10 @@
 //! path starting at a child module) becomes an edge from the file it is in to the file that
 //! defines what it names. A re-export (`pub use child::Item` in a `mod.rs`) is followed to the
 //! file the item comes from, so naming `crate::pipeline::Router` is an edge to the router's
-//! file, not to `pipeline/mod.rs`. `mod x;` declarations are not edges. Any strongly connected
-//! set of two or more files is a circle, printed with one path for each edge in it.
+//! file, not to `pipeline/mod.rs`; `use super::kafka;` followed by `kafka::Sink` is an edge to
+//! the file `Sink` comes from. `mod x;` declarations are not edges, and neither is code under
+//! `#[cfg(test)]` (a unit test may drive its file through the API above it). Any strongly
+//! connected set of two or more files is a circle, printed with one path for each edge in it.
 //!
 //! The lint tier runs this over every crate's `src/` (integration tests and binaries are other
 //! crates as far as imports go).
@@ -39,6 +41,8 @@ struct File {
     reexports: Vec<(ModPath, String, ModPath)>,
     /// Paths the file names: (module the path is written in, path as written).
     refs: Vec<(ModPath, Vec<String>)>,
+    /// Names `use` binds: (module, name, path as written).
+    bindings: Vec<(ModPath, String, Vec<String>)>,
 }
 
 /// A crate's files by module path.
@@ -175,7 +179,35 @@ impl Crate {
     fn edges(&self) -> BTreeMap<(ModPath, ModPath), String> {
         let mut edges = BTreeMap::new();
         for (from, file) in &self.files {
+            // `use a::module;` binds a module: its edges are the paths written through it.
+            let module_uses: Vec<(&ModPath, &String, ModPath)> = file
+                .bindings
+                .iter()
+                .filter_map(|(scope, name, path)| {
+                    let absolute = self.absolute(scope, path)?;
+                    self.files
+                        .contains_key(&absolute)
+                        .then_some((scope, name, absolute))
+                })
+                .collect();
             for (scope, path) in &file.refs {
+                if let Some(absolute) = self.absolute(scope, path)
+                    && module_uses.iter().any(|(s, name, m)| {
+                        *s == scope && *m == absolute && path.last() == Some(name)
+                    })
+                {
+                    continue;
+                }
+                let through = path.first().and_then(|first| {
+                    let (_, _, m) = module_uses
+                        .iter()
+                        .find(|(s, name, _)| *s == scope && *name == first)?;
+                    let mut p = vec!["crate".to_owned()];
+                    p.extend(m.iter().cloned());
+                    p.extend(path[1..].iter().cloned());
+                    Some(p)
+                });
+                let path = through.as_ref().unwrap_or(path);
                 let Some(absolute) = self.absolute(scope, path) else {
                     continue;
                 };
@@ -234,6 +266,7 @@ fn load_module(
         inline: BTreeSet::new(),
         reexports: Vec::new(),
         refs: Vec::new(),
+        bindings: Vec::new(),
         children: Vec::new(),
     };
     collector.visit_file(&ast);
@@ -251,6 +284,7 @@ fn load_module(
             inline: collector.inline,
             reexports: collector.reexports,
             refs: collector.refs,
+            bindings: collector.bindings,
         },
     );
     for (child_scope, name, explicit) in children {
@@ -281,6 +315,7 @@ struct Collector {
     inline: BTreeSet<ModPath>,
     reexports: Vec<(ModPath, String, ModPath)>,
     refs: Vec<(ModPath, Vec<String>)>,
+    bindings: Vec<(ModPath, String, Vec<String>)>,
     /// `mod x;` declarations: (module they are in, name, `#[path]` if any).
     children: Vec<(ModPath, String, Option<String>)>,
 }
@@ -337,12 +372,29 @@ impl Collector {
             self.reexports
                 .push((self.scope.clone(), exported, absolute));
         }
+        let bound = if name == "self" {
+            prefix.last().cloned().unwrap_or_default()
+        } else {
+            exported_as.to_owned()
+        };
+        self.bindings
+            .push((self.scope.clone(), bound, path.clone()));
         self.refs.push((self.scope.clone(), path));
     }
 }
 
+/// `#[cfg(test)]`.
+fn is_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
+    })
+}
+
 impl<'ast> Visit<'ast> for Collector {
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if is_test(&m.attrs) {
+            return;
+        }
         let name = m.ident.to_string();
         if m.content.is_some() {
             self.scope.push(name);
@@ -370,6 +422,9 @@ impl<'ast> Visit<'ast> for Collector {
     }
 
     fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        if is_test(&u.attrs) {
+            return;
+        }
         let public = !matches!(u.vis, syn::Visibility::Inherited);
         self.use_tree(&mut Vec::new(), &u.tree, public);
     }
@@ -543,6 +598,45 @@ mod tests {
         assert_eq!(
             circles(&f.0).expect("circles"),
             vec![vec!["ingest.rs".to_owned(), "pipeline/mod.rs".to_owned()]]
+        );
+    }
+
+    #[test]
+    fn a_module_bound_by_use_is_followed_and_test_code_is_not_an_edge() {
+        let f = Fixture::new(
+            "alias",
+            &[
+                ("lib.rs", "pub mod config;\npub mod kafka;\n"),
+                (
+                    "config.rs",
+                    "use crate::kafka;\npub struct Config(kafka::KafkaConfig);\n",
+                ),
+                (
+                    "kafka/mod.rs",
+                    "mod config;\nmod sink;\npub use config::KafkaConfig;\npub use sink::Sink;\n",
+                ),
+                ("kafka/config.rs", "pub struct KafkaConfig;\n"),
+                (
+                    "kafka/sink.rs",
+                    "pub struct Sink;\n#[cfg(test)]\nmod tests { use crate::config::Config; }\n",
+                ),
+            ],
+        );
+        assert!(circles(&f.0).expect("circles").is_empty());
+        // The same path written in code, not under cfg(test): a circle through config.rs.
+        std::fs::write(
+            f.0.join("kafka/sink.rs"),
+            "pub struct Sink(Option<Box<crate::config::Config>>);\n",
+        )
+        .expect("write");
+        std::fs::write(
+            f.0.join("config.rs"),
+            "use crate::kafka;\npub struct Config(kafka::KafkaConfig, kafka::Sink);\n",
+        )
+        .expect("write");
+        assert_eq!(
+            circles(&f.0).expect("circles"),
+            vec![vec!["config.rs".to_owned(), "kafka/sink.rs".to_owned()]]
         );
     }
 

@@ -99,7 +99,9 @@ impl OutputConfig {
             // UDP resolves and connects now; TCP connects in the health check and on demand.
             OutputConfig::Syslog(c) => Box::new(syslog::SyslogSink::new(c)?),
             #[cfg(feature = "kafka")]
-            OutputConfig::Kafka(c) => Box::new(c.build(stats.clone(), drain_timeout)?),
+            OutputConfig::Kafka(c) => {
+                Box::new(kafka::KafkaSink::new(c, stats.clone(), drain_timeout)?)
+            }
         })
     }
 }

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-use super::sink::KafkaSink;
 use crate::config::error::{ConfigError, positive};
-use crate::metrics::OutputStats;
 use crate::output::buffer::default_buffer_records;
 use crate::output::format::Format;
 
@@ -306,16 +304,6 @@ impl KafkaConfig {
             c.set(k, v);
         }
         Ok(c)
-    }
-
-    /// Creates the producer (an invalid librdkafka setting is an error here); reachability
-    /// and the topic are checked by the sink's health check.
-    pub fn build(
-        &self,
-        stats: std::sync::Arc<OutputStats>,
-        drain_timeout: std::time::Duration,
-    ) -> std::io::Result<KafkaSink> {
-        KafkaSink::new(self, stats, drain_timeout)
     }
 }
 

@@ -64,6 +64,8 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
+    /// Creates the producer (an invalid librdkafka setting is an error here); reachability
+    /// and the topic are checked by the health check.
     pub fn new(
         config: &KafkaConfig,
         stats: Arc<OutputStats>,
