@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::cmd::{self, find_executable, is_root};
 
 /// Debian packages needed besides the LLVM ones: network tooling for the lab and the netns
-/// tests, flow exporters/collectors to compare against, and pip for scapy.
+/// tests, flow exporters/collectors to compare against, and pip for scapy and chdb-core.
 const TOOL_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -151,6 +151,7 @@ pub fn ensure() -> Result<()> {
     ensure_cargo_deb()?;
     ensure_tansu()?;
     ensure_scapy()?;
+    ensure_chdb()?;
     ensure_bpffs()
 }
 
@@ -365,7 +366,8 @@ fn ensure_cargo_deb() -> Result<()> {
     Ok(())
 }
 
-/// The Kafka-protocol broker the Kafka output's tests run (`peer/tests/kafka_tansu.rs`).
+/// The Kafka-protocol broker the Kafka output's tests run (`peer/tests/kafka_tansu.rs`,
+/// `peer/tests/clickhouse_kafka.rs`).
 const TANSU_VERSION: &str = "0.6.0";
 
 /// True when `tansu --version` printed the version the tests are written against.
@@ -404,23 +406,19 @@ fn ensure_tansu() -> Result<()> {
     Ok(())
 }
 
-fn scapy_present() -> Result<bool> {
-    // find_spec instead of `import scapy`: importing scapy takes about a second.
+/// Whether `python3 -c CHECK` exits 0.
+fn python_check(check: &str) -> Result<bool> {
     let status = Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.util, sys; sys.exit(importlib.util.find_spec('scapy') is None)",
-        ])
+        .args(["-c", check])
         .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .context("cannot run python3; fix: apt-get install python3")?;
     Ok(status.success())
 }
 
-fn ensure_scapy() -> Result<()> {
-    if scapy_present()? {
-        return Ok(());
-    }
+/// `python3 -m pip install ARGS`, into the system python when it refuses by default.
+fn pip_install(args: &[&str]) -> Result<()> {
     let pip = || {
         let mut c = Command::new("python3");
         c.args([
@@ -432,16 +430,51 @@ fn ensure_scapy() -> Result<()> {
         ]);
         c
     };
-    if let Err(first) = cmd::output(pip().arg("scapy")) {
+    let fix = format!("python3 -m pip install {}", args.join(" "));
+    if let Err(first) = cmd::output(pip().args(args)) {
         // Debian's own python refuses pip installs into the system (PEP 668).
         if !format!("{first:#}").contains("externally-managed") {
-            return Err(first.context("cannot install scapy; fix: python3 -m pip install scapy"));
+            return Err(first.context(format!("pip install failed; fix: {fix}")));
         }
-        cmd::output(pip().args(["--break-system-packages", "scapy"])).context(
-            "cannot install scapy; fix: python3 -m pip install --break-system-packages scapy",
-        )?;
+        cmd::output(pip().arg("--break-system-packages").args(args))
+            .with_context(|| format!("pip install failed; fix: {fix} --break-system-packages"))?;
     }
+    Ok(())
+}
+
+fn ensure_scapy() -> Result<()> {
+    // find_spec instead of `import scapy`: importing scapy takes about a second.
+    if python_check(
+        "import importlib.util, sys; sys.exit(importlib.util.find_spec('scapy') is None)",
+    )? {
+        return Ok(());
+    }
+    pip_install(&["scapy"])?;
     installed("scapy (pip)");
+    Ok(())
+}
+
+/// chDB's embedded ClickHouse, which runs the README's ClickHouse SQL in
+/// `peer/tests/clickhouse_kafka.rs`.
+const CHDB_CORE_VERSION: &str = "26.9.0";
+
+/// The `chdb-core` wheel alone: its declared pandas and pyarrow only serve DataFrame results,
+/// which the test does not use.
+fn ensure_chdb() -> Result<()> {
+    let check = format!(
+        "import importlib.metadata as m, sys; \
+         sys.exit(m.version('chdb-core') != '{CHDB_CORE_VERSION}')"
+    );
+    if python_check(&check)? {
+        return Ok(());
+    }
+    println!(
+        "xtask setup: installing chdb-core {CHDB_CORE_VERSION} (embedded ClickHouse 26.9 for the \
+         ClickHouse test): a 181 MB download, about 560 MB installed, once per machine"
+    );
+    let spec = format!("chdb-core=={CHDB_CORE_VERSION}");
+    pip_install(&["--no-deps", &spec])?;
+    installed(&format!("chdb-core {CHDB_CORE_VERSION} (pip)"));
     Ok(())
 }
 
