@@ -13,7 +13,7 @@ use sluice_peer::record::FlowRecord;
 
 /// Packages that provide the tools (what `cargo xtask setup` installs).
 pub const INSTALL_HINT: &str = "apt-get install tshark softflowd protobuf-compiler python3-pip && \
-     pip install scapy && cargo install tansu --version 0.6.0 --locked --no-default-features \
+     pip install scapy chdb-core==26.9.0 && cargo install tansu --version 0.6.0 --locked --no-default-features \
      --features dynostore";
 
 /// True when every tool runs. A missing tool fails the test when `CI=true` and skips it
