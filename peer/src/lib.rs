@@ -22,3 +22,5 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
