@@ -23,3 +23,5 @@ pub mod rebalancer;
 pub mod relay;
 pub mod run;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,12 +1,10 @@
 //! Admin API and `/metrics` over real TLS on loopback.
 
-mod api_support;
-
 use std::time::Duration;
 
-use api_support::Server;
 use sluice_central::auth::{RateLimit, TokenKind};
 use sluice_central::cli::client::{AdminClient, CallError};
+use sluice_central::testing::Server;
 use sluice_common::protocol::{AdminReply, AdminRequest, ErrorCode, PeerStatus};
 
 fn client(server: &Server, token: Option<&str>) -> AdminClient {

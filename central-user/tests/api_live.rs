@@ -2,15 +2,13 @@
 //! client library, the admin API drives pools, listeners and source groups, and a manual move
 //! installs the exporter's templates on the new peer before the map entry flips.
 
-mod api_support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api_support::{Server, eventually};
 use sluice_central::cli::client::{AdminClient, CallError};
 use sluice_central::controller::{Controller, ListenerState, MemoryDataPlane, SourceGroupState};
+use sluice_central::testing::{Server, eventually};
 use sluice_common::client::{Endpoint, PeerClient, PeerClientConfig, PeerHandle, PeerHooks};
 use sluice_common::protocol::{
     AdminReply, AdminRequest, Cidr, ErrorCode, ListenerView, PeerMetrics, PeerStatus,

@@ -1,13 +1,11 @@
 //! Peer channel over real TLS on loopback: registration, heartbeats, templates, authentication,
 //! certificate pinning, and hostile input.
 
-mod api_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use api_support::{Server, eventually};
 use sluice_central::auth::{TokenKind, token_generate};
+use sluice_central::testing::{Server, eventually};
 use sluice_common::client::{
     Connection, Connector, Endpoint, PeerClient, PeerClientConfig, PeerHooks, Pin, TlsError,
 };

@@ -1,12 +1,10 @@
 //! The `sluicectl` binary against an in-process control API.
 
-mod api_support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use api_support::Server;
 use sluice_central::auth::RateLimit;
+use sluice_central::testing::Server;
 
 /// Runs a server on a runtime of its own so the blocking `sluicectl` calls can run here.
 struct Running {

@@ -4,8 +4,6 @@
 //! them this test fails rather than skips.
 #![expect(clippy::unwrap_used, reason = "test code")]
 
-mod api_support;
-
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -13,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use api_support::Server;
 use serde_json::{Value, json};
+use sluice_central::testing::Server;
 use sluice_common::client::{Endpoint, PeerClient, PeerClientConfig, PeerHooks};
 use sluice_common::protocol::{PeerMetrics, Templates};
 

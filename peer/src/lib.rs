@@ -27,3 +27,5 @@ pub mod pipeline;
 pub mod record;
 pub mod run;
 pub mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -3,39 +3,128 @@
 // Helpers outside `#[test]` functions are test code too: a panic is the failure report.
 #![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
 
-mod central_support;
-
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use central_support::{
-    Exporter, PeerProcess, Server, peer_config, peer_view, run_to_exit, runtime, wait_until,
-};
 use sluice_central::auth::TokenKind;
 use sluice_central::cli::client::AdminClient;
+use sluice_central::testing::Server;
 use sluice_common::client::token_hash;
 use sluice_common::protocol::{AdminReply, AdminRequest, PeerStatus};
 use sluice_common::{ExporterEvent, event_kind};
 use sluice_peer::central::decode_snapshots;
 use sluice_peer::decode::{DecoderConfig, ShardDecoder, TemplateSnapshot};
 use sluice_peer::flowgen::{EncoderConfig, Protocol};
+use sluice_peer::testing::{Exporter, PeerProcess, run_to_exit, wait_until};
+
+const SLUICE_PEER: &str = env!("CARGO_BIN_EXE_sluice-peer");
+
+/// An in-process Central (the TLS control API on the real controller over the in-memory data
+/// plane) on its own runtime, so test bodies stay synchronous, and a scratch dir for peer files.
+struct Central {
+    rt: tokio::runtime::Runtime,
+    server: Server,
+    dir: tempfile::TempDir,
+}
+
+impl Central {
+    fn start() -> Central {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt.block_on(Server::start_live());
+        Central {
+            rt,
+            server,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes a token file holding `token` and a `peer.toml` for the peer `name` with a
+    /// `[central]` section for this Central (plus `central_extra`) and `rest` at the top.
+    fn peer_config_with(
+        &self,
+        name: &str,
+        token: &str,
+        central_extra: &str,
+        rest: &str,
+    ) -> PathBuf {
+        let token_file = self.token_file(name, token);
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\n\
+             {rest}\n\
+             [central]\n\
+             url = \"{url}\"\n\
+             token_file = \"{token_file}\"\n\
+             fingerprint = \"{fingerprint}\"\n\
+             {central_extra}\n\
+             [ingest]\n\
+             listen = [\"127.0.0.1:0\"]\n\
+             [pipeline]\n\
+             shards = 2\n",
+            url = self.server.url,
+            token_file = token_file.display(),
+            fingerprint = self.server.fingerprint,
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// [`peer_config_with`](Self::peer_config_with) the peer token and no outputs.
+    fn peer_config(&self, name: &str) -> PathBuf {
+        self.peer_config_with(name, &self.server.peer_token, "", "outputs = []")
+    }
+
+    /// `NAME.token` holding `token`.
+    fn token_file(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        path
+    }
+
+    /// `sluice-peer run` from flags alone, no outputs: the peer `name` on `listen`, of this
+    /// Central with the peer token, its certificate pinned by `pin` (`--ca-cert` or
+    /// `--fingerprint` and its value).
+    fn start_peer_from_flags(&self, name: &str, listen: &str, pin: [&str; 2]) -> PeerProcess {
+        let token_file = self.token_file(name, &self.server.peer_token);
+        let token_file = token_file.to_str().unwrap();
+        let flags = ["--name", name, "--listen", listen, "--output", "none"];
+        let central = ["--central", &self.server.url, "--token-file", token_file];
+        PeerProcess::start(SLUICE_PEER, &[&flags[..], &central, &pin].concat())
+    }
+
+    fn stop(self) {
+        self.rt.block_on(self.server.stop());
+    }
+}
+
+/// SIGTERM; the peer must exit cleanly.
+fn stop_cleanly(peer: PeerProcess) {
+    let (status, log) = peer.stop();
+    assert!(status.success(), "{status}\n{log}");
+}
+
+/// `sluice-peer COMMAND --config CONFIG` to its exit: (status, stdout, stderr).
+fn run_config(command: &str, config: &Path) -> (std::process::ExitStatus, String, String) {
+    run_to_exit(
+        SLUICE_PEER,
+        &[command, "--config", config.to_str().unwrap()],
+    )
+}
 
 #[test]
 fn registers_and_heartbeats_the_connected_peers_metrics() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start_live());
-    let dir = tempfile::tempdir().unwrap();
-    let config = peer_config(
-        dir.path(),
+    let central = Central::start();
+    let server = &central.server;
+    let config = central.peer_config_with(
         "peer-a",
-        &server,
         &server.peer_token,
         "data_address = \"198.18.2.2\"\nweight = 3",
         "outputs = []",
     );
-    let mut peer = PeerProcess::start(&config);
+    let mut peer = PeerProcess::start_config(SLUICE_PEER, &config);
     // The token's hash (never the token) is logged, as Central shows it.
     let line = peer.wait_log("peer mode: registering with Central");
     assert!(
@@ -48,7 +137,7 @@ fn registers_and_heartbeats_the_connected_peers_metrics() {
     assert!(!peer.log().contains(&server.peer_token));
     peer.wait_log("registered with Central");
 
-    let view = || peer_view(&server, "peer-a");
+    let view = || server.peer_view("peer-a");
     wait_until(
         "peer-a ONLINE",
         || format!("{:?}\n{}", view(), peer.log()),
@@ -56,23 +145,24 @@ fn registers_and_heartbeats_the_connected_peers_metrics() {
     );
     let p = view().unwrap();
     assert_eq!(p.data_addr, "198.18.2.2".parse::<IpAddr>().unwrap());
-    assert_eq!(p.ports, vec![peer.listen.port()]);
+    assert_eq!(p.ports, vec![peer.listen[0].port()]);
     assert_eq!(p.weight, 3);
     assert_eq!(p.pool.as_deref(), Some("default"));
 
     // Traffic for a few seconds: the heartbeats carry the input and processing rates.
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let (stop, to) = (stop.clone(), peer.listen);
+        let (stop, to) = (stop.clone(), peer.listen[0]);
         std::thread::spawn(move || {
-            let mut exporter = Exporter::new(
+            let mut exporter = Exporter::with_config(
                 "127.0.0.20".parse().unwrap(),
                 Protocol::NetflowV9,
+                8,
                 EncoderConfig::default(),
             );
             while !stop.load(Ordering::Relaxed) {
                 let (datagram, _) = exporter.datagram(10);
-                exporter.send(&datagram, to);
+                exporter.send_datagram(&datagram, to);
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
@@ -100,140 +190,104 @@ fn registers_and_heartbeats_the_connected_peers_metrics() {
         "{m:?}"
     );
 
-    let (status, log) = peer.stop();
-    assert!(status.success(), "{status}\n{log}");
+    stop_cleanly(peer);
 
     // Restarted, it is the same installation: it takes its registration back at once (Central
     // still counts it online and would refuse another installation under its name).
-    let mut again = PeerProcess::start(&config);
+    let mut again = PeerProcess::start_config(SLUICE_PEER, &config);
     again.wait_log("registered with Central");
     let back = view().unwrap();
     assert_eq!((back.id, back.uuid), (p.id, p.uuid));
-    let (status, log) = again.stop();
-    assert!(status.success(), "{status}\n{log}");
-    rt.block_on(server.stop());
+    stop_cleanly(again);
+    central.stop();
 }
 
 /// The quick start: no file, flags only.
 #[test]
 fn flags_alone_make_a_peer_of_central() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start_live());
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &server.peer_token).unwrap();
-    let mut peer = PeerProcess::start_with_args(&[
-        "--name",
-        "peer-f",
-        "--listen",
-        "127.0.0.1:0",
-        "--output",
-        "none",
-        "--central",
-        &server.url,
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "--ca-cert",
-        server.cert.to_str().unwrap(),
-    ]);
+    let central = Central::start();
+    let server = &central.server;
+    let ca_cert = server.cert.to_str().unwrap();
+    let mut peer = central.start_peer_from_flags("peer-f", "127.0.0.1:0", ["--ca-cert", ca_cert]);
     peer.wait_log("registered with Central");
-    let view = || peer_view(&server, "peer-f");
+    let view = || server.peer_view("peer-f");
     wait_until(
         "peer-f ONLINE",
         || peer.log(),
         || view().is_some_and(|p| p.status == PeerStatus::Online),
     );
     // The data address defaults to the listen address.
-    assert_eq!(view().unwrap().data_addr, peer.listen.ip());
-    let (status, log) = peer.stop();
-    assert!(status.success(), "{status}\n{log}");
-    rt.block_on(server.stop());
+    assert_eq!(view().unwrap().data_addr, peer.listen[0].ip());
+    stop_cleanly(peer);
+    central.stop();
 }
 
 /// Listening on 0.0.0.0 names no address: the peer registers the one it reaches Central from.
 #[test]
 fn an_unspecified_listen_address_registers_the_route_to_central() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start_live());
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &server.peer_token).unwrap();
+    let central = Central::start();
+    let server = &central.server;
     let port = std::net::UdpSocket::bind("0.0.0.0:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut peer = PeerProcess::start_with_args(&[
-        "--name",
+    let mut peer = central.start_peer_from_flags(
         "peer-r",
-        "--listen",
         &format!("0.0.0.0:{port}"),
-        "--output",
-        "none",
-        "--central",
-        &server.url,
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "--fingerprint",
-        &server.fingerprint,
-    ]);
+        ["--fingerprint", &server.fingerprint],
+    );
     let line = peer.wait_log("`central.data_address` not set");
     assert!(line.contains("data_address=127.0.0.1"), "{line}");
     peer.wait_log("registered with Central");
-    let view = peer_view(&server, "peer-r").unwrap();
+    let view = server.peer_view("peer-r").unwrap();
     assert_eq!(view.data_addr, "127.0.0.1".parse::<IpAddr>().unwrap());
     assert_eq!(view.ports, vec![port]);
-    let (status, log) = peer.stop();
-    assert!(status.success(), "{status}\n{log}");
-    rt.block_on(server.stop());
+    stop_cleanly(peer);
+    central.stop();
 }
 
 /// Central with two peers: A (no outputs) and B (records to a file).
 struct Lab {
-    rt: tokio::runtime::Runtime,
-    server: Server,
+    central: Central,
     admin: AdminClient,
     a: PeerProcess,
     b: PeerProcess,
-    flows: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    flows: PathBuf,
 }
 
 impl Lab {
     fn start() -> Lab {
-        let rt = runtime();
-        let server = rt.block_on(Server::start_live());
-        let dir = tempfile::tempdir().unwrap();
-        let flows = dir.path().join("b.jsonl");
-        let token = &server.peer_token;
-        let config_a = peer_config(dir.path(), "peer-a", &server, token, "", "outputs = []");
+        let central = Central::start();
+        let server = &central.server;
+        let flows = central.dir.path().join("b.jsonl");
+        let config_a = central.peer_config("peer-a");
         let file = format!(
             "[[outputs]]\ntype = \"file\"\npath = \"{}\"",
             flows.display()
         );
-        let config_b = peer_config(dir.path(), "peer-b", &server, token, "", &file);
-        let mut a = PeerProcess::start(&config_a);
-        let mut b = PeerProcess::start(&config_b);
+        let config_b = central.peer_config_with("peer-b", &server.peer_token, "", &file);
+        let mut a = PeerProcess::start_config(SLUICE_PEER, &config_a);
+        let mut b = PeerProcess::start_config(SLUICE_PEER, &config_b);
         a.wait_log("registered with Central");
         b.wait_log("registered with Central");
         let admin =
             AdminClient::new(&server.url, &server.pin(), Some(server.admin_token.clone())).unwrap();
         Lab {
-            rt,
-            server,
+            central,
             admin,
             a,
             b,
             flows,
-            _dir: dir,
         }
     }
 
     /// A v9 exporter sending templates (and sampling options) only in its first datagram.
     fn exporter(addr: &str) -> Exporter {
-        Exporter::new(
+        Exporter::with_config(
             addr.parse().unwrap(),
             Protocol::NetflowV9,
+            8,
             EncoderConfig {
                 template_every: 0,
                 observation_domain_id: 7,
@@ -245,20 +299,20 @@ impl Lab {
 
     /// What Central keeps for `exporter`.
     fn reported(&self, exporter: IpAddr) -> Vec<sluice_common::protocol::Templates> {
-        let controller = self.server.live.as_ref().unwrap();
+        let controller = self.central.server.live.as_ref().unwrap();
         controller.lock().unwrap().templates_for(exporter)
     }
 
     /// `first` reaches A, which reports its templates; the data plane pins the exporter on A.
     fn learn_on_a(&self, exporter: &Exporter, first: &[u8]) {
         let addr = exporter.addr();
-        exporter.send(first, self.a.listen);
+        exporter.send_datagram(first, self.a.listen[0]);
         wait_until(
             "templates reported by peer-a",
             || self.a.log(),
             || !self.reported(addr).is_empty(),
         );
-        let id_a = peer_view(&self.server, "peer-a").unwrap().id;
+        let id_a = self.central.server.peer_view("peer-a").unwrap().id;
         let addr16 = match addr {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
@@ -270,7 +324,7 @@ impl Lab {
             peer_id: id_a,
             _pad: 0,
         };
-        let controller = self.server.live.as_ref().unwrap();
+        let controller = self.central.server.live.as_ref().unwrap();
         controller
             .lock()
             .unwrap()
@@ -284,9 +338,10 @@ impl Lab {
             addr,
             peer: "peer-b".into(),
         };
-        self.rt.block_on(self.admin.call(&move_it)).unwrap();
+        self.central.rt.block_on(self.admin.call(&move_it)).unwrap();
         let on_b = || {
             let list = self
+                .central
                 .rt
                 .block_on(self.admin.call(&AdminRequest::ExportersList));
             let Ok(AdminReply::Exporters(list)) = list else {
@@ -313,14 +368,10 @@ impl Lab {
 
     /// Both peers exit cleanly, then Central stops.
     fn stop(self) {
-        let Lab {
-            rt, server, a, b, ..
-        } = self;
-        for peer in [a, b] {
-            let (status, log) = peer.stop();
-            assert!(status.success(), "{status}\n{log}");
-        }
-        rt.block_on(server.stop());
+        let Lab { central, a, b, .. } = self;
+        stop_cleanly(a);
+        stop_cleanly(b);
+        central.stop();
     }
 
     fn b_records(&self) -> Vec<serde_json::Value> {
@@ -383,7 +434,7 @@ fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
     assert!(line.contains("failed=0"), "{line}");
 
     // The first datagram B ever sees from the exporter has no template, and decodes.
-    exporter.send(&second, lab.b.listen);
+    exporter.send_datagram(&second, lab.b.listen[0]);
     lab.b_decoded(1.0);
     assert_eq!(
         lab.b.metric("sluice_peer_flows_total"),
@@ -407,7 +458,7 @@ fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
     let (first, _) = early.datagram(5);
     let (data, early_records) = early.datagram(6);
     lab.learn_on_a(&early, &first);
-    early.send(&data, lab.b.listen);
+    early.send_datagram(&data, lab.b.listen[0]);
     lab.b_decoded(2.0);
     assert!(lab.b.metric("sluice_peer_held_data_sets") > 0.0);
     lab.move_to_b(early.addr());
@@ -432,18 +483,10 @@ fn templates_learned_on_one_peer_make_the_first_datagram_decode_on_the_next() {
 
 #[test]
 fn a_wrong_token_is_retried_and_counted_by_central() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start_live());
-    let dir = tempfile::tempdir().unwrap();
-    let config = peer_config(
-        dir.path(),
-        "peer-x",
-        &server,
-        "not-the-token",
-        "",
-        "outputs = []",
-    );
-    let mut peer = PeerProcess::start(&config);
+    let central = Central::start();
+    let server = &central.server;
+    let config = central.peer_config_with("peer-x", "not-the-token", "", "outputs = []");
+    let mut peer = PeerProcess::start_config(SLUICE_PEER, &config);
     let line = peer.wait_log("peer channel down");
     assert!(line.contains("Central refused the session"), "{line}");
     assert!(line.contains("Unauthorized"), "{line}");
@@ -453,25 +496,16 @@ fn a_wrong_token_is_retried_and_counted_by_central() {
         || server.auth.failures(TokenKind::Peer) >= 2,
     );
     assert!(peer.is_running());
-    assert!(peer_view(&server, "peer-x").is_none());
-    let (status, log) = peer.stop();
-    assert!(status.success(), "{status}\n{log}");
-    rt.block_on(server.stop());
+    assert!(server.peer_view("peer-x").is_none());
+    stop_cleanly(peer);
+    central.stop();
 }
 
 #[test]
 fn an_unreachable_central_is_retried_while_the_peer_collects() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start_live());
-    let dir = tempfile::tempdir().unwrap();
-    let config = peer_config(
-        dir.path(),
-        "peer-u",
-        &server,
-        &server.peer_token,
-        "",
-        "outputs = []",
-    );
+    let central = Central::start();
+    let server = &central.server;
+    let config = central.peer_config("peer-u");
     // Nothing listens on the URL's port.
     let closed: SocketAddr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -481,43 +515,34 @@ fn an_unreachable_central_is_retried_while_the_peer_collects() {
         .unwrap()
         .replace(&server.url, &format!("https://{closed}"));
     std::fs::write(&config, text).unwrap();
-    let mut peer = PeerProcess::start(&config);
+    let mut peer = PeerProcess::start_config(SLUICE_PEER, &config);
     let line = peer.wait_log("peer channel down");
     assert!(line.contains("cannot reach Central"), "{line}");
-    let mut exporter = Exporter::new(
+    let mut exporter = Exporter::with_config(
         "127.0.0.40".parse().unwrap(),
         Protocol::NetflowV5,
+        8,
         EncoderConfig::default(),
     );
     let (datagram, records) = exporter.datagram(3);
-    exporter.send(&datagram, peer.listen);
+    exporter.send_datagram(&datagram, peer.listen[0]);
     wait_until(
         "standalone decoding goes on",
         || peer.log(),
         || peer.metric("sluice_peer_flows_total") >= records.len() as f64,
     );
     assert!(peer.is_running());
-    let (status, log) = peer.stop();
-    assert!(status.success(), "{status}\n{log}");
-    rt.block_on(server.stop());
+    stop_cleanly(peer);
+    central.stop();
 }
 
 #[test]
-fn an_unreadable_token_or_certificate_fails_at_start_and_check_shows_the_token_hash() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start_live());
-    let dir = tempfile::tempdir().unwrap();
-    let config = peer_config(
-        dir.path(),
-        "peer-t",
-        &server,
-        &server.peer_token,
-        "",
-        "outputs = []",
-    );
-    let original = std::fs::read_to_string(&config).unwrap();
+fn check_shows_the_token_hash() {
+    let central = Central::start();
+    let server = &central.server;
+    let config = central.peer_config("peer-t");
     // `check` verifies the token file and the pin, and shows the token's hash.
-    let (status, stdout, stderr) = run_to_exit("check", &config);
+    let (status, stdout, stderr) = run_config("check", &config);
     assert!(status.success(), "{stderr}");
     assert!(
         stdout.contains(&format!(
@@ -526,53 +551,69 @@ fn an_unreadable_token_or_certificate_fails_at_start_and_check_shows_the_token_h
         )),
         "{stdout}"
     );
+    central.stop();
+}
 
-    let missing = dir.path().join("missing.token");
-    let token_line = original
-        .lines()
-        .find(|l| l.starts_with("token_file"))
-        .unwrap()
-        .to_owned();
-    std::fs::write(
-        &config,
-        original.replace(
-            &token_line,
-            &format!("token_file = \"{}\"", missing.display()),
+/// Credentials `run` cannot use fail at start, in one `sluice-peer:` line naming the key and
+/// the file: each case replaces the line of a working config that starts with its key.
+#[test]
+fn unusable_credentials_fail_at_start_naming_the_key_and_the_file() {
+    let central = Central::start();
+    let config = central.peer_config("peer-t");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let file = |name: &str, text: Option<&str>| {
+        let path = central.dir.path().join(name);
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        path.display().to_string()
+    };
+    let missing_token = file("missing.token", None);
+    let empty_token = file("empty.token", Some("\n"));
+    let bad_pem = file("central.pem", Some("not a certificate\n"));
+    let missing_pem = file("missing.pem", None);
+    // (case, key, replacement line, what the error names)
+    let cases: [(&str, &str, String, &[&str]); 4] = [
+        (
+            "token file missing",
+            "token_file",
+            format!("token_file = \"{missing_token}\""),
+            &["`central.token_file`", "missing.token"],
         ),
-    )
-    .unwrap();
-    let (status, _, stderr) = run_to_exit("run", &config);
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("`central.token_file`"), "{stderr}");
-    assert!(stderr.contains("missing.token"), "{stderr}");
-
-    let bad_pem = dir.path().join("central.pem");
-    std::fs::write(&bad_pem, "not a certificate\n").unwrap();
-    let fingerprint_line = original
-        .lines()
-        .find(|l| l.starts_with("fingerprint"))
-        .unwrap()
-        .to_owned();
-    std::fs::write(
-        &config,
-        original.replace(
-            &fingerprint_line,
-            &format!("ca_cert = \"{}\"", bad_pem.display()),
+        (
+            "token file empty",
+            "token_file",
+            format!("token_file = \"{empty_token}\""),
+            &["`central.token_file`", "empty.token", "no access token"],
         ),
-    )
-    .unwrap();
-    let (status, _, stderr) = run_to_exit("run", &config);
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("central.pem"), "{stderr}");
-    assert_eq!(
-        stderr
+        (
+            "CA certificate not PEM",
+            "fingerprint",
+            format!("ca_cert = \"{bad_pem}\""),
+            &["central.pem"],
+        ),
+        (
+            "CA certificate missing",
+            "fingerprint",
+            format!("ca_cert = \"{missing_pem}\""),
+            &["missing.pem"],
+        ),
+    ];
+    for (case, key, replacement, named) in cases {
+        let line = original
             .lines()
-            .filter(|l| l.contains("sluice-peer:"))
-            .count(),
-        1,
-        "{stderr}"
-    );
-    rt.block_on(server.stop());
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{case}: no {key} line in\n{original}"));
+        std::fs::write(&config, original.replace(line, &replacement)).unwrap();
+        let (status, _, stderr) = run_config("run", &config);
+        assert_eq!(status.code(), Some(1), "{case}: {stderr}");
+        for name in named {
+            assert!(stderr.contains(name), "{case}: {name} not in {stderr}");
+        }
+        let errors = stderr.lines().filter(|l| l.contains("sluice-peer:"));
+        assert_eq!(errors.count(), 1, "{case}: {stderr}");
+    }
+    central.stop();
 }
 
 /// Hand-built NetFlow v9 and IPFIX messages: the same template id with another layout per
@@ -678,7 +719,7 @@ fn a_template_received_just_before_a_move_goes_with_it(ipfix: bool) {
         message(ipfix, 1, 1, &templates(ipfix, &BYTES_FIRST, 10)),
         message(ipfix, 2, 1, &templates(ipfix, &PACKETS_FIRST, 20)),
     ];
-    exporter.send(&first[1], lab.a.listen);
+    exporter.send_datagram(&first[1], lab.a.listen[0]);
     lab.learn_on_a(&exporter, &first[0]);
     wait_until(
         "both domains reported by peer-a",
@@ -688,19 +729,19 @@ fn a_template_received_just_before_a_move_goes_with_it(ipfix: bool) {
 
     // Domain 1 redefines the template (packets first now) with rate 1000; domain 2 announces
     // rate 2000. Central hears of neither before the move starts.
-    let controller = lab.server.live.clone().unwrap();
+    let controller = lab.central.server.live.clone().unwrap();
     let received = |p: &PeerProcess| p.metric("sluice_peer_templates_received_total");
     let options = |p: &PeerProcess| p.metric("sluice_peer_options_records_total");
     let (templates_before, options_before) = (received(&lab.a), options(&lab.a));
     {
         let mut c = controller.lock().unwrap();
-        exporter.send(
+        exporter.send_datagram(
             &message(ipfix, 1, 2, &templates(ipfix, &PACKETS_FIRST, 1000)),
-            lab.a.listen,
+            lab.a.listen[0],
         );
-        exporter.send(
+        exporter.send_datagram(
             &message(ipfix, 2, 2, &templates(ipfix, &PACKETS_FIRST, 2000)),
-            lab.a.listen,
+            lab.a.listen[0],
         );
         wait_until(
             "peer-a decoded the new templates and options",
@@ -723,7 +764,7 @@ fn a_template_received_just_before_a_move_goes_with_it(ipfix: bool) {
         message(ipfix, 2, 3, &[data(&PACKETS_FIRST, &flows)]),
     ];
     for m in &after {
-        exporter.send(m, lab.b.listen);
+        exporter.send_datagram(m, lab.b.listen[0]);
     }
     let decoded = format!("sluice_peer_decoded_datagrams_total{{protocol=\"{protocol}\"}}");
     wait_until(

@@ -17,7 +17,6 @@
 #[path = "data/oracle_support.rs"]
 #[allow(dead_code, reason = "each oracle test uses part of the support module")]
 mod oracle;
-mod peer_support;
 #[path = "data/tansu_support.rs"]
 mod tansu;
 
@@ -28,7 +27,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use peer_support::*;
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -37,7 +35,10 @@ use sluice_peer::flowgen::Protocol;
 use sluice_peer::output::{EncodedBatch, Format};
 use sluice_peer::record::pb::{FlowMessage, PbEncoder};
 use sluice_peer::record::{FlowRecord, Mac};
+use sluice_peer::testing::*;
 use tansu::{Tansu, tansu_available};
+
+const SLUICE_PEER: &str = env!("CARGO_BIN_EXE_sluice-peer");
 
 const TOPIC: &str = "flows";
 /// The broker list in the README's SQL, replaced by the test broker's address.
@@ -273,7 +274,10 @@ fn readme_clickhouse_tables_consume_the_pb_topic_once_equal_to_json() {
     .unwrap();
     let (v4, v6) = ("127.0.0.1:0", "[::1]:0");
     let config = config.to_str().unwrap();
-    let peer = Peer::start(&["--config", config, "--listen", v4, "--listen", v6]);
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &["--config", config, "--listen", v4, "--listen", v6],
+    );
     let mut exporters = [
         Exporter::new("127.0.0.2".parse().unwrap(), Protocol::NetflowV9, 61),
         Exporter::new("127.0.0.3".parse().unwrap(), Protocol::Ipfix, 62),

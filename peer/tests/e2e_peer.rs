@@ -2,44 +2,39 @@
 // Helpers outside `#[test]` functions are test code too: a panic is the failure report.
 #![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
 
-mod peer_support;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::process::Command;
 
-use peer_support::*;
 use serde_json::Value;
 use sluice_peer::flowgen::Protocol;
+use sluice_peer::testing::{
+    Exporter, PeerProcess, TIMEOUT, free_tcp_port, key_of_json, key_of_record, multiset,
+    read_jsonl, run_to_exit,
+};
+
+const SLUICE_PEER: &str = env!("CARGO_BIN_EXE_sluice-peer");
+
 #[test]
 fn every_protocol_from_many_exporters_reaches_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flows.jsonl");
     let output = format!("file:{}", path.display());
-    let peer = Peer::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--listen",
-        "[::1]:0",
-        "--shards",
-        "2",
-        "--output",
-        &output,
-    ]);
-    let (v4, v6) = (peer.listen[0], peer.listen[1]);
-    let mut exporters = vec![
-        Exporter::new("127.0.0.2".parse().unwrap(), Protocol::NetflowV5, 1),
-        Exporter::new("127.0.0.3".parse().unwrap(), Protocol::NetflowV9, 2),
-        Exporter::new("127.0.0.4".parse().unwrap(), Protocol::Ipfix, 3),
-        Exporter::new("127.0.0.5".parse().unwrap(), Protocol::Sflow5, 4),
-        Exporter::new("::1".parse().unwrap(), Protocol::Ipfix, 5),
-    ];
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--shards",
+            "2",
+            "--output",
+            &output,
+        ],
+    );
+    let mut exporters = Exporter::every_protocol(1);
     for e in &mut exporters {
-        let to = if e.socket.local_addr().unwrap().is_ipv6() {
-            v6
-        } else {
-            v4
-        };
+        let to = e.same_family(&peer.listen);
         let flows = if e.encoder.protocol() == Protocol::Sflow5 {
             5
         } else {
@@ -79,7 +74,7 @@ fn every_protocol_from_many_exporters_reaches_the_file() {
     let lines = read_jsonl(&path);
     assert_eq!(lines.len(), expected);
     for e in &exporters {
-        let exporter = e.socket.local_addr().unwrap().ip().to_string();
+        let exporter = e.addr().to_string();
         let from_exporter: Vec<&Value> = lines
             .iter()
             .filter(|v| v["sampler_address"] == exporter.as_str())
@@ -123,14 +118,17 @@ fn read_syslog_tcp(listener: &TcpListener, n: usize) -> Vec<String> {
 fn syslog_down_then_up_loses_nothing_that_fits_the_buffer() {
     let server = free_tcp_port();
     let output = format!("syslog+tcp://{server}");
-    let peer = Peer::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--shards",
-        "2",
-        "--output",
-        &output,
-    ]);
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--output",
+            &output,
+        ],
+    );
     let mut exporter = Exporter::new("127.0.0.6".parse().unwrap(), Protocol::NetflowV5, 7);
     exporter.send(peer.listen[0], 50, 30);
     peer.wait_metric("sluice_peer_flows_total", 1500.0);
@@ -189,7 +187,7 @@ fn overflow_beyond_the_buffer_is_counted() {
         ),
     )
     .unwrap();
-    let peer = Peer::start(&["--config", config.to_str().unwrap()]);
+    let peer = PeerProcess::start(SLUICE_PEER, &["--config", config.to_str().unwrap()]);
     let mut exporter = Exporter::new("127.0.0.7".parse().unwrap(), Protocol::NetflowV5, 9);
     exporter.send(peer.listen[0], 10, 30);
     let buffered_sample = "sluice_peer_output_buffered_records{output=\"0-syslog\"}";
@@ -220,20 +218,15 @@ fn bad_config_names_the_key_and_help_has_an_example() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("peer.toml");
     std::fs::write(&config, "[pipeline]\nshards = 0\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
-        .args(["check", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, _, stderr) = run_to_exit(
+        SLUICE_PEER,
+        &["check", "--config", config.to_str().unwrap()],
+    );
+    assert!(!status.success());
     assert!(stderr.contains("`pipeline.shards`"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
-    let help = Command::new(env!("CARGO_BIN_EXE_sluice-peer"))
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
+    let (_, help, _) = run_to_exit(SLUICE_PEER, &["run", "--help"]);
     assert!(
         help.contains("sluice-peer run --listen 0.0.0.0:2055"),
         "{help}"
@@ -245,7 +238,10 @@ fn sigterm_right_after_sending_still_writes_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flows.jsonl");
     let output = format!("file:{}", path.display());
-    let peer = Peer::start(&["--listen", "127.0.0.1:0", "--output", &output]);
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &["--listen", "127.0.0.1:0", "--output", &output],
+    );
     let mut exporter = Exporter::new("127.0.0.8".parse().unwrap(), Protocol::NetflowV9, 11);
     exporter.send(peer.listen[0], 100, 30);
     let (status, log) = peer.stop();

@@ -10,7 +10,6 @@
 #[path = "data/oracle_support.rs"]
 #[allow(dead_code, reason = "each oracle test uses part of the support module")]
 mod oracle;
-mod peer_support;
 #[path = "data/tansu_support.rs"]
 mod tansu;
 
@@ -22,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peer_support::*;
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
@@ -31,7 +29,11 @@ use serde_json::Value;
 use sluice_peer::flowgen::Protocol;
 use sluice_peer::record::FlowRecord;
 use sluice_peer::record::pb::FlowMessage;
+use sluice_peer::testing::{Exporter, PeerProcess, free_tcp_port, multiset, read_jsonl};
+
 use tansu::{Tansu, tansu_available};
+
+const SLUICE_PEER: &str = env!("CARGO_BIN_EXE_sluice-peer");
 
 /// One consumed Kafka message.
 struct Consumed {
@@ -98,7 +100,7 @@ fn write_config(dir: &Path, outputs: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-fn output_metric(peer: &Peer, family: &str, output: &str) -> f64 {
+fn output_metric(peer: &PeerProcess, family: &str, output: &str) -> f64 {
     peer.metric(&format!(
         "sluice_peer_output_{family}{{output=\"{output}\"}}"
     ))
@@ -123,7 +125,10 @@ fn flowgen_through_kafka_is_consumed_once_keyed_by_exporter_equal_to_json() {
             tansu.addr
         ),
     );
-    let peer = Peer::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &["--config", &config, "--listen", "127.0.0.1:0"],
+    );
     let mut exporters = vec![
         Exporter::new("127.0.0.2".parse().unwrap(), Protocol::NetflowV9, 31),
         Exporter::new("127.0.0.3".parse().unwrap(), Protocol::Ipfix, 32),
@@ -246,7 +251,10 @@ fn broker_down_mid_stream_then_up_every_record_is_accounted_for() {
             proxy.addr
         ),
     );
-    let peer = Peer::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &["--config", &config, "--listen", "127.0.0.1:0"],
+    );
     let out = "0-kafka";
     let mut exporter = Exporter::new("127.0.0.6".parse().unwrap(), Protocol::NetflowV9, 41);
     exporter.send(peer.listen[0], 50, 20);
@@ -268,9 +276,9 @@ fn broker_down_mid_stream_then_up_every_record_is_accounted_for() {
     assert!(
         sent_while_down < 6000.0 && waiting > 0.0,
         "{}",
-        peer.metrics_text()
+        peer.scrape().text
     );
-    assert!(overflow > 0.0, "{}", peer.metrics_text());
+    assert!(overflow > 0.0, "{}", peer.scrape().text);
 
     proxy.restore();
     peer.wait_for("every record sent, failed or overflowed", |p| {
@@ -343,7 +351,10 @@ fn wrong_broker_and_missing_topic_fail_clearly_while_other_outputs_work() {
             tansu.addr
         ),
     );
-    let peer = Peer::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &["--config", &config, "--listen", "127.0.0.1:0"],
+    );
     let mut exporter = Exporter::new("127.0.0.7".parse().unwrap(), Protocol::Ipfix, 51);
     exporter.send(peer.listen[0], 30, 10);
     peer.wait_metric("sluice_peer_flows_total", 300.0);

@@ -10,19 +10,20 @@
 #[path = "data/oracle_support.rs"]
 #[allow(dead_code, reason = "each oracle test uses part of the support module")]
 mod oracle;
-mod peer_support;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use peer_support::*;
 use serde_json::Value;
 use sluice_peer::flowgen::Protocol;
 use sluice_peer::output::{EncodedBatch, Format};
 use sluice_peer::record::pb::PbEncoder;
 use sluice_peer::record::{FlowRecord, Mac, etype_name, proto_name};
+use sluice_peer::testing::{Exporter, PeerProcess, read_jsonl};
+
+const SLUICE_PEER: &str = env!("CARGO_BIN_EXE_sluice-peer");
 
 /// Splits a stream of length-delimited messages (varint length, then the message) into the
 /// frames (length included).
@@ -252,29 +253,20 @@ fn protoc_reads_pb_output_like_the_json_output() {
         ),
     )
     .unwrap();
-    let peer = Peer::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--listen",
-        "[::1]:0",
-    ]);
-    let (v4, v6) = (peer.listen[0], peer.listen[1]);
-    let mut exporters = vec![
-        Exporter::new("127.0.0.2".parse().unwrap(), Protocol::NetflowV5, 21),
-        Exporter::new("127.0.0.3".parse().unwrap(), Protocol::NetflowV9, 22),
-        Exporter::new("127.0.0.4".parse().unwrap(), Protocol::Ipfix, 23),
-        Exporter::new("127.0.0.5".parse().unwrap(), Protocol::Sflow5, 24),
-        Exporter::new("::1".parse().unwrap(), Protocol::Ipfix, 25),
-    ];
+    let peer = PeerProcess::start(
+        SLUICE_PEER,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+        ],
+    );
+    let mut exporters = Exporter::every_protocol(21);
     for e in &mut exporters {
-        let to = if e.socket.local_addr().unwrap().is_ipv6() {
-            v6
-        } else {
-            v4
-        };
-        e.send(to, 12, 5);
+        e.send(e.same_family(&peer.listen), 12, 5);
     }
     let expected: usize = exporters.iter().map(|e| e.sent.len()).sum();
     peer.wait_metric("sluice_peer_flows_total", expected as f64);

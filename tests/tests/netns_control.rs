@@ -8,7 +8,7 @@ use std::{
 };
 
 use sluice_common::protocol::{PeerStatus, StatusView};
-use sluice_tests::{
+use sluice_lab::{
     lab::{
         Lab, peer_name,
         traffic::{Arrivals, Seens, Sender},

@@ -14,7 +14,7 @@ use std::{
 
 use sluice_central::{controller::dataplane::DataPlane, maps::Maps};
 use sluice_common::{ExporterValue, from_key_bytes};
-use sluice_tests::{
+use sluice_lab::{
     lab::{LISTENER, Lab, PORT},
     privileged,
 };
@@ -358,7 +358,7 @@ dir = "{state}"
         .arg(&path)
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null());
-    let central = sluice_tests::lab::CentralProcess::spawn(cmd);
+    let central = sluice_lab::lab::CentralProcess::spawn(cmd);
     let peers: Vec<UdpSocket> = (0..2).map(|i| lab.peer_socket(i)).collect();
     let exporters: Vec<UdpSocket> = (0..3).map(|i| lab.exporter_socket(i)).collect();
     for round in 0..5 {

@@ -1,4 +1,4 @@
-//! A hot-standby pair of real `sluice-central`s in network namespaces (`sluice_tests::lab::ha`):
+//! A hot-standby pair of real `sluice-central`s in network namespaces (`sluice_lab::lab::ha`):
 //! exporters and both Centrals on one bridge, both Centrals and the peers on another, the HA
 //! link on a veth of its own. The six cases of the HA issue: mirroring of changes into the
 //! standby's maps, host death under load, a cut HA link, the old active's return, a planned
@@ -13,7 +13,7 @@ use std::{
 
 use sluice_central::maps::Maps;
 use sluice_common::protocol::{ExporterView, PeerStatus, PeerView, TokenView};
-use sluice_tests::{
+use sluice_lab::{
     lab::{
         PORT,
         ha::{HaLab, PEER_VIP, VIP},

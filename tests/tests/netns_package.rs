@@ -18,7 +18,7 @@ use std::{
 
 use sluice_central::maps::Maps;
 use sluice_common::Reason;
-use sluice_tests::{
+use sluice_lab::{
     lab::{LISTENER, Lab, LabProcess, PORT},
     privileged,
 };
@@ -35,7 +35,7 @@ fn workspace() -> PathBuf {
 
 /// The directory the daemons were built into (`target/debug` under `cargo xtask test`).
 fn profile_dir() -> PathBuf {
-    sluice_tests::bin("sluice-central")
+    sluice_lab::bin("sluice-central")
         .parent()
         .expect("profile dir")
         .to_path_buf()

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_central::ha::vip::{Vip, VipError, VipSet};
-use sluice_tests::{
+use sluice_lab::{
     netns::{self, NetNs},
     privileged, run,
 };

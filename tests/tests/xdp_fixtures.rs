@@ -11,8 +11,8 @@ use sluice_central::controller::dataplane::DataPlane;
 use sluice_common::{
     ExporterValue, POOL_TABLE_SIZE, Reason, event_kind, hash::table_slot, to_key_bytes,
 };
-use sluice_tests::fixture::*;
-use sluice_tests::{netns::ifindex, packet::Frame, packet::arp_request, privileged, run};
+use sluice_lab::fixture::*;
+use sluice_lab::{netns::ifindex, packet::Frame, packet::arp_request, privileged, run};
 
 struct Fixture {
     description: &'static str,

@@ -1,4 +1,4 @@
-//! `demo`, `lab` and `bench`: build a binary of the `sluice-tests` package and hand the terminal
+//! `demo`, `lab` and `bench`: build a binary of the `sluice-lab` package and hand the terminal
 //! over to it (as root, through sudo when needed), so Ctrl-C reaches it directly.
 
 use std::os::unix::process::CommandExt;
@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd;
 
-const PKG: &str = "sluice-tests";
+const PKG: &str = "sluice-lab";
 
 /// Where cargo puts release binaries: `$CARGO_TARGET_DIR` or the workspace's `target/`.
 fn release_dir() -> PathBuf {
@@ -19,7 +19,7 @@ fn release_dir() -> PathBuf {
         .join("release")
 }
 
-/// Builds `bin` (the equivalent of `cargo run --release -p sluice-tests --bin <bin>`) and replaces
+/// Builds `bin` (the equivalent of `cargo run --release -p sluice-lab --bin <bin>`) and replaces
 /// this process with it; returns only on error.
 pub fn exec_bin(bin: &str, args: &[String]) -> Result<()> {
     let mut build = cmd::cargo();
@@ -27,7 +27,7 @@ pub fn exec_bin(bin: &str, args: &[String]) -> Result<()> {
     build.args(["build", "--release", "-p", PKG, "--bin", bin]);
     build.args(["-p", "sluice-central", "-p", "sluice-peer", "--bins"]);
     cmd::run(&mut build).with_context(|| {
-        format!("cannot build `{bin}` (package {PKG}, expected at tests/src/bin/{bin}.rs)")
+        format!("cannot build `{bin}` (package {PKG}, expected at lab/src/bin/{bin}.rs)")
     })?;
     let exe = release_dir().join(bin);
     let mut run = if cmd::is_root() {

@@ -40,7 +40,7 @@ enum Cmd {
         cargo clippy --workspace --exclude sluice-central-ebpf --all-targets -- -D warnings\n         \
         cargo +nightly clippy -p sluice-central-ebpf --target bpfel-unknown-none -Z build-std=core -- -D warnings\n  \
         unit:  cargo test --workspace --exclude sluice-tests --exclude sluice-central-ebpf\n         \
-        cargo test -p sluice-tests --lib --bins\n  \
+        (sluice-lab's lib and bins included; sluice-tests holds only the tiers below)\n  \
         xdp:   cargo test -p sluice-tests --test xdp_*   (BPF_PROG_TEST_RUN fixtures, root)\n  \
         netns: cargo test -p sluice-tests --test <all other tests/tests/*.rs> -- --test-threads=1\n         \
         (netns_* end-to-end, control API; root)\n  \

@@ -14,7 +14,8 @@ use crate::fuzz;
 /// Seconds each fuzz target runs in the test suite's smoke run.
 const FUZZ_SMOKE_SECONDS: u64 = 15;
 
-/// The package holding the integration tests (`tests/`).
+/// The package holding the privileged integration tests (`tests/tests/*.rs`; its lab is
+/// `sluice-lab`, in `lab/`).
 const TESTS_PKG: &str = "sluice-tests";
 /// The eBPF crate only builds for the bpf target.
 const EBPF_PKG: &str = "sluice-central-ebpf";
@@ -23,8 +24,8 @@ const EBPF_PKG: &str = "sluice-central-ebpf";
 pub enum Tier {
     /// cargo fmt --all --check; cargo xtask imports; clippy on the host crates; clippy on the eBPF crate for bpfel
     Lint,
-    /// cargo test --workspace --exclude sluice-tests --exclude sluice-central-ebpf, then
-    /// cargo test -p sluice-tests --lib --bins
+    /// cargo test --workspace --exclude sluice-tests --exclude sluice-central-ebpf (the lab,
+    /// `sluice-lab`, included)
     Unit,
     /// cargo test -p sluice-tests --test xdp_* (BPF_PROG_TEST_RUN fixtures; root)
     Xdp,
@@ -186,26 +187,20 @@ fn tier_steps(tier: Tier, root: &Path, ci: bool) -> Result<Vec<Step>> {
                 ),
             ),
         ],
-        Tier::Unit => vec![
-            Step::tests(
-                "unit",
-                cargo_in(
-                    ci,
-                    &[
-                        "test",
-                        "--workspace",
-                        "--exclude",
-                        TESTS_PKG,
-                        "--exclude",
-                        EBPF_PKG,
-                    ],
-                ),
+        Tier::Unit => vec![Step::tests(
+            "unit",
+            cargo_in(
+                ci,
+                &[
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    TESTS_PKG,
+                    "--exclude",
+                    EBPF_PKG,
+                ],
             ),
-            Step::tests(
-                "unit sluice-tests",
-                cargo_in(ci, &["test", "-p", TESTS_PKG, "--lib", "--bins"]),
-            ),
-        ],
+        )],
         Tier::Xdp if xdp.is_empty() => vec![Step::skip("xdp", "no tests/tests/xdp_*.rs")],
         Tier::Xdp => vec![Step::tests("xdp", test_files_cmd(ci, &xdp, false))],
         Tier::Netns if netns.is_empty() => {

@@ -1,6 +1,6 @@
 //! tansu, the Kafka-protocol broker of the Kafka tests (`kafka_tansu`, `clickhouse_kafka`):
 //! installed by `cargo xtask setup`, started on loopback with in-memory storage by each test and
-//! killed when it ends. Needs the test crate's `oracle` and `peer_support` modules.
+//! killed when it ends. Needs the test crate's `oracle` module.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::oracle;
-use crate::peer_support::{TIMEOUT, free_tcp_port};
+use sluice_peer::testing::{TIMEOUT, free_tcp_port};
 
 /// `tansu` from PATH, else where `cargo install` put it (`$CARGO_HOME/bin`, `~/.cargo/bin`).
 fn tansu() -> String {

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use sluice_tests::{
+use sluice_lab::{
     bin,
     lab::{
         LISTENER, Lab, LabProcess, PORT,

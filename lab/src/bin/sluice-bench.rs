@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use sluice_tests::bench::{
+use sluice_lab::bench::{
     decode, failover,
     forwarding::{self, DATAGRAM_LEN, Forwarder, GIVE_UP_LOSS, RATES, STEP, Step},
     takeover,

@@ -1,6 +1,9 @@
-//! Support for Sluice's privileged integration tests: the privilege gate, network-namespace
-//! guards, a pin-directory guard, and an independent packet builder used to state expected
-//! bytes (it shares no code with the XDP program).
+//! Sluice's lab, for the privileged integration tests (`tests/`, package `sluice-tests`) and
+//! the tools `cargo xtask demo|lab|bench` run (bins `sluice-demo`, `sluice-lab`,
+//! `sluice-bench`): the privilege gate, network-namespace guards, a pin-directory guard, an
+//! independent packet builder used to state expected bytes (it shares no code with the XDP
+//! program), BPF_PROG_TEST_RUN fixtures, the namespace labs and their traffic, and the
+//! benchmarks.
 
 pub mod bench;
 pub mod fixture;

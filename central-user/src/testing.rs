@@ -1,21 +1,20 @@
-//! Shared by the `api_*` tests: a small in-memory controller behind [`ControlPlane`] and a
-//! control API server on 127.0.0.1:0 with a fresh state dir.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the support module"
-)]
+//! Test support for Central's control API, behind the `testing` feature (this package's
+//! tests and the peer's enable it through dev-dependencies; nothing else should): a small
+//! in-memory controller behind [`ControlPlane`] ([`FakeControl`]) and a control API [`Server`]
+//! on 127.0.0.1:0 with a fresh state dir, on the fake or on the real controller over the
+//! in-memory data plane.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sluice_central::api::{
+use crate::api::{
     self, ApiContext, CertSource, ControlError, ControlPlane, Limits, LiveControl, SessionPeer,
     Sessions, TlsIdentity,
 };
-use sluice_central::auth::{Authenticator, RateLimit, TokenKind, token_generate};
-use sluice_central::controller::{BalancerConfig, Controller, MemoryDataPlane};
+use crate::auth::{Authenticator, RateLimit, TokenKind, token_generate};
+use crate::controller::{BalancerConfig, Controller, MemoryDataPlane};
 use sluice_common::client::Pin;
 use sluice_common::protocol::{
     BalancerPatch, BalancerSettings, Cidr, ExporterView, ListenerView, PeerMetrics, PeerStatus,
@@ -401,7 +400,7 @@ impl Server {
             let (controller, _) = Controller::new(
                 MemoryDataPlane::new(),
                 BalancerConfig::default(),
-                std::time::Instant::now(),
+                Instant::now(),
             )
             .expect("test setup");
             let controller = Arc::new(Mutex::new(controller));
@@ -445,6 +444,15 @@ impl Server {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The live controller's view of the peer `name`, if it registered.
+    pub fn peer_view(&self, name: &str) -> Option<PeerView> {
+        let controller = self.live.as_ref().expect("a server on the live controller");
+        let c = controller.lock().expect("test setup");
+        c.peer_views(Instant::now(), SystemTime::now())
+            .into_iter()
+            .find(|p| p.name == name)
     }
 
     pub fn pin(&self) -> Pin {

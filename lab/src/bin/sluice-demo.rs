@@ -27,7 +27,7 @@ use sluice_common::{
     Reason, from_key_bytes,
     protocol::{ExporterView, PeerStatus, PeerView},
 };
-use sluice_tests::{
+use sluice_lab::{
     bin,
     lab::{
         LISTENER, Lab, LabProcess, PORT,
@@ -185,7 +185,7 @@ path = "{file}"
 }
 
 /// `GET /metrics` of a peer (in its namespace); `None` when it does not answer.
-fn scrape(ns: &sluice_tests::netns::NetNs, addr: SocketAddr) -> Option<String> {
+fn scrape(ns: &sluice_lab::netns::NetNs, addr: SocketAddr) -> Option<String> {
     ns.enter(|| {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
