@@ -15,7 +15,7 @@ pub mod server;
 
 pub use client::{ClientError, exchange};
 pub use hyper::body::Bytes;
-pub use hyper::{Method, StatusCode, header};
+pub use hyper::{Method, StatusCode, header, http};
 pub use server::{Limits, RequestError, serve};
 
 /// A request read whole.
