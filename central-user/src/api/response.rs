@@ -76,3 +76,24 @@ impl Response {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_response_keeps_status_type_and_headers() {
+        let r = Response::error(ErrorCode::RateLimited, "slow down")
+            .with_header("Retry-After", "7".into())
+            .into_http();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()["retry-after"], "7");
+        assert!(r.body().ends_with(b"\"message\":\"slow down\"}\n"));
+
+        let bad = Response::text("x".into())
+            .with_header("Set-Cookie", "a\nb".into())
+            .into_http();
+        assert_eq!(bad.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
