@@ -1,11 +1,11 @@
-//! Minimal HTTP/1.1 for the admin API and `/metrics`: one request per connection, bodies with
-//! `Content-Length` only, bounded head and body, answered with `Connection: close`.
+//! The admin API, `/metrics` and the status page over HTTP/1.1 ([`sluice_http`]): one request
+//! per connection, bounded head and body, answered with `Connection: close`.
 
 use std::net::SocketAddr;
 
 use sluice_common::protocol::{API_PREFIX, AdminRequest, ErrorCode, MAX_FRAME};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::timeout;
+use sluice_http::{Bytes, Limits, RequestError, header};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::response::Response;
@@ -23,94 +23,51 @@ pub(super) struct Request {
     pub(super) path: String,
     pub(super) authorization: Option<String>,
     pub(super) cookie: Option<String>,
-    pub(super) body: Vec<u8>,
+    pub(super) body: Bytes,
+}
+
+impl From<sluice_http::Request> for Request {
+    fn from(request: sluice_http::Request) -> Self {
+        let (head, body) = request.into_parts();
+        let header = |name| {
+            head.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+        };
+        Request {
+            method: head.method.to_string(),
+            path: head.uri.path().to_string(),
+            authorization: header(header::AUTHORIZATION),
+            cookie: header(header::COOKIE),
+            body,
+        }
+    }
 }
 
 pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &ApiContext,
-    mut stream: S,
+    stream: S,
     source: SocketAddr,
 ) {
-    let response = match timeout(ctx.limits.request_timeout, read_request(&mut stream)).await {
-        Err(_) => Response::error(ErrorCode::BadRequest, "request not complete in time"),
-        Ok(Err(response)) => response,
-        Ok(Ok(request)) => route(ctx, request, source),
+    let limits = Limits {
+        max_head: MAX_HEAD,
+        max_headers: MAX_HEADERS,
+        max_body: MAX_BODY,
+        timeout: ctx.limits.request_timeout,
     };
-    let written = async {
-        stream.write_all(response.head().as_bytes()).await?;
-        stream.write_all(&response.body).await?;
-        stream.shutdown().await
+    let answer = |request: Result<sluice_http::Request, RequestError>| {
+        match request {
+            Ok(request) => route(ctx, request.into(), source),
+            Err(e @ RequestError::TooLarge(_)) => {
+                Response::error(ErrorCode::TooLarge, e.to_string())
+            }
+            Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
+        }
+        .into_http()
     };
-    if let Err(error) = written.await {
+    if let Err(error) = sluice_http::serve(stream, &limits, answer).await {
         debug!(%source, %error, "HTTP response not delivered");
-    }
-}
-
-async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, Response> {
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let mut request = Request {
-                    method: parsed.method.unwrap_or_default().to_string(),
-                    path: parsed.path.unwrap_or_default().to_string(),
-                    authorization: None,
-                    cookie: None,
-                    body: Vec::new(),
-                };
-                let mut content_length = 0usize;
-                for h in parsed.headers.iter() {
-                    let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        content_length = value.parse().map_err(|_| {
-                            Response::error(ErrorCode::BadRequest, "bad Content-Length")
-                        })?;
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(Response::error(
-                            ErrorCode::BadRequest,
-                            "Transfer-Encoding is not supported; send Content-Length",
-                        ));
-                    } else if h.name.eq_ignore_ascii_case("authorization") {
-                        request.authorization = Some(value.to_string());
-                    } else if h.name.eq_ignore_ascii_case("cookie") {
-                        request.cookie = Some(value.to_string());
-                    }
-                }
-                if content_length > MAX_BODY {
-                    return Err(Response::error(
-                        ErrorCode::TooLarge,
-                        format!("body over {MAX_BODY} bytes"),
-                    ));
-                }
-                buf.drain(..head_len);
-                while buf.len() < content_length {
-                    if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                        return Err(Response::error(ErrorCode::BadRequest, "truncated body"));
-                    }
-                }
-                buf.truncate(content_length);
-                request.body = buf;
-                return Ok(request);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(Response::error(
-                    ErrorCode::TooLarge,
-                    "request head too large",
-                ));
-            }
-            Err(e) => {
-                return Err(Response::error(
-                    ErrorCode::BadRequest,
-                    format!("malformed HTTP request: {e}"),
-                ));
-            }
-        }
-        if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-            return Err(Response::error(ErrorCode::BadRequest, "truncated request"));
-        }
     }
 }
 
@@ -123,10 +80,7 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
 }
 
 fn route(ctx: &ApiContext, request: Request, source: SocketAddr) -> Response {
-    let path = request
-        .path
-        .split_once('?')
-        .map_or(request.path.as_str(), |(p, _)| p);
+    let path = request.path.as_str();
     match (request.method.as_str(), path) {
         ("GET", "/metrics") => Response::text(metrics::render(ctx)),
         ("GET", "/" | "/app.js" | "/app.css" | "/status.json") | ("POST", "/login" | "/logout") => {

@@ -1,6 +1,7 @@
 //! An HTTP/1.1 response as the admin API, `/metrics` and the status page build it.
 
 use sluice_common::protocol::{ApiErrorBody, ErrorCode};
+use sluice_http::{StatusCode, header};
 
 /// An HTTP response.
 pub(super) struct Response {
@@ -56,30 +57,43 @@ impl Response {
         self
     }
 
-    pub(super) fn head(&self) -> String {
-        let reason = match self.status {
-            200 => "OK",
-            303 => "See Other",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            409 => "Conflict",
-            411 => "Length Required",
-            413 => "Content Too Large",
-            429 => "Too Many Requests",
-            _ => "Internal Server Error",
-        };
-        let extra: String = self
-            .headers
-            .iter()
-            .map(|(name, value)| format!("{name}: {value}\r\n"))
-            .collect();
-        format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        )
+    /// The response for the wire; `Content-Length` and `Connection: close` are the HTTP layer's.
+    pub(super) fn into_http(self) -> sluice_http::Response {
+        let mut builder = sluice_http::http::Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, self.content_type);
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        builder.body(self.body.into()).unwrap_or_else(|e| {
+            // Only a header value with a control character gets here: a bug, reported as such.
+            let error = Response::error(ErrorCode::Internal, format!("cannot send reply: {e}"));
+            sluice_http::response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                error.content_type,
+                error.body,
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_response_keeps_status_type_and_headers() {
+        let r = Response::error(ErrorCode::RateLimited, "slow down")
+            .with_header("Retry-After", "7".into())
+            .into_http();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()["retry-after"], "7");
+        assert!(r.body().ends_with(b"\"message\":\"slow down\"}\n"));
+
+        let bad = Response::text("x".into())
+            .with_header("Set-Cookie", "a\nb".into())
+            .into_http();
+        assert_eq!(bad.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -1,11 +1,11 @@
-//! Admin API client: one HTTP/1.1 request per call over pinned TLS.
+//! Admin API client: one HTTP/1.1 request per call ([`sluice_http`]) over pinned TLS.
 
 use sluice_common::client::{Connector, Endpoint, Pin, TlsError};
 use sluice_common::protocol::{ALPN_HTTP, AdminReply, AdminRequest, ApiErrorBody, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sluice_http::{Bytes, Method, header};
 
 /// Largest reply accepted.
-const MAX_REPLY: u64 = 64 << 20;
+const MAX_REPLY: usize = 64 << 20;
 
 /// Why an admin call failed; each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ impl AdminClient {
         let encode = |e: serde_json::Error| CallError::Protocol(e.to_string());
         let path = request.path().map_err(encode)?;
         let body = serde_json::to_vec(&request.body().map_err(encode)?).map_err(encode)?;
-        let (status, reply) = self.exchange("POST", &path, &body).await?;
+        let (status, reply) = self.exchange(Method::POST, &path, body).await?;
         if status == 200 {
             return serde_json::from_slice(&reply).map_err(|e| CallError::Protocol(e.to_string()));
         }
@@ -74,7 +74,7 @@ impl AdminClient {
 
     /// `GET /metrics`.
     pub async fn metrics(&self) -> Result<String, CallError> {
-        let (status, body) = self.exchange("GET", "/metrics", &[]).await?;
+        let (status, body) = self.exchange(Method::GET, "/metrics", Vec::new()).await?;
         let text = String::from_utf8_lossy(&body).into_owned();
         if status == 200 {
             Ok(text)
@@ -88,41 +88,25 @@ impl AdminClient {
 
     async fn exchange(
         &self,
-        method: &str,
+        method: Method,
         path: &str,
-        body: &[u8],
-    ) -> Result<(u16, Vec<u8>), CallError> {
-        let io = |e: std::io::Error| CallError::Protocol(e.to_string());
-        let mut stream = self.connector.connect(&self.endpoint).await?;
-        let auth = self
-            .token
-            .as_ref()
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.endpoint,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        stream.flush().await.map_err(io)?;
-        let mut reply = Vec::new();
-        // Central closes after the reply; an unclean close after a complete reply is fine.
-        let read = (&mut stream).take(MAX_REPLY).read_to_end(&mut reply).await;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(&reply) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                return Err(match read {
-                    Err(e) => io(e),
-                    Ok(_) => CallError::Protocol("truncated HTTP reply".into()),
-                });
-            }
-            Err(e) => return Err(CallError::Protocol(e.to_string())),
-        };
-        let status = response.code.unwrap_or_default();
-        Ok((status, reply.split_off(head_len)))
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), CallError> {
+        let protocol = |e: &dyn std::fmt::Display| CallError::Protocol(e.to_string());
+        let mut request = sluice_http::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.endpoint.to_string())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONNECTION, "close");
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Bytes::from(body)).map_err(|e| protocol(&e))?;
+        let stream = self.connector.connect(&self.endpoint).await?;
+        let (status, reply) = sluice_http::exchange(stream, request, MAX_REPLY)
+            .await
+            .map_err(|e| protocol(&e))?;
+        Ok((status.as_u16(), reply))
     }
 }

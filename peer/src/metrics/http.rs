@@ -1,7 +1,6 @@
-//! `GET /metrics` over HTTP/1.1.
+//! `GET /metrics` over HTTP/1.1 (the shared `sluice-http` layer on hyper).
 
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -10,65 +9,76 @@ use super::log::LogLimiter;
 use super::registry::Metrics;
 use crate::shutdown::Shutdown;
 
-/// Serves `GET /metrics` on an already-bound listener until shutdown.
+/// Serves `GET /metrics` on an already-bound listener until shutdown, one scrape at a time on a
+/// current-thread runtime of its own (the decode path has none).
 pub fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
+    const LIMITS: sluice_http::Limits = sluice_http::Limits {
+        max_head: 8192,
+        max_headers: 64,
+        max_body: 4096,
+        timeout: Duration::from_secs(2),
+    };
+    const POLL: Duration = Duration::from_millis(50);
     listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
     std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
             let errors = LogLimiter::default();
-            while !shutdown.is_triggered() {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(error) = respond(stream, &metrics)
-                            && errors.allow()
-                        {
+            runtime.block_on(async {
+                while !shutdown.is_triggered() {
+                    // Wakes every 50 ms to look at the shutdown flag.
+                    let stream = match tokio::time::timeout(POLL, listener.accept()).await {
+                        Err(_) => continue,
+                        Ok(Ok((stream, _))) => stream,
+                        Ok(Err(error)) => {
+                            if errors.allow() {
+                                tracing::warn!(%error, "metrics listener accept failed");
+                            }
+                            tokio::time::sleep(POLL).await;
+                            continue;
+                        }
+                    };
+                    // The request and the reply, 2 s each.
+                    let scrape =
+                        sluice_http::serve(stream, &LIMITS, |request| respond(request, &metrics));
+                    match tokio::time::timeout(2 * LIMITS.timeout, scrape).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) if errors.allow() => {
                             tracing::debug!(%error, "metrics request failed");
                         }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        shutdown.sleep(Duration::from_millis(50));
-                    }
-                    Err(error) => {
-                        if errors.allow() {
-                            tracing::warn!(%error, "metrics listener accept failed");
+                        Err(_) if errors.allow() => {
+                            tracing::debug!("metrics request not complete in time");
                         }
-                        shutdown.sleep(Duration::from_millis(50));
+                        _ => {}
                     }
                 }
-            }
+            });
         })
 }
 
-fn respond(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Skip the headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
+fn respond(
+    request: Result<sluice_http::Request, sluice_http::RequestError>,
+    metrics: &Metrics,
+) -> sluice_http::Response {
+    use sluice_http::{Method, StatusCode, response};
+    match request {
+        Ok(r) if r.method() == Method::GET && r.uri().path() == "/metrics" => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        Ok(_) => response(StatusCode::NOT_FOUND, "text/plain", "try /metrics\n"),
+        Err(error) => response(StatusCode::BAD_REQUEST, "text/plain", format!("{error}\n")),
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("");
-    let (status, content_type, body) = if request_line.starts_with("GET ")
-        && (path == "/metrics" || path.starts_with("/metrics?"))
-    {
-        ("200 OK", "text/plain; version=0.0.4", metrics.render())
-    } else {
-        ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
-    };
-    let mut w = &stream;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    w.flush()
 }
