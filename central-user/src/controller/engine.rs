@@ -110,9 +110,9 @@ impl<D: DataPlane> Controller<D> {
         state
             .balancer
             .validate()
-            .map_err(|reason| ControllerError::Invalid {
+            .map_err(|e| ControllerError::Invalid {
                 field: "balancer",
-                reason,
+                reason: e.to_string(),
             })?;
         let mut c = Self {
             dp,
@@ -455,7 +455,7 @@ impl<D: DataPlane> Controller<D> {
     pub fn set_balancer(&mut self, balancer: BalancerConfig) -> Result<()> {
         balancer
             .validate()
-            .map_err(|reason| invalid("balancer", reason))?;
+            .map_err(|e| invalid("balancer", e.to_string()))?;
         info!(?balancer, "balancer settings changed");
         self.balancer = balancer;
         self.dirty = true;

@@ -30,8 +30,8 @@ pub use error::ControllerError;
 pub use ledger::{InstallRequest, SyncRequest};
 pub use memory::MemoryDataPlane;
 pub use model::{
-    BalancerConfig, Cidr, ControllerState, ExporterState, ListenerState, PeerState, PoolState,
-    SourceGroupState,
+    BalancerConfig, BalancerError, Cidr, ControllerState, ExporterState, ListenerState, PeerState,
+    PoolState, SourceGroupState,
 };
 pub use peers::Registration;
 pub use traffic::{PoolPlan, TemplateStore, TickReport};
