@@ -26,13 +26,16 @@ use aya_ebpf::{
 };
 use sluice_common::{
     AddrKey, EVENT_INTERVAL_NS, EVENTS_BYTES, ExporterEvent, ExporterStats, ExporterValue,
-    ListenerKey, ListenerValue, MAX_DEVICES, MAX_EXPORTERS, MAX_LISTENERS, MAX_PEERS, MAX_POOLS,
-    MAX_SOURCE_GROUPS, NEXTHOP_TTL_NS, NO_PEER, NextHop, POOL_TABLE_SIZE, PeerEntry, PeerStats,
-    REASON_COUNT, Reason, Settings, SourceGroupValue, event_kind, family, hash::table_slot,
-    peer_state, settings_flags,
+    ListenerKey, ListenerValue, MAX_DEVICES, MAX_EVENT_SEEN, MAX_EXPORTERS, MAX_LISTENERS,
+    MAX_PEERS, MAX_POOLS, MAX_SOURCE_GROUPS, NEXTHOP_TTL_NS, NO_PEER, NextHop, POOL_TABLE_ENTRIES,
+    POOL_TABLE_SIZE, PeerEntry, PeerStats, REASON_COUNT, Reason, Settings, SourceGroupValue,
+    event_kind, family, hash::table_slot, peer_state, settings_flags,
 };
 
 use crate::parse::{Headers, L3};
+
+// Capacities come from `sluice_common::maps` (its `layout()` is what user space checks pins
+// against); the key and value types are the ones its size test covers.
 
 #[btf_map]
 static LISTENERS: HashMap<ListenerKey, ListenerValue, { MAX_LISTENERS as usize }> = HashMap::new();
@@ -42,7 +45,7 @@ static EXPORTERS: HashMap<AddrKey, ExporterValue, { MAX_EXPORTERS as usize }> = 
 static SOURCE_GROUPS: LpmTrie<[u8; 16], SourceGroupValue, { MAX_SOURCE_GROUPS as usize }> =
     LpmTrie::new();
 #[btf_map]
-static POOL_TABLES: Array<u32, { (MAX_POOLS * POOL_TABLE_SIZE) as usize }> = Array::new();
+static POOL_TABLES: Array<u32, { POOL_TABLE_ENTRIES as usize }> = Array::new();
 #[btf_map]
 static PEERS: Array<PeerEntry, { MAX_PEERS as usize }> = Array::new();
 #[btf_map]
@@ -55,7 +58,7 @@ static COUNTERS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new(
 #[btf_map]
 static EVENTS: RingBuf<ExporterEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
 #[btf_map]
-static EVENT_SEEN: LruHashMap<AddrKey, u64, 16384> = LruHashMap::new();
+static EVENT_SEEN: LruHashMap<AddrKey, u64, { MAX_EVENT_SEEN as usize }> = LruHashMap::new();
 #[btf_map]
 static DEVMAP: DevMapHash<{ MAX_DEVICES as usize }> = DevMapHash::new();
 #[btf_map]

@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
-
 use crate::api::{CertSource, TlsIdentity};
 use crate::config::CentralConfig;
 use crate::ha::link::Credential;
+use crate::run::RunError;
 use crate::state::StateStore;
+
+type Result<T> = std::result::Result<T, RunError>;
 
 /// Checks `cfg` (already parsed and validated) against this host. Returns one line per
 /// check that passed; the first failure is the error.
@@ -47,7 +48,9 @@ pub fn check(cfg: &CentralConfig) -> Result<Vec<String>> {
     }
     for (key, name) in &ifaces {
         if !interface_exists(name) {
-            bail!("{key}: no interface named {name:?} on this host");
+            return Err(RunError::Invalid(format!(
+                "{key}: no interface named {name:?} on this host"
+            )));
         }
     }
     if !ifaces.is_empty() {
@@ -73,7 +76,7 @@ pub fn check(cfg: &CentralConfig) -> Result<Vec<String>> {
             cert: cert.clone(),
             key: key.clone(),
         })
-        .context("control.cert / control.key")?;
+        .map_err(RunError::Certificate)?;
         ok.push(format!("control certificate {}", id.fingerprint));
     }
     ok.push(format!(
@@ -95,11 +98,15 @@ fn interface_exists(name: &str) -> bool {
 
 /// The state dir exists (or can be made) and is writable.
 fn state_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| RunError::File {
+        what: format!("state.dir: cannot create {}", dir.display()),
+        source,
+    })?;
     let probe = dir.join(".sluice-check");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("state.dir: {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"").map_err(|source| RunError::File {
+        what: format!("state.dir: {} is not writable", dir.display()),
+        source,
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

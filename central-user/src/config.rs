@@ -497,7 +497,7 @@ impl CentralConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.balancer
             .validate()
-            .map_err(|p| invalid("balancer", p))?;
+            .map_err(|p| invalid("balancer", p.to_string()))?;
         for (i, l) in self.listeners.iter().enumerate() {
             if l.ports.is_empty() {
                 return Err(invalid(

@@ -17,12 +17,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use sluice_common::{
-    AddrKey, EVENTS_BYTES, ExporterStats, ExporterValue, ListenerKey, ListenerValue, MAX_DEVICES,
-    MAX_EXPORTERS, MAX_LISTENERS, MAX_PEERS, MAX_POOLS, MAX_SOURCE_GROUPS, NextHop,
-    POOL_TABLE_SIZE, PeerEntry, PeerStats, REASON_COUNT, Settings, SourceGroupValue, names,
-    settings_flags,
-};
+use sluice_common::{Settings, layout, names, settings_flags};
 
 use crate::maps::Maps;
 
@@ -362,45 +357,31 @@ pub fn pinned_links(pin_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Expected (key size, value size, max entries) per map; `None` sizes are not checked.
-fn expected_layout(name: &str) -> Option<(u32, u32, u32)> {
-    use std::mem::size_of as s;
-    let l = |k: usize, v: usize, n: u32| Some((k as u32, v as u32, n));
-    match name {
-        names::LISTENERS => l(s::<ListenerKey>(), s::<ListenerValue>(), MAX_LISTENERS),
-        names::EXPORTERS => l(s::<AddrKey>(), s::<ExporterValue>(), MAX_EXPORTERS),
-        names::SOURCE_GROUPS => l(4 + 16, s::<SourceGroupValue>(), MAX_SOURCE_GROUPS),
-        names::POOL_TABLES => l(4, 4, MAX_POOLS * POOL_TABLE_SIZE),
-        names::PEERS => l(4, s::<PeerEntry>(), MAX_PEERS),
-        names::EXPORTER_STATS => l(s::<AddrKey>(), s::<ExporterStats>(), MAX_EXPORTERS),
-        names::PEER_STATS => l(4, s::<PeerStats>(), MAX_PEERS),
-        names::COUNTERS => l(4, 8, REASON_COUNT),
-        names::EVENTS => l(0, 0, EVENTS_BYTES),
-        names::EVENT_SEEN => l(s::<AddrKey>(), 8, 16384),
-        names::DEVMAP => l(4, 8, MAX_DEVICES),
-        names::SETTINGS => l(4, s::<Settings>(), 1),
-        names::NEXTHOPS => l(4, s::<NextHop>(), MAX_PEERS),
-        _ => None,
-    }
-}
-
 /// Refuses to adopt pins whose layout differs from this build's (aya would adopt them blindly).
 fn check_pins(pin_dir: &Path) -> Result<(), LoadError> {
-    for &name in names::ALL {
-        let path = pin_dir.join(name);
+    for want in layout() {
+        let path = pin_dir.join(want.name);
         if !path.exists() {
             continue;
         }
         let info = MapData::from_pin(&path)
             .and_then(|m| m.info())
             .map_err(aya_err(format!("inspect {}", path.display())))?;
-        let got = (info.key_size(), info.value_size(), info.max_entries());
-        if let Some(want) = expected_layout(name)
-            && got != want
-        {
+        let kind = info
+            .map_type()
+            .map_err(aya_err(format!("inspect {}", path.display())))?;
+        if kind as u32 != want.kind as u32 {
             return Err(LoadError::IncompatiblePin {
                 path,
-                what: format!("(key, value, entries) = {got:?}, this build needs {want:?}"),
+                what: format!("type {kind:?}, this build needs {:?}", want.kind),
+            });
+        }
+        let got = (info.key_size(), info.value_size(), info.max_entries());
+        let need = (want.key_size, want.value_size, want.max_entries);
+        if got != need {
+            return Err(LoadError::IncompatiblePin {
+                path,
+                what: format!("(key, value, entries) = {got:?}, this build needs {need:?}"),
             });
         }
     }

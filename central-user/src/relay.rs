@@ -10,13 +10,16 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use sluice_common::csum::checksum;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Where the relay sends an exporter's datagrams (the peer's target address and port).
 pub trait Resolve: Send {
@@ -82,131 +85,38 @@ pub fn bind_listeners(
 }
 
 fn bind_freebind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket syscall; the fd is owned right after.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    for (level, opt) in [
-        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-        (libc::IPPROTO_IP, libc::IP_FREEBIND),
-    ] {
-        setsockopt(&owned, level, opt, &one)?;
-    }
+    // socket2 opens it with SOCK_CLOEXEC.
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    sock.set_reuse_address(true)?;
+    // IPPROTO_IP-level IP_FREEBIND, which Linux honours on IPv6 sockets too.
+    sock.set_freebind_v4(true)?;
     if addr.is_ipv6() {
-        setsockopt(&owned, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &one)?;
+        sock.set_only_v6(true)?;
     }
-    let big: libc::c_int = 8 << 20;
-    setsockopt(&owned, libc::SOL_SOCKET, libc::SO_RCVBUF, &big)?;
-    let sock = UdpSocket::from(owned);
-    let std_sock = socket_bind(sock, addr)?;
-    Ok(std_sock)
-}
-
-fn socket_bind(sock: UdpSocket, addr: SocketAddr) -> io::Result<UdpSocket> {
-    let (storage, len) = sockaddr(addr);
-    // SAFETY: storage holds a valid sockaddr of `len` bytes.
-    let rc = unsafe { libc::bind(sock.as_raw_fd(), (&raw const storage).cast(), len) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(sock)
-}
-
-fn setsockopt<T>(fd: &impl AsRawFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
-    // SAFETY: `v` points to a live T of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (v as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: as above, for sockaddr_in6.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
+    sock.set_recv_buffer_size(8 << 20)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
 
 /// Header-included raw sockets, one per family.
 pub struct RawSender {
-    v4: OwnedFd,
-    v6: OwnedFd,
+    v4: Socket,
+    v6: Socket,
     ident: u32,
 }
 
-fn raw_socket(domain: i32, family: &'static str) -> Result<OwnedFd, RelayError> {
+fn raw_socket(domain: Domain, family: &'static str) -> Result<Socket, RelayError> {
     // IPPROTO_RAW implies IP_HDRINCL (and IPV6_HDRINCL on Linux ≥ 4.5).
-    // SAFETY: plain socket syscall.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
-    };
-    if fd < 0 {
-        return Err(RelayError::Raw {
-            family,
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+        .map_err(|source| RelayError::Raw { family, source })
 }
 
 impl RawSender {
     /// Opens both raw sockets.
     pub fn new() -> Result<Self, RelayError> {
         Ok(Self {
-            v4: raw_socket(libc::AF_INET, "IPv4")?,
-            v6: raw_socket(libc::AF_INET6, "IPv6")?,
+            v4: raw_socket(Domain::IPV4, "IPv4")?,
+            v6: raw_socket(Domain::IPV6, "IPv6")?,
             ident: std::process::id(),
         })
     }
@@ -247,44 +157,14 @@ impl RawSender {
                 ));
             }
         };
-        let fd = if dst.is_ipv4() { &self.v4 } else { &self.v6 };
+        let sock = if dst.is_ipv4() { &self.v4 } else { &self.v6 };
         // Raw IPv6 sockets want port 0 in the destination address.
-        let (storage, len) = sockaddr(SocketAddr::new(dst.ip(), 0));
+        let to = SockAddr::from(SocketAddr::new(dst.ip(), 0));
         for p in &packets {
-            // SAFETY: valid buffer and sockaddr.
-            let rc = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    p.as_ptr().cast(),
-                    p.len(),
-                    0,
-                    (&raw const storage).cast(),
-                    len,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            sock.send_to(p, &to)?;
         }
         Ok(packets.len())
     }
-}
-
-fn fold_checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u64 = 0;
-    for part in parts {
-        let mut chunks = part.chunks_exact(2);
-        for w in &mut chunks {
-            sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
-        }
-        if let [last] = chunks.remainder() {
-            sum += u64::from(u16::from_be_bytes([*last, 0]));
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 fn udp_segment(sport: u16, dport: u16, payload: &[u8], pseudo: &[u8]) -> Vec<u8> {
@@ -295,7 +175,7 @@ fn udp_segment(sport: u16, dport: u16, payload: &[u8], pseudo: &[u8]) -> Vec<u8>
     udp.extend_from_slice(&len.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
-    let c = match fold_checksum(&[pseudo, &udp]) {
+    let c = match checksum(&[pseudo, &udp]) {
         0 => 0xffff,
         c => c,
     };
@@ -341,7 +221,7 @@ pub fn ipv4_udp_packets(
             ip.extend_from_slice(&[64, 17, 0, 0]);
             ip.extend_from_slice(&src.octets());
             ip.extend_from_slice(&dst.octets());
-            let c = fold_checksum(&[&ip]);
+            let c = checksum(&[&ip]);
             ip[10..12].copy_from_slice(&c.to_be_bytes());
             ip.extend_from_slice(chunk);
             ip
@@ -495,7 +375,7 @@ mod tests {
     fn reassemble_v4(packets: &[Vec<u8>]) -> Vec<u8> {
         let mut out = Vec::new();
         for p in packets {
-            assert_eq!(fold_checksum(&[&p[..20]]), 0, "IPv4 header checksum");
+            assert_eq!(checksum(&[&p[..20]]), 0, "IPv4 header checksum");
             let frag = u16::from_be_bytes([p[6], p[7]]);
             assert_eq!(
                 usize::from(frag & 0x1fff) * 8,
@@ -515,7 +395,7 @@ mod tests {
         let udp = &p[0][20..];
         let len = (udp.len() as u16).to_be_bytes();
         assert_eq!(
-            fold_checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
+            checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
             0
         );
         assert_eq!(&p[0][12..16], &s.octets(), "source preserved");
@@ -539,7 +419,7 @@ mod tests {
         assert_eq!(&udp[8..], &payload[..]);
         let len = (udp.len() as u16).to_be_bytes();
         assert_eq!(
-            fold_checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, &udp]),
+            checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, &udp]),
             0
         );
     }
@@ -562,7 +442,7 @@ mod tests {
         assert_eq!(&udp[8..], &payload[..]);
         let len = (udp.len() as u32).to_be_bytes();
         assert_eq!(
-            fold_checksum(&[&s.octets(), &d.octets(), &len, &[0, 0, 0, 17], &udp]),
+            checksum(&[&s.octets(), &d.octets(), &len, &[0, 0, 0, 17], &udp]),
             0
         );
     }

@@ -13,7 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
 use sluice_common::{
     ExporterEvent, event_kind,
     protocol::{PeerMetrics, Register},
@@ -21,20 +20,94 @@ use sluice_common::{
 };
 
 use crate::{
-    api::{self, ApiContext, CertSource, IdentityCell, LiveControl, Sessions, TlsIdentity},
-    auth::{Authenticator, RateLimit},
-    config::{CentralConfig, HaConfig},
-    controller::{Controller, ControllerError},
-    ha::{
-        link::Credential,
-        node::{self as ha_node, Node, NodeConfig},
-        vip::VipSet,
+    api::{
+        self, ApiContext, CertSource, IdentityCell, IdentityError, LiveControl, Sessions,
+        TlsIdentity,
     },
-    loader::{self, LoadOptions},
+    auth::{AuthError, Authenticator, RateLimit},
+    config::{CentralConfig, ConfigError, HaConfig},
+    controller::{Controller, ControllerError, DataPlaneError},
+    ha::{
+        link::{Credential, CredentialError},
+        node::{self as ha_node, Node, NodeConfig, NodeError},
+        vip::{VipError, VipSet},
+    },
+    loader::{self, LoadError, LoadOptions},
     maps::Maps,
     relay::{self, RelayStats, Resolve},
-    state::{State, StateStore},
+    state::{State, StateError, StateStore},
 };
+
+/// Why Central could not start, serve or stop, or why `check` says it would not. The messages are what `sluice-central` prints
+/// (with the cause after a colon).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Loading or attaching the XDP program.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Opening or writing the maps.
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+    /// Restoring the controller or applying the static configuration.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// Reading the state file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The control API's certificate.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The token store.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `[ha]` as written.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HA credential file.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// The hot-standby node.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Starting a thread or reading a socket address.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Writing the state file.
+    #[error("write state to {}", path.display())]
+    SaveState {
+        /// The state file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: StateError,
+    },
+    /// A file or directory Central needs could not be written.
+    #[error("{what}")]
+    File {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// `control.cert` / `control.key` do not load.
+    #[error("control.cert / control.key")]
+    Certificate(#[source] IdentityError),
+    /// A virtual IP set.
+    #[error("ha.vips on {dev}")]
+    Vips {
+        /// The interface.
+        dev: String,
+        /// Cause.
+        source: VipError,
+    },
+    /// A configuration value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// Slow-path relays that could not be started (one message per listener).
+    #[error("slow-path relay: {}", .0.join("; "))]
+    Relay(Vec<String>),
+}
+
+type Result<T, E = RunError> = std::result::Result<T, E>;
 
 /// The controller as the run loop and the API share it.
 pub type SharedController = Arc<Mutex<Controller<Maps>>>;
@@ -94,7 +167,10 @@ fn save(c: &SharedController, store: &StateStore, force: bool) -> Result<()> {
         .save(&State {
             controller: snapshot,
         })
-        .with_context(|| format!("write state to {}", store.path().display()))
+        .map_err(|source| RunError::SaveState {
+            path: store.path().to_owned(),
+            source,
+        })
 }
 
 /// Loads and attaches the data plane, restores or creates the controller, applies the static
@@ -119,8 +195,10 @@ pub fn start(cfg: &CentralConfig) -> Result<Running> {
     } = loaded.into_parts();
     refresh_egress(&mut maps)?;
 
-    std::fs::create_dir_all(&cfg.state.dir)
-        .with_context(|| format!("create state dir {}", cfg.state.dir.display()))?;
+    std::fs::create_dir_all(&cfg.state.dir).map_err(|source| RunError::File {
+        what: format!("create state dir {}", cfg.state.dir.display()),
+        source,
+    })?;
     let store = StateStore::new(&cfg.state.dir);
     let now = Instant::now();
     let (mut controller, report) = match store.load()? {
@@ -220,7 +298,7 @@ fn start_ha(
     }
     let sets = by_dev
         .into_iter()
-        .map(|(dev, vips)| VipSet::new(&dev, vips).with_context(|| format!("ha.vips on {dev}")))
+        .map(|(dev, vips)| VipSet::new(&dev, vips).map_err(|source| RunError::Vips { dev, source }))
         .collect::<Result<Vec<_>>>()?;
     let node_cfg = NodeConfig {
         name: me.name.clone(),
@@ -263,7 +341,11 @@ fn cert_source(cfg: &CentralConfig) -> Result<CertSource> {
                 extra_names,
             }
         }
-        _ => bail!("control: set both cert and key, or neither"),
+        _ => {
+            return Err(RunError::Invalid(
+                "control: set both cert and key, or neither".into(),
+            ));
+        }
     })
 }
 
@@ -380,7 +462,10 @@ pub async fn serve_api(
     }
     let listener = tokio::net::TcpListener::bind(cfg.control.listen)
         .await
-        .with_context(|| format!("control.listen: bind {}", cfg.control.listen))?;
+        .map_err(|source| RunError::File {
+            what: format!("control.listen: bind {}", cfg.control.listen),
+            source,
+        })?;
     tracing::info!(listen = %listener.local_addr()?, "control API ready");
     api::serve(listener, Arc::new(ctx), shutdown).await;
     Ok(())
@@ -412,7 +497,7 @@ fn apply_static(
     }
     let mut names = Vec::new();
     for p in &cfg.peers {
-        let (ip, port) = p.target().map_err(anyhow::Error::msg)?;
+        let (ip, port) = p.target().map_err(RunError::Invalid)?;
         let reg = Register {
             token: String::new(),
             name: p.name.clone(),
@@ -458,7 +543,7 @@ fn pin_exporter(c: &mut Controller<Maps>, addr: IpAddr, peer: &str, now: Instant
                     .id,
             ))
         })
-        .with_context(|| format!("pin {addr}: peer {peer:?} has no pool"))?;
+        .ok_or_else(|| RunError::Invalid(format!("pin {addr}: peer {peer:?} has no pool")))?;
     let ev = ExporterEvent {
         addr: to_key_bytes(addr),
         kind: event_kind::NEW_EXPORTER,
@@ -563,7 +648,7 @@ impl Relays {
             self.running.insert(addr, (stop, thread));
         }
         if !failed.is_empty() {
-            bail!("slow-path relay: {}", failed.join("; "));
+            return Err(RunError::Relay(failed));
         }
         Ok(())
     }
@@ -710,14 +795,19 @@ fn interfaces() -> Vec<(u32, String)> {
 /// `bpf_fib_lookup` returns "forwarding disabled" unless the ingress interface forwards.
 fn enable_forwarding(iface: &str) -> Result<()> {
     if !interfaces().iter().any(|(_, n)| n == iface) {
-        bail!("data_plane.interfaces: no interface named {iface:?}");
+        return Err(RunError::Invalid(format!(
+            "data_plane.interfaces: no interface named {iface:?}"
+        )));
     }
     for fam in ["ipv4", "ipv6"] {
         let path = format!("/proc/sys/net/{fam}/conf/{iface}/forwarding");
         if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
             continue;
         }
-        std::fs::write(&path, "1").with_context(|| format!("enable forwarding: write {path}"))?;
+        std::fs::write(&path, "1").map_err(|source| RunError::File {
+            what: format!("enable forwarding: write {path}"),
+            source,
+        })?;
         tracing::info!(
             iface,
             family = fam,

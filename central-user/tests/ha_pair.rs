@@ -42,7 +42,7 @@ struct FakeVip {
 }
 
 impl VipControl for FakeVip {
-    fn claim(&self) -> Result<(), String> {
+    fn claim(&self) -> Result<(), node::VipFailure> {
         let mut h = self.segment.holders.lock().unwrap();
         if !h.contains(&self.me) {
             h.push(self.me.clone());
@@ -50,11 +50,11 @@ impl VipControl for FakeVip {
         Ok(())
     }
 
-    fn announce(&self) -> Result<(), String> {
+    fn announce(&self) -> Result<(), node::VipFailure> {
         Ok(())
     }
 
-    fn release(&self) -> Result<(), String> {
+    fn release(&self) -> Result<(), node::VipFailure> {
         self.segment
             .holders
             .lock()
@@ -63,7 +63,7 @@ impl VipControl for FakeVip {
         Ok(())
     }
 
-    fn held_elsewhere(&self, _wait: Duration) -> Result<bool, String> {
+    fn held_elsewhere(&self, _wait: Duration) -> Result<bool, node::VipFailure> {
         let dead = self.segment.dead.lock().unwrap().clone();
         Ok(self
             .segment

@@ -1,5 +1,7 @@
-//! Incremental Internet checksum updates (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`), shared
-//! by the XDP program and the tests that check it against a full recomputation.
+//! The Internet checksum: incremental updates (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`),
+//! which the XDP program applies when it rewrites a packet, and the full RFC 1071 sum
+//! ([`checksum`]) for packets user space builds whole (the slow-path relay). The tests keep
+//! their own independent oracles.
 
 /// One's-complement contribution of replacing the 16-bit word `old` with `new`.
 #[inline(always)]
@@ -43,5 +45,50 @@ pub const fn apply_udp(csum: u16, diff: u32) -> u16 {
     match apply(csum, diff) {
         0 => 0xffff,
         c => c,
+    }
+}
+
+/// RFC 1071 checksum over the concatenation of `parts` (a final odd byte is padded with zero).
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u64 = 0;
+    // A part of odd length leaves its last byte as the high half of the next word.
+    let mut odd: Option<u8> = None;
+    for &part in parts {
+        let mut rest = part;
+        if let (Some(hi), [lo, tail @ ..]) = (odd, rest) {
+            sum += u64::from(u16::from_be_bytes([hi, *lo]));
+            odd = None;
+            rest = tail;
+        }
+        let mut words = rest.chunks_exact(2);
+        for w in &mut words {
+            sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        if let [last] = words.remainder() {
+            odd = Some(*last);
+        }
+    }
+    if let Some(hi) = odd {
+        sum += u64::from(u16::from_be_bytes([hi, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checksum;
+
+    #[test]
+    fn rfc1071_example_and_odd_parts() {
+        // RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(checksum(&[&data]), !0xddf2);
+        // Splitting at odd offsets does not change the sum.
+        assert_eq!(checksum(&[&data[..3], &data[3..5], &data[5..]]), !0xddf2);
+        // A final odd byte is the high half of a zero-padded word.
+        assert_eq!(checksum(&[&[0x12]]), !0x1200);
     }
 }

@@ -16,6 +16,8 @@ extern crate std;
 pub mod client;
 pub mod counters;
 pub mod csum;
+#[cfg(feature = "std")]
+pub mod duration;
 pub mod hash;
 pub mod maps;
 #[cfg(feature = "std")]

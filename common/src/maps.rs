@@ -68,6 +68,10 @@ pub const MAX_POOLS: u32 = 16;
 pub const POOL_TABLE_SIZE: u32 = 25_717;
 /// Egress interfaces.
 pub const MAX_DEVICES: u32 = 64;
+/// Exporters whose last event time is remembered ([`names::EVENT_SEEN`], LRU).
+pub const MAX_EVENT_SEEN: u32 = 16_384;
+/// Slots of [`names::POOL_TABLES`]: every pool's table, flattened.
+pub const POOL_TABLE_ENTRIES: u32 = MAX_POOLS * POOL_TABLE_SIZE;
 /// Ring buffer bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Peer id stored in a table slot when the pool has no healthy peer.
@@ -243,6 +247,113 @@ pub struct Settings {
     pub _pad: u32,
 }
 
+/// Kernel map types of the maps below (the `bpf_map_type` values, so user space can compare
+/// them with what the kernel reports for a pin).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    /// `BPF_MAP_TYPE_HASH`.
+    Hash = 1,
+    /// `BPF_MAP_TYPE_ARRAY`.
+    Array = 2,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+    PerCpuArray = 6,
+    /// `BPF_MAP_TYPE_LRU_HASH`.
+    LruHash = 9,
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
+    LruPerCpuHash = 10,
+    /// `BPF_MAP_TYPE_LPM_TRIE`.
+    LpmTrie = 11,
+    /// `BPF_MAP_TYPE_DEVMAP_HASH`.
+    DevMapHash = 25,
+    /// `BPF_MAP_TYPE_RINGBUF`.
+    RingBuf = 27,
+}
+
+/// One map of the contract as the kernel sees it: the XDP program declares it with these
+/// capacities, user space refuses pins that differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLayout {
+    /// Name (and pin file name).
+    pub name: &'static str,
+    /// Map type.
+    pub kind: MapKind,
+    /// Key bytes (0 for the ring buffer).
+    pub key_size: u32,
+    /// Value bytes (0 for the ring buffer).
+    pub value_size: u32,
+    /// Entries (bytes for the ring buffer).
+    pub max_entries: u32,
+}
+
+/// Key bytes of [`names::SOURCE_GROUPS`]: the LPM prefix length (`u32`) and a 16-byte address.
+pub const LPM_KEY_SIZE: u32 = 4 + 16;
+/// Value bytes of a [`names::DEVMAP`] entry (`struct bpf_devmap_val`: ifindex and program fd).
+pub const DEVMAP_VALUE_SIZE: u32 = 8;
+
+const fn map(
+    name: &'static str,
+    kind: MapKind,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> MapLayout {
+    MapLayout {
+        name,
+        kind,
+        key_size,
+        value_size,
+        max_entries,
+    }
+}
+
+/// Every pinned map, in [`names::ALL`] order. Sizes are written out: changing a key or value
+/// type without changing this table fails the size test (and so the build of the ABI).
+const LAYOUT: [MapLayout; 13] = [
+    map(names::LISTENERS, MapKind::Hash, 20, 4, MAX_LISTENERS),
+    map(names::EXPORTERS, MapKind::Hash, 16, 8, MAX_EXPORTERS),
+    map(
+        names::SOURCE_GROUPS,
+        MapKind::LpmTrie,
+        LPM_KEY_SIZE,
+        4,
+        MAX_SOURCE_GROUPS,
+    ),
+    map(names::POOL_TABLES, MapKind::Array, 4, 4, POOL_TABLE_ENTRIES),
+    map(names::PEERS, MapKind::Array, 4, 24, MAX_PEERS),
+    map(
+        names::EXPORTER_STATS,
+        MapKind::LruPerCpuHash,
+        16,
+        24,
+        MAX_EXPORTERS,
+    ),
+    map(names::PEER_STATS, MapKind::PerCpuArray, 4, 16, MAX_PEERS),
+    map(
+        names::COUNTERS,
+        MapKind::PerCpuArray,
+        4,
+        8,
+        crate::counters::REASON_COUNT,
+    ),
+    map(names::EVENTS, MapKind::RingBuf, 0, 0, EVENTS_BYTES),
+    map(names::EVENT_SEEN, MapKind::LruHash, 16, 8, MAX_EVENT_SEEN),
+    map(
+        names::DEVMAP,
+        MapKind::DevMapHash,
+        4,
+        DEVMAP_VALUE_SIZE,
+        MAX_DEVICES,
+    ),
+    map(names::SETTINGS, MapKind::Array, 4, 8, 1),
+    map(names::NEXTHOPS, MapKind::PerCpuArray, 4, 48, MAX_PEERS),
+];
+
+/// The layout of every pinned map (see [`MapLayout`]).
+pub const fn layout() -> &'static [MapLayout] {
+    &LAYOUT
+}
+
 const _: () = {
     assert!(core::mem::size_of::<AddrKey>() == 16);
     assert!(core::mem::size_of::<ListenerKey>() == 20);
@@ -326,3 +437,87 @@ mod addr {
 
 #[cfg(feature = "std")]
 pub use addr::{from_key_bytes, to_key_bytes};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    fn entry(name: &str) -> MapLayout {
+        *layout()
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("{name} not in the layout"))
+    }
+
+    #[test]
+    fn the_layout_names_every_pinned_map_in_order() {
+        assert!(
+            layout()
+                .iter()
+                .map(|l| l.name)
+                .eq(names::ALL.iter().copied())
+        );
+    }
+
+    #[test]
+    fn the_layout_matches_the_key_and_value_types() {
+        let sizes = |k: usize, v: usize| (k as u32, v as u32);
+        let want = [
+            (
+                names::LISTENERS,
+                sizes(size_of::<ListenerKey>(), size_of::<ListenerValue>()),
+            ),
+            (
+                names::EXPORTERS,
+                sizes(size_of::<AddrKey>(), size_of::<ExporterValue>()),
+            ),
+            (
+                names::SOURCE_GROUPS,
+                sizes(
+                    size_of::<u32>() + size_of::<[u8; 16]>(),
+                    size_of::<SourceGroupValue>(),
+                ),
+            ),
+            (
+                names::POOL_TABLES,
+                sizes(size_of::<u32>(), size_of::<u32>()),
+            ),
+            (
+                names::PEERS,
+                sizes(size_of::<u32>(), size_of::<PeerEntry>()),
+            ),
+            (
+                names::EXPORTER_STATS,
+                sizes(size_of::<AddrKey>(), size_of::<ExporterStats>()),
+            ),
+            (
+                names::PEER_STATS,
+                sizes(size_of::<u32>(), size_of::<PeerStats>()),
+            ),
+            (names::COUNTERS, sizes(size_of::<u32>(), size_of::<u64>())),
+            (names::EVENTS, (0, 0)),
+            (
+                names::EVENT_SEEN,
+                sizes(size_of::<AddrKey>(), size_of::<u64>()),
+            ),
+            // `struct bpf_devmap_val`: a u32 ifindex and a u32 program fd.
+            (names::DEVMAP, sizes(size_of::<u32>(), 2 * size_of::<u32>())),
+            (
+                names::SETTINGS,
+                sizes(size_of::<u32>(), size_of::<Settings>()),
+            ),
+            (
+                names::NEXTHOPS,
+                sizes(size_of::<u32>(), size_of::<NextHop>()),
+            ),
+        ];
+        assert_eq!(want.len(), layout().len());
+        for (name, (key, value)) in want {
+            let l = entry(name);
+            assert_eq!((l.key_size, l.value_size), (key, value), "{name}");
+        }
+        // The ring buffer carries whole events.
+        assert_eq!(EVENTS_BYTES as usize % size_of::<ExporterEvent>(), 0);
+    }
+}

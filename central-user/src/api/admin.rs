@@ -1,4 +1,4 @@
-//! Admin API: one [`AdminRequest`] → one [`ControlPlane`](super::ControlPlane) call → one
+//! Admin API: one [`AdminRequest`] → one [`ControlPlane`](super::control::ControlPlane) call → one
 //! [`AdminReply`].
 
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use sluice_common::protocol::{AdminReply, AdminRequest, DoneView, StatusView, TokenView};
 use tracing::info;
 
-use super::ApiContext;
+use super::context::ApiContext;
 use super::control::ControlError;
 use super::response::Response;
 use crate::auth::TokenKind;

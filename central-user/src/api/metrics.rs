@@ -7,7 +7,8 @@ use sluice_common::prom::Exposition;
 use sluice_common::protocol::{PeerMetrics, PeerStatus, PeerView};
 use tracing::debug;
 
-use super::{ApiContext, admin};
+use super::admin;
+use super::context::ApiContext;
 use crate::auth::TokenKind;
 
 type PeerGauge = (

@@ -3,19 +3,18 @@
 //! 1.5 s. Served from the binary; the Content-Security-Policy forbids anything not from this
 //! origin, and the page builds its DOM from text only, so names with markup cannot inject.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sluice_common::protocol::{
     ErrorCode, ExporterView, HaStatusView, PeerView, PoolView, StatusView,
 };
 
+use super::admin;
+use super::context::ApiContext;
 use super::http::Request;
+use super::page_sessions::SESSION_TTL;
 use super::response::Response;
-use super::{ApiContext, admin};
 use crate::auth::TokenKind;
 
 const INDEX: &str = include_str!("page/index.html");
@@ -24,52 +23,8 @@ const APP_JS: &str = include_str!("page/app.js");
 const APP_CSS: &str = include_str!("page/app.css");
 
 const COOKIE: &str = "sluice_session";
-/// A session lasts this long from sign-in.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at most (the oldest go first).
-const MAX_SESSIONS: usize = 1024;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-/// Signed-in browsers.
-#[derive(Default)]
-pub(super) struct PageSessions(Mutex<HashMap<String, Instant>>);
-
-impl PageSessions {
-    fn create(&self) -> Option<String> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).ok()?;
-        let id = hex::encode(bytes);
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.retain(|_, t| t.elapsed() < SESSION_TTL);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(id.clone(), Instant::now());
-        Some(id)
-    }
-
-    fn valid(&self, id: &str) -> bool {
-        let map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(id).is_some_and(|t| t.elapsed() < SESSION_TTL)
-    }
-
-    fn remove(&self, id: &str) {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.remove(id);
-    }
-}
 
 /// The session id in a `Cookie:` header.
 fn session_id(cookie: Option<&str>) -> Option<&str> {
@@ -114,7 +69,7 @@ struct Snapshot {
     ha: Option<HaStatusView>,
 }
 
-fn snapshot(ctx: &ApiContext) -> Result<Snapshot, super::ControlError> {
+fn snapshot(ctx: &ApiContext) -> Result<Snapshot, super::control::ControlError> {
     Ok(Snapshot {
         status: admin::status(ctx)?,
         peers: ctx.control.peers()?,
@@ -200,12 +155,6 @@ mod tests {
         );
         assert_eq!(session_id(Some("sluice_sessionx=abc")), None);
         assert_eq!(session_id(None), None);
-        let s = PageSessions::default();
-        let id = s.create().unwrap();
-        assert_eq!(id.len(), 64);
-        assert!(s.valid(&id) && !s.valid("forged"));
-        s.remove(&id);
-        assert!(!s.valid(&id));
     }
 
     #[test]

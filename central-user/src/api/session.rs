@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use super::ApiContext;
+use super::context::ApiContext;
 use super::control::SessionPeer;
 use super::sessions::Attached;
 use crate::auth::{AuthFailure, TokenKind};

@@ -277,7 +277,7 @@ fn real_main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async move {
+            let ran: Result<(), run::RunError> = rt.block_on(async move {
                 let running = run::start(&cfg)?;
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                 let served = {
@@ -296,7 +296,8 @@ fn real_main() -> Result<()> {
                 };
                 let stopped = running.stop();
                 served.and(stopped)
-            })
+            });
+            Ok(ran?)
         }
         Command::Check(args) => {
             let cfg = args.config()?;

@@ -9,8 +9,9 @@ use anyhow::Context;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use sluice_central::cli::client::AdminClient;
-use sluice_central::cli::{parse_duration, render};
+use sluice_central::cli::render;
 use sluice_common::client::Pin;
+use sluice_common::duration::parse as parse_duration;
 use sluice_common::protocol::{AdminRequest, BalancerPatch, Cidr};
 
 const EXAMPLES: &str = "\
@@ -177,7 +178,7 @@ enum BalancerCmd {
     Show,
     /// Change settings.
     Set {
-        /// Time between rebalances: 90s, 5m.
+        /// Time between rebalances: 90s, 5m (or seconds).
         #[arg(long, value_parser = parse_duration)]
         interval: Option<Duration>,
         /// Distribution margin, percentage points.
@@ -200,7 +201,7 @@ enum TokenCmd {
         /// Admin token instead of the peers' access token.
         #[arg(long)]
         admin: bool,
-        /// Keep the previous token valid this long: 30m, 1h.
+        /// Keep the previous token valid this long: 30m, 1h (or seconds).
         #[arg(long, value_parser = parse_duration)]
         grace: Option<Duration>,
     },

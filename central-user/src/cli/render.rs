@@ -85,25 +85,11 @@ pub fn duration(s: u64) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` UTC of a Unix time (civil-from-days, proleptic Gregorian).
+/// `YYYY-MM-DD HH:MM:SS` UTC of a Unix time (RFC 3339 with a space and no zone letter).
 fn utc(unix_s: u64) -> String {
-    let days = (unix_s / 86_400) as i64;
-    let secs = unix_s % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_s);
+    let rfc3339 = humantime::format_rfc3339_seconds(t).to_string();
+    rfc3339.trim_end_matches('Z').replacen('T', " ", 1)
 }
 
 /// `12.3k`, `4.5M`: rates with an SI suffix.

@@ -20,8 +20,8 @@ pub enum TokenCommand {
         /// Admin token (for sluicectl) instead of the peers' access token.
         #[arg(long)]
         admin: bool,
-        /// How long the previous token stays valid: 90s, 30m, 1h, 2d.
-        #[arg(long, default_value = "1h", value_parser = super::parse_duration)]
+        /// How long the previous token stays valid: 90s, 30m, 1h, 2d (or seconds).
+        #[arg(long, default_value = "1h", value_parser = sluice_common::duration::parse)]
         grace: Duration,
     },
 }

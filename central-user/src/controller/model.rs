@@ -32,23 +32,31 @@ impl Default for BalancerConfig {
     }
 }
 
+/// A [`BalancerConfig`] field out of range; the message names the key and the problem.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum BalancerError {
+    /// `rebalance_interval_s` is zero.
+    #[error("rebalance_interval_s: must be at least 1")]
+    ZeroInterval,
+    /// `distribution_margin_pct` outside 0..=100.
+    #[error("distribution_margin_pct: {0} is not within 0..=100")]
+    Margin(f64),
+    /// `peer_timeout_ms` below 100.
+    #[error("peer_timeout_ms: {0} is below 100 ms (heartbeats come every second)")]
+    PeerTimeout(u64),
+}
+
 impl BalancerConfig {
-    /// Checks every field; the error names the key and the problem.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), BalancerError> {
         if self.rebalance_interval_s == 0 {
-            return Err("rebalance_interval_s: must be at least 1".into());
+            return Err(BalancerError::ZeroInterval);
         }
         if !(0.0..=100.0).contains(&self.distribution_margin_pct) {
-            return Err(format!(
-                "distribution_margin_pct: {} is not within 0..=100",
-                self.distribution_margin_pct
-            ));
+            return Err(BalancerError::Margin(self.distribution_margin_pct));
         }
         if self.peer_timeout_ms < 100 {
-            return Err(format!(
-                "peer_timeout_ms: {} is below 100 ms (heartbeats come every second)",
-                self.peer_timeout_ms
-            ));
+            return Err(BalancerError::PeerTimeout(self.peer_timeout_ms));
         }
         Ok(())
     }
@@ -169,6 +177,7 @@ mod tests {
         assert!(
             bad.validate()
                 .unwrap_err()
+                .to_string()
                 .starts_with("distribution_margin_pct")
         );
         let parsed: BalancerConfig = toml::from_str("rebalance_interval_s = 10").unwrap();

@@ -8,10 +8,10 @@ use sluice_common::MAX_PEERS;
 use sluice_common::protocol::{PeerMetrics, Register};
 use tracing::{error, info};
 
-use super::{
-    Controller, ControllerError, DEFAULT_POOL, DataPlane, Peer, PeerState, Result, check_name,
-    elapsed, invalid,
-};
+use super::dataplane::DataPlane;
+use super::engine::{Controller, DEFAULT_POOL, Peer, Result, check_name, elapsed, invalid};
+use super::error::ControllerError;
+use super::model::PeerState;
 
 /// Largest accepted peer weight.
 const MAX_WEIGHT: u32 = 1_000_000;

@@ -11,7 +11,11 @@ use sluice_common::protocol::Templates;
 use sluice_common::{ExporterEvent, NO_PEER, POOL_TABLE_SIZE, event_kind, from_key_bytes};
 use tracing::{debug, info, warn};
 
-use super::{Controller, ControllerError, DataPlane, Exporter, ExporterState, Result, elapsed};
+use super::dataplane::DataPlane;
+use super::engine::{Controller, Exporter, Result, elapsed};
+use super::error::ControllerError;
+use super::ledger::{InstallRequest, Pending, Phase, SyncRequest};
+use super::model::ExporterState;
 use crate::rebalancer::{self, ExporterInput, Mode, PeerInput, Plan, UnplaceableReason};
 
 /// Observation domains kept per exporter, and (exporter, domain) entries kept in all: a peer
@@ -24,33 +28,6 @@ const MAX_REPORTERS_PER_DOMAIN: usize = 4;
 /// Minimum time between two counter samples in [`Controller::tick`] (a second, less some slack
 /// for a caller's timer jitter).
 const SAMPLE_PERIOD: Duration = Duration::from_millis(950);
-
-/// Templates Central asks a peer to install before an exporter moves to it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InstallRequest {
-    /// Echoed by the peer's acknowledgement ([`Controller::templates_installed`]).
-    pub request_id: u64,
-    /// Destination peer id.
-    pub peer_id: u32,
-    /// Destination peer name.
-    pub peer: String,
-    /// The exporter's template state, one entry per observation domain.
-    pub templates: Vec<Templates>,
-}
-
-/// Central asks an exporter's current peer for its whole template state before moving the
-/// exporter away; the answer ([`Controller::templates_synced`]) starts the installation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SyncRequest {
-    /// Echoed by the peer's answer.
-    pub request_id: u64,
-    /// The exporter's current peer id.
-    pub peer_id: u32,
-    /// Its name.
-    pub peer: String,
-    /// The exporter about to move.
-    pub exporter: IpAddr,
-}
 
 /// The rebalancer's plan for one pool.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -72,69 +49,6 @@ pub struct TickReport {
     pub moved: usize,
     /// A rebalance ran.
     pub rebalanced: bool,
-}
-
-/// A move waiting for template state: first from the current peer, then installed on `to`.
-struct Pending {
-    to: u32,
-    phase: Phase,
-    deadline: Instant,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Waiting for the current peer `from` to report all it has (answer to `request_id`).
-    Syncing { from: u32, request_id: u64 },
-    /// Waiting for `to` to confirm the installation `request_id`.
-    Installing { request_id: u64 },
-}
-
-/// The latest state each peer reported for one (exporter, observation domain), most recent
-/// reporter last. Peers merge these by the exporter's own stamps when they install them, so
-/// Central keeps every recent reporter's copy rather than guessing which one is newer.
-type Reports = Vec<(u32, Vec<u8>)>;
-
-/// Sampler, template and move bookkeeping.
-pub(super) struct Traffic {
-    templates: BTreeMap<(IpAddr, u32), Reports>,
-    pending: BTreeMap<IpAddr, Pending>,
-    outbox: Vec<InstallRequest>,
-    syncs: Vec<SyncRequest>,
-    next_request: u64,
-    last_sample: Option<Instant>,
-    counts: BTreeMap<IpAddr, (u64, u64)>,
-    last_rebalance: Instant,
-}
-
-impl Traffic {
-    pub(super) fn new(now: Instant) -> Self {
-        Self {
-            templates: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            outbox: Vec::new(),
-            syncs: Vec::new(),
-            next_request: 1,
-            last_sample: None,
-            counts: BTreeMap::new(),
-            last_rebalance: now,
-        }
-    }
-
-    pub(super) fn pending_installs(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Drops moves in progress and queued requests (the model is being replaced); the
-    /// template store stays.
-    pub(super) fn forget_moves(&mut self) {
-        self.pending.clear();
-        self.outbox.clear();
-        self.syncs.clear();
-    }
-
-    pub(super) fn restart_interval(&mut self, now: Instant) {
-        self.last_rebalance = now;
-    }
 }
 
 /// The template store as it is mirrored: per (exporter, observation domain), each recent

@@ -11,17 +11,10 @@ use sluice_common::protocol::{
     PlanView, PoolHealth, PoolMember, PoolView, SourceGroupView,
 };
 
-use super::{Controller, DataPlane, Peer, PoolPlan, elapsed};
+use super::dataplane::DataPlane;
+use super::engine::{Controller, Peer, elapsed};
+use super::traffic::PoolPlan;
 use crate::rebalancer::UnplaceableReason;
-
-/// Event counters since start.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Counters {
-    pub(super) rebalances: u64,
-    pub(super) failovers: u64,
-    pub(super) moves: u64,
-    pub(super) templates_forwarded: u64,
-}
 
 /// The controller's part of `sluicectl status`.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -20,16 +20,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use sluice_common::client::Connection;
+use sluice_common::client::{ConnError, Connection};
 use sluice_common::protocol::HaStatusView;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, error, info, warn};
 
-use super::link::{self, Assembler, Beat, Credential, HaMessage, Side};
-use super::mirror::{Files, Mirror};
+use super::link::{self, Assembler, Beat, ChunkError, Credential, HaMessage, Side};
+use super::mirror::{Files, Mirror, MirrorError};
 use super::role::{self, Decision, Partner, Role};
+use super::vip::{VipError, VipSet};
 use crate::api::{ControlError, HaControl, HaStream, IdentityCell, Sessions, TlsIdentity};
 use crate::atomic_file;
 use crate::controller::{Controller, DataPlane};
@@ -48,34 +49,76 @@ const EPOCH_FILE: &str = "ha.json";
 /// What a node does with its virtual IPs (the real one is [`super::vip::VipSet`]).
 pub trait VipControl: Send + Sync + 'static {
     /// Adds the virtual IPs here and announces them once.
-    fn claim(&self) -> Result<(), String>;
+    fn claim(&self) -> Result<(), VipFailure>;
     /// Announces them once more.
-    fn announce(&self) -> Result<(), String>;
+    fn announce(&self) -> Result<(), VipFailure>;
     /// Removes them here.
-    fn release(&self) -> Result<(), String>;
+    fn release(&self) -> Result<(), VipFailure>;
     /// Whether another host answers for them within `wait` (the split-brain witness).
-    fn held_elsewhere(&self, wait: Duration) -> Result<bool, String>;
+    fn held_elsewhere(&self, wait: Duration) -> Result<bool, VipFailure>;
+}
+
+/// What failed on the virtual IPs: one error per interface that failed, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", join(.0))]
+pub struct VipFailure(pub Vec<VipError>);
+
+impl From<VipError> for VipFailure {
+    fn from(e: VipError) -> Self {
+        Self(vec![e])
+    }
+}
+
+fn join(errors: &[VipError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why an HA link went down (logged with "ha: link down").
+#[derive(Debug, thiserror::Error)]
+enum LinkDown {
+    /// Nothing heard from the partner for the takeover timeout.
+    #[error("silent for {} ms", .0.as_millis())]
+    Silent(Duration),
+    /// The partner closed the link.
+    #[error("closed")]
+    Closed,
+    /// The partner greeted twice.
+    #[error("a second Hello")]
+    SecondHello,
+    /// Reading or writing the link.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// A malformed mirror chunk.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    /// The task applying a mirror failed.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The virtual IPs of every interface (the exporters' side, and the peers' where they have
 /// one): claimed, announced and released together; another holder of any of them counts.
-impl VipControl for Vec<super::vip::VipSet> {
-    fn claim(&self) -> Result<(), String> {
-        each(self, super::vip::VipSet::claim)
+impl VipControl for Vec<VipSet> {
+    fn claim(&self) -> Result<(), VipFailure> {
+        each(self, VipSet::claim)
     }
 
-    fn announce(&self) -> Result<(), String> {
-        each(self, super::vip::VipSet::announce)
+    fn announce(&self) -> Result<(), VipFailure> {
+        each(self, VipSet::announce)
     }
 
-    fn release(&self) -> Result<(), String> {
-        each(self, super::vip::VipSet::release)
+    fn release(&self) -> Result<(), VipFailure> {
+        each(self, VipSet::release)
     }
 
-    fn held_elsewhere(&self, wait: Duration) -> Result<bool, String> {
+    fn held_elsewhere(&self, wait: Duration) -> Result<bool, VipFailure> {
         let share = wait / u32::try_from(self.len().max(1)).unwrap_or(1);
         for set in self {
-            if set.held_elsewhere(share).map_err(|e| e.to_string())? {
+            if set.held_elsewhere(share)? {
                 return Ok(true);
             }
         }
@@ -85,18 +128,12 @@ impl VipControl for Vec<super::vip::VipSet> {
 
 /// Runs `f` on every set, then reports the failures together (one interface failing must not
 /// keep the others from being claimed or released).
-fn each(
-    sets: &[super::vip::VipSet],
-    f: impl Fn(&super::vip::VipSet) -> Result<(), super::vip::VipError>,
-) -> Result<(), String> {
-    let errors: Vec<String> = sets
-        .iter()
-        .filter_map(|s| f(s).err().map(|e| e.to_string()))
-        .collect();
+fn each(sets: &[VipSet], f: impl Fn(&VipSet) -> Result<(), VipError>) -> Result<(), VipFailure> {
+    let errors: Vec<VipError> = sets.iter().filter_map(|s| f(s).err()).collect();
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors.join("; "))
+        Err(VipFailure(errors))
     }
 }
 
@@ -606,14 +643,14 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                 inner.synced = false;
             }
         }
-        info!(partner = %self.cfg.partner, side = ?side, reason = %result.err().unwrap_or_default(), "ha: link down");
+        info!(partner = %self.cfg.partner, side = ?side, reason = %result.err().map(|e| e.to_string()).unwrap_or_default(), "ha: link down");
     }
 
     async fn link_loop<S: AsyncRead + AsyncWrite + Unpin>(
         self: &Arc<Self>,
         conn: &mut Connection<S>,
         side: Side,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkDown> {
         let mut tick = tokio::time::interval(self.cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut assembler = Assembler::default();
@@ -628,9 +665,9 @@ impl<D: DataPlane + Send + 'static> Node<D> {
             tokio::select! {
                 _ = tick.tick() => {
                     if heard.elapsed() > silence {
-                        return Err(format!("silent for {} ms", silence.as_millis()));
+                        return Err(LinkDown::Silent(silence));
                     }
-                    conn.write(&HaMessage::Beat(self.beat())).await.map_err(|e| e.to_string())?;
+                    conn.write(&HaMessage::Beat(self.beat())).await?;
                     let (mirror_to_partner, handover, request) = {
                         let mut inner = self.lock();
                         let partner_standby = inner
@@ -647,17 +684,17 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                     }
                     if let Some(epoch) = handover {
                         info!(partner = %self.cfg.partner, epoch, "ha: handing over to the standby");
-                        conn.write(&HaMessage::Handover { epoch }).await.map_err(|e| e.to_string())?;
+                        conn.write(&HaMessage::Handover { epoch }).await?;
                     }
                     if request {
                         info!(partner = %self.cfg.partner, "ha: preempting: asking the active to hand over");
-                        conn.write(&HaMessage::RequestHandover).await.map_err(|e| e.to_string())?;
+                        conn.write(&HaMessage::RequestHandover).await?;
                     }
                 }
                 msg = conn.read::<HaMessage>() => {
                     heard = Instant::now();
-                    match msg.map_err(|e| e.to_string())? {
-                        None => return Err("closed".into()),
+                    match msg? {
+                        None => return Err(LinkDown::Closed),
                         Some(m) => self.on_message(conn, m, &mut assembler, &mut sent_at).await?,
                     }
                 }
@@ -671,7 +708,7 @@ impl<D: DataPlane + Send + 'static> Node<D> {
         last_hash: &mut Option<[u8; 32]>,
         seq: &mut u64,
         sent_at: &mut BTreeMap<u64, Instant>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkDown> {
         let body = {
             let c = self.controller();
             Mirror::collect(&c, &self.cfg.files).and_then(|m| m.to_bytes())
@@ -690,7 +727,7 @@ impl<D: DataPlane + Send + 'static> Node<D> {
         *seq += 1;
         let epoch = self.lock().epoch;
         for chunk in link::chunks(epoch, *seq, *seq == 1, &body) {
-            conn.write(&chunk).await.map_err(|e| e.to_string())?;
+            conn.write(&chunk).await?;
         }
         *last_hash = Some(hash);
         sent_at.insert(*seq, Instant::now());
@@ -708,7 +745,7 @@ impl<D: DataPlane + Send + 'static> Node<D> {
         msg: HaMessage,
         assembler: &mut Assembler,
         sent_at: &mut BTreeMap<u64, Instant>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkDown> {
         match msg {
             HaMessage::Beat(beat) => {
                 let mut inner = self.lock();
@@ -732,19 +769,14 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                 total,
                 data,
             } => {
-                let Some(body) = assembler
-                    .push(seq, index, total, &data)
-                    .map_err(|e| e.to_string())?
-                else {
+                let Some(body) = assembler.push(seq, index, total, &data)? else {
                     return Ok(());
                 };
                 if self.is_active() {
                     return Ok(());
                 }
                 let node = self.clone();
-                let applied = tokio::task::spawn_blocking(move || node.apply(&body))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let applied = tokio::task::spawn_blocking(move || node.apply(&body)).await?;
                 match applied {
                     Ok(()) => {
                         {
@@ -753,9 +785,7 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                             inner.synced = true;
                         }
                         debug!(seq, epoch, snapshot, "ha: mirror applied");
-                        conn.write(&HaMessage::Applied { seq })
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        conn.write(&HaMessage::Applied { seq }).await?;
                     }
                     // Not applied: the state stays as it was; the link goes on (the next
                     // change sends the whole state again).
@@ -783,18 +813,16 @@ impl<D: DataPlane + Send + 'static> Node<D> {
                     inner.handover_out = true;
                 }
             }
-            HaMessage::Hello { .. } => return Err("a second Hello".into()),
+            HaMessage::Hello { .. } => return Err(LinkDown::SecondHello),
         }
         Ok(())
     }
 
-    fn apply(&self, body: &[u8]) -> Result<(), String> {
-        let mirror = Mirror::from_bytes(body).map_err(|e| e.to_string())?;
+    fn apply(&self, body: &[u8]) -> Result<(), MirrorError> {
+        let mirror = Mirror::from_bytes(body)?;
         let identity_changed = {
             let mut c = self.controller();
-            mirror
-                .apply(&mut c, &self.cfg.files, Instant::now())
-                .map_err(|e| e.to_string())?
+            mirror.apply(&mut c, &self.cfg.files, Instant::now())?
         };
         if identity_changed && let Some(dir) = &self.cfg.files.identity_dir {
             let source = crate::api::CertSource::StateDir {

@@ -57,8 +57,8 @@ struct Args {
     /// Stop after this many datagrams.
     #[arg(long)]
     count: Option<u64>,
-    /// Stop after this long (e.g. 10s, 500ms, 2m).
-    #[arg(long, value_parser = parse_duration)]
+    /// Stop after this long (e.g. 10s, 500ms, 2m, or a number of seconds).
+    #[arg(long, value_parser = sluice_common::duration::parse)]
     duration: Option<Duration>,
     /// Flow records per datagram (NetFlow v5: at most 30).
     #[arg(long, default_value_t = 30)]
@@ -76,21 +76,6 @@ struct Args {
     /// Seed of the synthetic traffic (same seed, same flows).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -1,7 +1,7 @@
 //! RFC 5424 message layout and RFC 6587 octet-counting framing (pure, no I/O).
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The fixed part of every message: `<PRI>1 ` … `HOSTNAME APP-NAME PROCID MSGID -`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,8 @@ impl Header {
             out,
             "<{}>1 {} {} {} {} {MSGID} - ",
             self.pri,
-            Rfc3339(now),
+            // `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds, as RFC 5424 §6.2.3 allows).
+            humantime::format_rfc3339_micros(now),
             self.hostname,
             self.app_name,
             self.procid
@@ -58,44 +59,10 @@ pub fn frame(out: &mut Vec<u8>, prefix: &[u8], msg: &[u8], octet_counting: bool)
     out.extend_from_slice(msg);
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds, as RFC 5424 §6.2.3 allows).
-struct Rfc3339(SystemTime);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60,
-            since.subsec_micros()
-        )
-    }
-}
-
-/// Days since 1970-01-01 → (year, month, day); Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn at(secs: u64, micros: u32) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(u64::from(micros))
@@ -103,13 +70,11 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(Rfc3339(at(0, 0)).to_string(), "1970-01-01T00:00:00.000000Z");
+        let ts = |t| humantime::format_rfc3339_micros(t).to_string();
+        assert_eq!(ts(at(0, 0)), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(ts(at(951_782_400 + 3661, 5)), "2000-02-29T01:01:01.000005Z");
         assert_eq!(
-            Rfc3339(at(951_782_400 + 3661, 5)).to_string(),
-            "2000-02-29T01:01:01.000005Z"
-        );
-        assert_eq!(
-            Rfc3339(at(1_795_304_738, 123_456)).to_string(),
+            ts(at(1_795_304_738, 123_456)),
             "2026-11-21T23:45:38.123456Z"
         );
     }
