@@ -5,7 +5,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{Bytes, Request, StatusCode};
+use hyper::StatusCode;
+use hyper::body::Bytes;
+
+use crate::message::Request;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]

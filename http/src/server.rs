@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 
-use crate::{Request, Response};
+use crate::message::{Request, Response};
 
 /// hyper's smallest read buffer, which bounds the request head.
 const MIN_HEAD: usize = 8192;

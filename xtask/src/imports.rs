@@ -20,11 +20,13 @@ use anyhow::{Context as _, Result, bail};
 use syn::visit::Visit;
 
 /// The crates whose `src/` is checked.
-pub const CRATES: [&str; 6] = [
+pub const CRATES: [&str; 8] = [
     "common",
+    "http",
     "central-ebpf",
     "central-user",
     "peer",
+    "lab",
     "tests",
     "xtask",
 ];

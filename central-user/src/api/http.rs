@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 
 use sluice_common::protocol::{API_PREFIX, AdminRequest, ErrorCode, MAX_FRAME};
-use sluice_http::{Bytes, Limits, RequestError, header};
+use sluice_http::{Limits, RequestError};
+
+use super::request::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
@@ -17,33 +19,6 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body.
 const MAX_BODY: usize = MAX_FRAME;
 const MAX_HEADERS: usize = 32;
-
-pub(super) struct Request {
-    pub(super) method: String,
-    pub(super) path: String,
-    pub(super) authorization: Option<String>,
-    pub(super) cookie: Option<String>,
-    pub(super) body: Bytes,
-}
-
-impl From<sluice_http::Request> for Request {
-    fn from(request: sluice_http::Request) -> Self {
-        let (head, body) = request.into_parts();
-        let header = |name| {
-            head.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_string())
-        };
-        Request {
-            method: head.method.to_string(),
-            path: head.uri.path().to_string(),
-            authorization: header(header::AUTHORIZATION),
-            cookie: header(header::COOKIE),
-            body,
-        }
-    }
-}
 
 pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &ApiContext,

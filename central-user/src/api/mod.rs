@@ -23,6 +23,7 @@ mod live;
 mod metrics;
 mod page;
 mod page_sessions;
+mod request;
 mod response;
 mod session;
 pub mod sessions;

@@ -12,8 +12,8 @@ use sluice_common::protocol::{
 
 use super::admin;
 use super::context::ApiContext;
-use super::http::Request;
 use super::page_sessions::SESSION_TTL;
+use super::request::Request;
 use super::response::Response;
 use crate::auth::TokenKind;
 

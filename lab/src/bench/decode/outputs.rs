@@ -14,11 +14,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    RUN,
     corpus::Corpus,
     daemons::{self, Cpu, Metrics, TempDir, free_port},
     latency,
-    send::{Sent, send},
+    send::{RUN, Sent, send},
 };
 use crate::lab::LabProcess;
 

@@ -13,6 +13,9 @@ use anyhow::{Context as _, Result, bail};
 
 use super::corpus::Corpus;
 
+/// Duration of each run of parts 2, 3 and 5.
+pub const RUN: Duration = Duration::from_secs(2);
+
 /// Datagrams per `sendmmsg` call at most.
 const BATCH: usize = 64;
 
