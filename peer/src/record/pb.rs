@@ -209,45 +209,60 @@ impl FlowMessage {
     }
 }
 
-fn addr_of(b: &[u8]) -> Result<Option<IpAddr>, String> {
+/// A `FlowMessage` that does not read back into a [`FlowRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("type {0}")]
+    Type(i32),
+    #[error("address of {0} bytes")]
+    Address(usize),
+    #[error("{field}: more than {max} entries")]
+    TooMany { field: &'static str, max: usize },
+    #[error("{field}: {value} out of range")]
+    OutOfRange { field: &'static str, value: u64 },
+    #[error("mpls_ip: empty")]
+    EmptyMplsIp,
+}
+
+fn addr_of(b: &[u8]) -> Result<Option<IpAddr>, MessageError> {
     match b.len() {
         0 => Ok(None),
         4 => Ok(<[u8; 4]>::try_from(b).ok().map(IpAddr::from)),
         16 => Ok(<[u8; 16]>::try_from(b).ok().map(IpAddr::from)),
-        n => Err(format!("address of {n} bytes")),
+        n => Err(MessageError::Address(n)),
     }
 }
 
 fn stack<T: Blank, const N: usize>(
-    field: &str,
+    field: &'static str,
     v: impl IntoIterator<Item = T>,
-) -> Result<Stack<T, N>, String> {
+) -> Result<Stack<T, N>, MessageError> {
     let mut s = Stack::default();
     for x in v {
         if !s.push(x) {
-            return Err(format!("{field}: more than {N} entries"));
+            return Err(MessageError::TooMany { field, max: N });
         }
     }
     Ok(s)
 }
 
-fn narrow<T: TryFrom<u64>>(field: &str, v: impl Into<u64>) -> Result<T, String> {
-    let v = v.into();
-    T::try_from(v).map_err(|_| format!("{field}: {v} out of range"))
+fn narrow<T: TryFrom<u64>>(field: &'static str, v: impl Into<u64>) -> Result<T, MessageError> {
+    let value = v.into();
+    T::try_from(value).map_err(|_| MessageError::OutOfRange { field, value })
 }
 
 /// Reads a message back into a record (consumers of `format = "pb"`, tests); fails on values
 /// a record cannot hold.
 impl TryFrom<&FlowMessage> for FlowRecord {
-    type Error = String;
+    type Error = MessageError;
 
-    fn try_from(m: &FlowMessage) -> Result<Self, String> {
+    fn try_from(m: &FlowMessage) -> Result<Self, MessageError> {
         let flow_type = match FlowType::try_from(m.r#type) {
             Ok(FlowType::Sflow5) => Protocol::Sflow5,
             Ok(FlowType::NetflowV5) => Protocol::NetflowV5,
             Ok(FlowType::NetflowV9) => Protocol::NetflowV9,
             Ok(FlowType::Ipfix) => Protocol::Ipfix,
-            _ => return Err(format!("type {}", m.r#type)),
+            _ => return Err(MessageError::Type(m.r#type)),
         };
         let mac = |v: u64| {
             let [_, _, a, b, c, d, e, f] = v.to_be_bytes();
@@ -309,7 +324,7 @@ impl TryFrom<&FlowMessage> for FlowRecord {
                 "mpls_ip",
                 m.mpls_ip
                     .iter()
-                    .map(|b| addr_of(b)?.ok_or_else(|| "mpls_ip: empty".to_owned()))
+                    .map(|b| addr_of(b)?.ok_or(MessageError::EmptyMplsIp))
                     .collect::<Result<Vec<_>, _>>()?,
             )?,
         })
@@ -649,6 +664,9 @@ mod tests {
             assert_eq!(FlowRecord::try_from(&msg), Ok(r));
         }
         msg.proto = 256;
-        assert!(FlowRecord::try_from(&msg).is_err());
+        assert_eq!(
+            FlowRecord::try_from(&msg).map_err(|e| e.to_string()),
+            Err("proto: 256 out of range".to_owned())
+        );
     }
 }
