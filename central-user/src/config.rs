@@ -326,16 +326,21 @@ pub struct StaticPeer {
     pub weight: u32,
 }
 
+/// A static peer's `address` that is neither an address nor address:port.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not ADDRESS or ADDRESS:PORT")]
+pub struct BadPeerAddress(pub String);
+
 impl StaticPeer {
     /// Parses `address` into an IP and optional port.
-    pub fn target(&self) -> Result<(IpAddr, Option<u16>), String> {
+    pub fn target(&self) -> Result<(IpAddr, Option<u16>), BadPeerAddress> {
         if let Ok(sa) = self.address.parse::<SocketAddr>() {
             return Ok((sa.ip(), Some(sa.port())));
         }
         self.address
             .parse::<IpAddr>()
             .map(|ip| (ip, None))
-            .map_err(|_| format!("{:?} is not ADDRESS or ADDRESS:PORT", self.address))
+            .map_err(|_| BadPeerAddress(self.address.clone()))
     }
 }
 
@@ -531,7 +536,7 @@ impl CentralConfig {
                 ));
             }
             p.target()
-                .map_err(|e| invalid(format!("peers[{i}].address"), e))?;
+                .map_err(|e| invalid(format!("peers[{i}].address"), e.to_string()))?;
             if p.weight == 0 {
                 return Err(invalid(format!("peers[{i}].weight"), "must be at least 1"));
             }

@@ -497,7 +497,7 @@ fn apply_static(
     }
     let mut names = Vec::new();
     for p in &cfg.peers {
-        let (ip, port) = p.target().map_err(RunError::Invalid)?;
+        let (ip, port) = p.target().map_err(|e| RunError::Invalid(e.to_string()))?;
         let reg = Register {
             token: String::new(),
             name: p.name.clone(),
