@@ -611,6 +611,12 @@ mod tests {
             c.peers[1].target().unwrap(),
             ("198.18.2.3".parse().unwrap(), None)
         );
+        let mut bad = c.peers[1].clone();
+        bad.address = "peer-b:4739".into();
+        assert_eq!(
+            bad.target().map_err(|e| e.to_string()),
+            Err(r#""peer-b:4739" is not ADDRESS or ADDRESS:PORT"#.to_owned())
+        );
         assert_eq!(c.balancer.rebalance_interval_s, 30);
         assert_eq!(
             c.balancer.distribution_margin_pct, 5.0,
