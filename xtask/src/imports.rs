@@ -61,8 +61,8 @@ pub fn check(root: &Path) -> Result<()> {
             continue;
         }
         for circle in circles(&src)? {
-            writeln!(report, "{name}: a circle of {} files:", circle.len())?;
-            for (from, to, via) in circle_edges(&src, &circle)? {
+            writeln!(report, "{name}: a circle of {} files:", circle.files.len())?;
+            for (from, to, via) in &circle.edges {
                 writeln!(report, "  {from} -> {to}  ({via})")?;
             }
         }
@@ -75,44 +75,41 @@ pub fn check(root: &Path) -> Result<()> {
     }
 }
 
-/// The circles of the crate at `src`, each a sorted list of files relative to `src`.
-pub fn circles(src: &Path) -> Result<Vec<Vec<String>>> {
+/// Files that import one another in a circle.
+#[derive(Debug)]
+pub struct Circle {
+    /// Relative to the crate's `src/`, sorted.
+    pub files: Vec<String>,
+    /// The edges between them: (from, to, a path that makes the edge).
+    pub edges: Vec<(String, String, String)>,
+}
+
+/// The circles of the crate at `src`, sorted by their files.
+pub fn circles(src: &Path) -> Result<Vec<Circle>> {
     let krate = Crate::load(src)?;
     let edges = krate.edges();
     let nodes: Vec<&ModPath> = krate.files.keys().collect();
     let index: BTreeMap<&ModPath, usize> = nodes.iter().enumerate().map(|(i, m)| (*m, i)).collect();
-    let adjacency: Vec<Vec<usize>> = nodes
-        .iter()
-        .map(|m| {
-            edges
-                .keys()
-                .filter(|(from, _)| from == *m)
-                .map(|(_, to)| index[to])
-                .collect()
-        })
-        .collect();
-    let mut out: Vec<Vec<String>> = strongly_connected(&adjacency)
+    let mut adjacency = vec![Vec::new(); nodes.len()];
+    for (from, to) in edges.keys() {
+        adjacency[index[from]].push(index[to]);
+    }
+    let mut out: Vec<Circle> = strongly_connected(&adjacency)
         .into_iter()
         .filter(|c| c.len() > 1)
         .map(|c| {
             let mut files: Vec<String> = c.iter().map(|&i| krate.show(nodes[i])).collect();
             files.sort();
-            files
+            let edges = edges
+                .iter()
+                .filter(|((from, to), _)| c.contains(&index[from]) && c.contains(&index[to]))
+                .map(|((from, to), via)| (krate.show(from), krate.show(to), via.clone()))
+                .collect();
+            Circle { files, edges }
         })
         .collect();
-    out.sort();
+    out.sort_by(|a, b| a.files.cmp(&b.files));
     Ok(out)
-}
-
-/// The edges inside one circle: (from, to, a path that makes the edge).
-fn circle_edges(src: &Path, circle: &[String]) -> Result<Vec<(String, String, String)>> {
-    let krate = Crate::load(src)?;
-    Ok(krate
-        .edges()
-        .into_iter()
-        .map(|((from, to), via)| (krate.show(&from), krate.show(&to), via))
-        .filter(|(from, to, _)| circle.contains(from) && circle.contains(to))
-        .collect())
 }
 
 impl Crate {
@@ -501,6 +498,15 @@ fn strongly_connected(adjacency: &[Vec<usize>]) -> Vec<Vec<usize>> {
 mod tests {
     use super::*;
 
+    /// The files of each circle of the crate at `src`.
+    fn circle_files(src: &Path) -> Vec<Vec<String>> {
+        circles(src)
+            .expect("circles")
+            .into_iter()
+            .map(|c| c.files)
+            .collect()
+    }
+
     /// A crate under a fresh temporary directory, from (relative path, text) pairs.
     struct Fixture(PathBuf);
 
@@ -541,11 +547,28 @@ mod tests {
             ],
         );
         assert_eq!(
-            circles(&f.0).expect("circles"),
+            circle_files(&f.0),
             vec![vec![
                 "pipeline/mod.rs".to_owned(),
                 "pipeline/shard.rs".to_owned()
             ]]
+        );
+        // The report names the path behind each edge.
+        let s = |v: &str| v.to_owned();
+        assert_eq!(
+            circles(&f.0).expect("circles")[0].edges,
+            vec![
+                (
+                    s("pipeline/mod.rs"),
+                    s("pipeline/shard.rs"),
+                    s("shard::run")
+                ),
+                (
+                    s("pipeline/shard.rs"),
+                    s("pipeline/mod.rs"),
+                    s("super::now")
+                ),
+            ]
         );
     }
 
@@ -567,7 +590,7 @@ mod tests {
                 ),
             ],
         );
-        assert!(circles(&f.0).expect("circles").is_empty());
+        assert!(circle_files(&f.0).is_empty());
     }
 
     #[test]
@@ -586,11 +609,7 @@ mod tests {
                 "use crate::pipeline::Router;\npub fn run() -> Option<Router> { None }\n",
             ),
         ];
-        assert!(
-            circles(&Fixture::new("reexport", &files).0)
-                .expect("circles")
-                .is_empty()
-        );
+        assert!(circle_files(&Fixture::new("reexport", &files).0).is_empty());
         // The same, but the router is defined in pipeline/mod.rs itself: a circle.
         let mut inline = files;
         inline[1].1 = "pub struct Router;\npub fn start() { crate::ingest::run(); }\n";
@@ -598,7 +617,7 @@ mod tests {
         std::fs::write(f.0.join("ingest.rs"), files[3].1).expect("write");
         std::fs::remove_file(f.0.join("pipeline/router.rs")).expect("rm");
         assert_eq!(
-            circles(&f.0).expect("circles"),
+            circle_files(&f.0),
             vec![vec!["ingest.rs".to_owned(), "pipeline/mod.rs".to_owned()]]
         );
     }
@@ -624,7 +643,7 @@ mod tests {
                 ),
             ],
         );
-        assert!(circles(&f.0).expect("circles").is_empty());
+        assert!(circle_files(&f.0).is_empty());
         // The same path written in code, not under cfg(test): a circle through config.rs.
         std::fs::write(
             f.0.join("kafka/sink.rs"),
@@ -637,7 +656,7 @@ mod tests {
         )
         .expect("write");
         assert_eq!(
-            circles(&f.0).expect("circles"),
+            circle_files(&f.0),
             vec![vec!["config.rs".to_owned(), "kafka/sink.rs".to_owned()]]
         );
     }
@@ -656,7 +675,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            circles(&f.0).expect("circles"),
+            circle_files(&f.0),
             vec![vec!["a.rs".to_owned(), "b.rs".to_owned()]]
         );
     }
