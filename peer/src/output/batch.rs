@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
+use crossbeam_channel::{Receiver, Sender};
+
 use super::format::Format;
 use crate::record::FlowRecord;
 use crate::record::pb::PbEncoder;
@@ -12,17 +14,79 @@ use crate::record::pb::PbEncoder;
 /// allocation. The buffer is the output stream itself — JSON lines (each ending in `\n`) or
 /// length-delimited protobuf messages — so file and stdout sinks write it without copying;
 /// other sinks take the records one by one ([`EncodedBatch::payloads_from`]) and frame them.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// A batch taken from a [`BatchPool`] gives its emptied buffers back when the last output drops
+/// it.
+#[derive(Debug, Default)]
 pub struct EncodedBatch {
     format: Format,
+    buffers: Buffers,
+    /// When the oldest datagram behind these records was received (ns since the epoch; 0 if
+    /// unknown), for the latency histogram.
+    received_ns: u64,
+    /// Where the buffers go when the batch is dropped.
+    home: Option<Sender<Buffers>>,
+}
+
+#[derive(Debug, Default)]
+struct Buffers {
     text: Vec<u8>,
     /// End of each record, after its newline (JSON).
     ends: Vec<usize>,
     /// Each record's exporter (`sampler_address`): the Kafka message key.
     exporters: Vec<Option<IpAddr>>,
-    /// When the oldest datagram behind these records was received (ns since the epoch; 0 if
-    /// unknown), for the latency histogram.
-    received_ns: u64,
+}
+
+impl Buffers {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.exporters.clear();
+    }
+}
+
+/// Emptied buffers of dropped batches, for the shard that encoded them to fill again. The
+/// output threads drop the batches; without the pool each batch's pages would go back to the
+/// allocator there and be faulted in again (zeroed) by the shard for the next batch.
+#[derive(Debug, Clone)]
+pub struct BatchPool {
+    home: Sender<Buffers>,
+    spare: Receiver<Buffers>,
+}
+
+impl BatchPool {
+    /// A pool keeping up to `batches` sets of buffers (more are freed).
+    pub fn new(batches: usize) -> Self {
+        let (home, spare) = crossbeam_channel::bounded(batches);
+        BatchPool { home, spare }
+    }
+
+    /// An empty batch of `format` on a spare set of buffers (or new ones), with room for
+    /// `records` records.
+    pub fn take(&self, format: Format, records: usize) -> EncodedBatch {
+        let mut batch = match self.spare.try_recv() {
+            Ok(buffers) => EncodedBatch {
+                format,
+                buffers,
+                received_ns: 0,
+                home: None,
+            },
+            Err(_) => EncodedBatch::with_capacity(format, records),
+        };
+        batch.reserve(records);
+        batch.home = Some(self.home.clone());
+        batch
+    }
+}
+
+impl Drop for EncodedBatch {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.take() {
+            let mut buffers = std::mem::take(&mut self.buffers);
+            buffers.clear();
+            // A full pool has enough buffers in circulation: these are freed.
+            let _ = home.try_send(buffers);
+        }
+    }
 }
 
 impl EncodedBatch {
@@ -32,18 +96,32 @@ impl EncodedBatch {
 
     /// Room for `records` records of `format`.
     pub fn with_capacity(format: Format, records: usize) -> Self {
-        // Typical sizes: JSON ~900 bytes (IPv4; IPv6 more), protobuf ~150.
-        let bytes = match format {
-            Format::Json => 1024,
-            Format::Pb => 192,
-        };
         EncodedBatch {
             format,
-            text: Vec::with_capacity(records * bytes),
-            ends: Vec::with_capacity(records),
-            exporters: Vec::with_capacity(records),
+            buffers: Buffers {
+                text: Vec::with_capacity(records * Self::typical_size(format)),
+                ends: Vec::with_capacity(records),
+                exporters: Vec::with_capacity(records),
+            },
             received_ns: 0,
+            home: None,
         }
+    }
+
+    /// Typical encoded sizes: JSON ~900 bytes (IPv4; IPv6 more), protobuf ~150.
+    fn typical_size(format: Format) -> usize {
+        match format {
+            Format::Json => 1024,
+            Format::Pb => 192,
+        }
+    }
+
+    /// Room for `records` more records.
+    fn reserve(&mut self, records: usize) {
+        let b = &mut self.buffers;
+        b.text.reserve(records * Self::typical_size(self.format));
+        b.ends.reserve(records);
+        b.exporters.reserve(records);
     }
 
     pub fn format(&self) -> Format {
@@ -54,26 +132,26 @@ impl EncodedBatch {
     pub fn push_record(&mut self, record: &FlowRecord, pb: &mut PbEncoder) {
         match self.format {
             Format::Json => {
-                record.write_json(&mut self.text);
-                self.text.push(b'\n');
+                record.write_json(&mut self.buffers.text);
+                self.buffers.text.push(b'\n');
             }
-            Format::Pb => pb.write(record, &mut self.text),
+            Format::Pb => pb.write(record, &mut self.buffers.text),
         }
-        self.ends.push(self.text.len());
-        self.exporters.push(record.sampler_address);
+        self.buffers.ends.push(self.buffers.text.len());
+        self.buffers.exporters.push(record.sampler_address);
     }
 
     /// Appends an already-encoded JSON line (no exporter).
     pub fn push_line(&mut self, line: &[u8]) {
-        self.text.extend_from_slice(line);
-        self.text.push(b'\n');
-        self.ends.push(self.text.len());
-        self.exporters.push(None);
+        self.buffers.text.extend_from_slice(line);
+        self.buffers.text.push(b'\n');
+        self.buffers.ends.push(self.buffers.text.len());
+        self.buffers.exporters.push(None);
     }
 
     /// Record `i`'s exporter, the Kafka key.
     pub fn exporter(&self, i: usize) -> Option<IpAddr> {
-        self.exporters.get(i).copied().flatten()
+        self.buffers.exporters.get(i).copied().flatten()
     }
 
     /// When the oldest datagram behind these records was received (0: unknown).
@@ -86,25 +164,25 @@ impl EncodedBatch {
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.buffers.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.buffers.ends.is_empty()
     }
 
     /// Where line `i` starts (`len()` gives the end of the text).
     fn start(&self, i: usize) -> usize {
         match i {
             0 => 0,
-            i => self.ends[i - 1],
+            i => self.buffers.ends[i - 1],
         }
     }
 
     /// Records `lines` as the output stream: JSON-lines text with newlines, or
     /// length-delimited messages.
     pub fn text(&self, lines: Range<usize>) -> &[u8] {
-        &self.text[self.start(lines.start)..self.start(lines.end)]
+        &self.buffers.text[self.start(lines.start)..self.start(lines.end)]
     }
 
     /// Byte length of records `from..to` in the stream (newlines included).
@@ -116,7 +194,8 @@ impl EncodedBatch {
     /// protobuf message with its varint length (what GoFlow2 puts in one Kafka message).
     pub fn payloads_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
         let trim = usize::from(self.format == Format::Json);
-        (from..self.len()).map(move |i| &self.text[self.start(i)..self.ends[i] - trim])
+        (from..self.len())
+            .map(move |i| &self.buffers.text[self.start(i)..self.buffers.ends[i] - trim])
     }
 }
 
@@ -139,6 +218,38 @@ mod tests {
         assert_eq!(b.text(1..2), b"{\"b\":2}\n");
         assert_eq!(b.text_len(1, 3), 9);
         assert!(b.text(3..3).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn the_last_drop_returns_emptied_buffers_with_their_capacity() {
+        let pool = BatchPool::new(1);
+        let mut pb = PbEncoder::default();
+        let mut a = pool.take(Format::Pb, 2);
+        a.push_record(&FlowRecord::default(), &mut pb);
+        a.set_received_ns(7);
+        let capacity = a.buffers.text.capacity();
+        let shared = Arc::new(a);
+        let other_output = shared.clone();
+        drop(shared);
+        // Still held by another output: nothing came back yet.
+        assert!(pool.spare.is_empty());
+        drop(other_output);
+        let b = pool.take(Format::Json, 1);
+        assert!(b.is_empty() && b.text(0..0).is_empty() && b.received_ns() == 0);
+        assert_eq!(b.format(), Format::Json);
+        assert!(b.buffers.text.capacity() >= capacity);
+        assert!(pool.spare.is_empty());
+        // Beyond the pool's size, dropped batches are freed, not queued.
+        let (c, d) = (pool.take(Format::Pb, 1), pool.take(Format::Pb, 1));
+        drop((b, c, d));
+        assert_eq!(pool.spare.len(), 1);
     }
 }
 

@@ -18,7 +18,7 @@ mod sink;
 pub mod stdout;
 pub mod syslog;
 
-pub use batch::EncodedBatch;
+pub use batch::{BatchPool, EncodedBatch};
 pub use buffer::DEFAULT_BUFFER_RECORDS;
 pub use config::{OutputConfig, OutputFlagError};
 pub use format::Format;

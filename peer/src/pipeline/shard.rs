@@ -11,7 +11,7 @@ use super::control::ShardRequest;
 use crate::clock::now_ns;
 use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
-use crate::output::{EncodedBatch, Fanout, Format};
+use crate::output::{BatchPool, Fanout, Format};
 use crate::record::pb::PbEncoder;
 
 pub struct Shard {
@@ -31,7 +31,12 @@ pub struct Shard {
     /// The formats the outputs use (each batch is encoded once in each).
     pub formats: Vec<Format>,
     pub pb: PbEncoder,
+    /// Buffers of the batches the outputs are done with, filled again here.
+    pub batches: BatchPool,
 }
+
+/// Encoded batches' buffers each shard keeps for reuse (beyond them, dropped batches are freed).
+pub const POOLED_BATCHES: usize = 32;
 
 impl Shard {
     /// Runs until every receive thread has dropped its sender and the queue is drained.
@@ -153,7 +158,7 @@ impl Shard {
             .formats
             .iter()
             .map(|&format| {
-                let mut encoded = EncodedBatch::with_capacity(format, records.len());
+                let mut encoded = self.batches.take(format, records.len());
                 encoded.set_received_ns(received_ns);
                 for record in records.iter() {
                     encoded.push_record(record, &mut self.pb);

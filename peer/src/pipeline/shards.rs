@@ -9,11 +9,11 @@ use crossbeam_channel::{Receiver, Sender};
 use super::batch::DatagramBatch;
 use super::control::TemplateControl;
 use super::router::{Backpressure, Router};
-use super::shard::Shard;
+use super::shard::{POOLED_BATCHES, Shard};
 use crate::config::PipelineConfig;
 use crate::decode::{DecoderConfig, ShardDecoder};
 use crate::metrics::Metrics;
-use crate::output::Fanout;
+use crate::output::{BatchPool, Fanout};
 use crate::record::pb::PbEncoder;
 
 /// Template requests waiting per shard before callers get [`super::ControlError::Busy`].
@@ -61,6 +61,7 @@ impl Shards {
                 doorbell: doorbell.clone(),
                 formats: fanout.formats(),
                 pb: PbEncoder::default(),
+                batches: BatchPool::new(POOLED_BATCHES),
             };
             senders.push(tx);
             threads.push(
