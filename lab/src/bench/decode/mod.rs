@@ -14,12 +14,13 @@
 mod corpus;
 mod daemons;
 mod latency;
+mod median;
 mod outputs;
 mod send;
 
 use std::{sync::atomic::AtomicBool, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use sluice_peer::{
     config::PipelineConfig,
     decode::{DecoderConfig, ShardDecoder},
@@ -34,11 +35,10 @@ use sluice_peer::{
 use self::{
     corpus::{Corpus, EXPORTERS, RECORDS, TEMPLATE_EVERY},
     daemons::{Cpu, TempDir, free_port},
-    send::{RUN, Sent, send},
+    median::{REPEATS, median},
+    send::{INGEST_RATE, RUN, Sent, send},
 };
 
-/// Rate (datagrams/s) and duration of the ingest runs of part 2.
-const INGEST_RATE: u64 = 50_000;
 /// Rates (datagrams/s) of the JSON steps of part 3 (nfacctd stops after its first loss).
 const JSON_RATES: [u64; 8] = [
     2_500, 5_000, 10_000, 25_000, 35_000, 50_000, 100_000, 200_000,
@@ -137,15 +137,21 @@ struct DecodeRow {
     peer: Ingest,
 }
 
-/// A collector fed over UDP.
+/// A collector fed over UDP: the median of [`REPEATS`] runs.
 struct Ingest {
     sent: Sent,
     /// Flows it stored (nfcapd) or decoded (sluice-peer).
     flows: u64,
     cpu: Cpu,
+    /// (max − min) / median of flows per CPU-second over the runs.
+    spread: f64,
 }
 
 impl Ingest {
+    fn median(runs: Vec<Ingest>) -> Option<Ingest> {
+        median(runs, Ingest::per_cpu_second).map(|(i, spread)| Ingest { spread, ..i })
+    }
+
     fn per_cpu_second(&self) -> f64 {
         self.flows as f64 / self.cpu.process
     }
@@ -179,30 +185,46 @@ fn decode_row(
     );
     let pipeline = report.records as f64 / report.cpu.as_secs_f64();
     let count = INGEST_RATE * RUN.as_secs();
-    // Debian's nfdump 1.7.1 has no sfcapd: nfcapd takes NetFlow and IPFIX only.
-    let nfcapd = if protocol == Protocol::Sflow5 {
-        None
-    } else {
-        let dir = tmp.0.join(format!("nfcapd-{}", protocol.as_str()));
-        let port = free_port()?;
-        let mut d = daemons::nfcapd(port, &dir)?;
+    // The two take turns, so that both see the same background load.
+    let (mut nfcapd_runs, mut peer_runs) = (Vec::new(), Vec::new());
+    for run in 0..REPEATS {
+        // Debian's nfdump 1.7.1 has no sfcapd: nfcapd takes NetFlow and IPFIX only.
+        if protocol != Protocol::Sflow5 {
+            let dir = tmp.0.join(format!("nfcapd-{}-{run}", protocol.as_str()));
+            let port = free_port()?;
+            let mut d = daemons::nfcapd(port, &dir)?;
+            let (sent, cpu) = d.cpu_during(|| send(corpus, port, INGEST_RATE, count, stop))?;
+            d.stop()?;
+            let flows = daemons::nfdump_flows(&dir)?;
+            std::fs::remove_dir_all(&dir)?;
+            nfcapd_runs.push(Ingest {
+                sent,
+                flows,
+                cpu,
+                spread: 0.0,
+            });
+        }
+        let (port, metrics) = (free_port()?, free_port()?);
+        let mut d = daemons::sluice_peer(port, metrics, "none")?;
         let (sent, cpu) = d.cpu_during(|| send(corpus, port, INGEST_RATE, count, stop))?;
+        let flows = daemons::scrape(metrics)?.value("sluice_peer_flows_total") as u64;
         d.stop()?;
-        let flows = daemons::nfdump_flows(&dir)?;
-        Some(Ingest { sent, flows, cpu })
-    };
-    let (port, metrics) = (free_port()?, free_port()?);
-    let mut d = daemons::sluice_peer(port, metrics, "none")?;
-    let (sent, cpu) = d.cpu_during(|| send(corpus, port, INGEST_RATE, count, stop))?;
-    let flows = daemons::scrape(metrics)?.value("sluice_peer_flows_total") as u64;
-    d.stop()?;
+        peer_runs.push(Ingest {
+            sent,
+            flows,
+            cpu,
+            spread: 0.0,
+        });
+    }
+    let nfcapd = Ingest::median(nfcapd_runs);
+    let peer = Ingest::median(peer_runs).context("no peer run")?;
     Ok(DecodeRow {
         protocol,
         decoder,
         encode,
         pipeline,
         nfcapd,
-        peer: Ingest { sent, flows, cpu },
+        peer,
     })
 }
 
@@ -288,8 +310,11 @@ fn print_decode(rows: &[DecodeRow]) {
         "  pipeline  sluice_peer::pipeline::replay, default shards, no outputs, in process (process CPU)"
     );
     println!(
-        "  nfcapd    Debian nfdump 1.7.1 over UDP at {INGEST_RATE} datagrams/s for {} s: flows stored (nfdump -I) / its CPU",
+        "  nfcapd    Debian nfdump 1.7.1 over UDP at {INGEST_RATE} datagrams/s for {} s: flows stored (nfdump -I) / its CPU;",
         RUN.as_secs()
+    );
+    println!(
+        "            median of {REPEATS} runs taken in turns with the peer's; ±: (max − min) / median over them"
     );
     println!("  peer      sluice-peer run --output none, same traffic: flows decoded / its CPU");
     println!(
@@ -299,7 +324,7 @@ fn print_decode(rows: &[DecodeRow]) {
         "  socket queue runs in the sender and is charged to neither collector. loss = flows sent but not counted.\n"
     );
     println!(
-        "  {:<11} {:>8} {:>7} {:>6} {:>8} {:>9} {:>16} {:>16} {:>6} {:>15} {:>11}",
+        "  {:<11} {:>8} {:>7} {:>6} {:>8} {:>9} {:>21} {:>21} {:>6} {:>15} {:>11}",
         "protocol",
         "decoder",
         "pb enc",
@@ -314,8 +339,9 @@ fn print_decode(rows: &[DecodeRow]) {
     );
     let ingest = |i: &Ingest| {
         format!(
-            "{} ({:.2}%)",
+            "{} ±{:.0}% ({:.2}%)",
             millions(i.per_cpu_second()),
+            100.0 * i.spread,
             100.0 * i.loss()
         )
     };
@@ -327,7 +353,7 @@ fn print_decode(rows: &[DecodeRow]) {
     };
     for r in rows {
         println!(
-            "  {:<11} {:>8} {:>7} {:>6} {:>8} {:>9} {:>16} {:>16} {:>6.2} {:>15} {:>11}",
+            "  {:<11} {:>8} {:>7} {:>6} {:>8} {:>9} {:>21} {:>21} {:>6.2} {:>15} {:>11}",
             r.protocol.as_str(),
             millions(r.decoder),
             millions(r.encode.0),

@@ -16,6 +16,11 @@ use super::corpus::Corpus;
 /// Duration of each run of parts 2, 3 and 5.
 pub const RUN: Duration = Duration::from_secs(2);
 
+/// Datagrams per second of the over-UDP runs of parts 2 and 5: nfcapd and every output of the
+/// peer are fed the same load, so that their flows per CPU-second compare (per-flow CPU falls
+/// as batches grow with the rate).
+pub const INGEST_RATE: u64 = 50_000;
+
 /// Datagrams per `sendmmsg` call at most.
 const BATCH: usize = 64;
 
