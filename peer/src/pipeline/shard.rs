@@ -11,7 +11,7 @@ use super::control::ShardRequest;
 use crate::clock::now_ns;
 use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
-use crate::output::{BatchPool, Fanout, Format};
+use crate::output::{BatchPool, EncodedBatch, Fanout, Format};
 use crate::record::pb::PbEncoder;
 
 pub struct Shard {
@@ -34,6 +34,13 @@ pub struct Shard {
     /// Buffers of the batches the outputs are done with, filled again here.
     pub batches: BatchPool,
 }
+
+/// Records decoded before they are encoded: a datagram batch's records all at once (up to
+/// 64 × 4 datagrams × 30 records of ~700 bytes) would leave the caches before they are read back.
+const ENCODE_EVERY: usize = 256;
+
+/// For the first size of a batch's encoding (NetFlow v9/IPFIX datagrams carry 20–30).
+const TYPICAL_RECORDS_PER_DATAGRAM: usize = 24;
 
 /// Encoded batches' buffers each shard keeps for reuse (beyond them, dropped batches are freed).
 pub const POOLED_BATCHES: usize = 32;
@@ -96,7 +103,7 @@ impl Shard {
                     let mut records = Vec::new();
                     self.decoder.release_held(exporter, &mut records);
                     let oldest = records.iter().map(|r| r.time_received_ns).min();
-                    self.emit(&mut records, || oldest.unwrap_or(0));
+                    self.emit(&mut records, oldest.unwrap_or(0));
                 }
             }
             ShardRequest::Changed { reply } => {
@@ -115,6 +122,7 @@ impl Shard {
             s.templates_received + s.templates_withdrawn + s.options_records
         };
         let learned_before = learned(self.decoder.stats());
+        let mut encoded = self.take_batches(batch.len() * TYPICAL_RECORDS_PER_DATAGRAM);
         for d in batch.iter() {
             // Errors are counted by the decoder (sluice_peer_decode_errors_total); records
             // decoded before the error stay in `records`.
@@ -130,43 +138,54 @@ impl Shard {
                     "malformed datagram (counted in sluice_peer_decode_errors_total)"
                 );
             }
+            if records.len() >= ENCODE_EVERY {
+                self.encode(records, &mut encoded);
+            }
         }
         if learned(self.decoder.stats()) != learned_before {
             // Full means a ring is already pending.
             let _ = self.doorbell.try_send(());
         }
-        self.emit(records, || {
-            batch.iter().map(|d| d.received_ns).min().unwrap_or(0)
-        });
+        self.encode(records, &mut encoded);
+        let oldest = batch.iter().map(|d| d.received_ns).min().unwrap_or(0);
+        self.send(encoded, oldest);
     }
 
     /// Counts `records` and hands them to the outputs, leaving `records` empty. `oldest_ns`:
     /// when the oldest of their datagrams was received.
-    fn emit(&mut self, records: &mut Vec<FlowRecord>, oldest_ns: impl FnOnce() -> u64) {
-        if records.is_empty() {
-            return;
-        }
+    fn emit(&mut self, records: &mut Vec<FlowRecord>, oldest_ns: u64) {
+        let mut encoded = self.take_batches(records.len());
+        self.encode(records, &mut encoded);
+        self.send(encoded, oldest_ns);
+    }
+
+    /// An empty batch for each format the outputs use (none without outputs), with room for
+    /// `records` records.
+    fn take_batches(&self, records: usize) -> Vec<EncodedBatch> {
+        self.formats
+            .iter()
+            .map(|&format| self.batches.take(format, records))
+            .collect()
+    }
+
+    /// Counts `records`, appends them to each of `encoded` in its format and empties `records`.
+    fn encode(&mut self, records: &mut Vec<FlowRecord>, encoded: &mut [EncodedBatch]) {
         self.metrics
             .records
             .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if self.fanout.is_empty() {
-            records.clear();
-            return;
+        for batch in encoded.iter_mut() {
+            for record in records.iter() {
+                batch.push_record(record, &mut self.pb);
+            }
         }
-        let received_ns = oldest_ns();
-        let batches = self
-            .formats
-            .iter()
-            .map(|&format| {
-                let mut encoded = self.batches.take(format, records.len());
-                encoded.set_received_ns(received_ns);
-                for record in records.iter() {
-                    encoded.push_record(record, &mut self.pb);
-                }
-                encoded
-            })
-            .collect();
         records.clear();
-        self.fanout.send_all(batches);
+    }
+
+    /// Hands the encoded batches (empty ones are skipped) to the outputs.
+    fn send(&self, mut encoded: Vec<EncodedBatch>, oldest_ns: u64) {
+        for batch in &mut encoded {
+            batch.set_received_ns(oldest_ns);
+        }
+        self.fanout.send_all(encoded);
     }
 }
