@@ -167,6 +167,15 @@ const REPEATED: [&str; 8] = [
     "ipv6_routing_header_addresses",
 ];
 
+/// A JSON array of strings.
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
 /// Asserts that one protoc-decoded record equals its JSON line, key by key.
 fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
     let json = json.as_object().unwrap();
@@ -195,24 +204,10 @@ fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
                 assert_eq!(got, want, "{ctx}");
             }
             // protoc names the enum values from flow.proto: they must be the JSON's names.
-            "layer_stack" => {
-                let want: Vec<&str> = want
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap())
-                    .collect();
-                assert_eq!(all(k), want, "{ctx}");
-            }
+            "layer_stack" => assert_eq!(all(k), strings(want), "{ctx}"),
             "mpls_ip" | "ipv6_routing_header_addresses" => {
                 let got: Vec<String> = all(k).iter().map(|v| addr_text(&unescape(v))).collect();
-                let want: Vec<&str> = want
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap())
-                    .collect();
-                assert_eq!(got, want, "{ctx}");
+                assert_eq!(got, strings(want), "{ctx}");
             }
             "sampler_address" | "src_addr" | "dst_addr" | "next_hop" | "bgp_next_hop" => {
                 let got = one(k).map(|v| addr_text(&unescape(v))).unwrap_or_default();
