@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use sluice_peer::flowgen::Protocol;
 use sluice_peer::output::{EncodedBatch, Format};
 use sluice_peer::record::pb::{FlowMessage, PbEncoder};
-use sluice_peer::record::{FlowRecord, Mac};
+use sluice_peer::record::{FlowRecord, Layer, Mac};
 use sluice_peer::testing::*;
 use tansu::{Tansu, tansu_available};
 
@@ -92,8 +92,8 @@ fn proto_fields() -> BTreeSet<String> {
         .collect()
 }
 
-/// A record with what flowgen's traffic leaves empty — repeated fields (full MPLS stack), IPv6
-/// next hop, MACs — and values at the top of their columns' ClickHouse types.
+/// A record with what flowgen's traffic leaves empty — repeated fields (full MPLS stack, every
+/// layer kind, SRv6 segments), IPv6 next hop, MACs — and values at the top of their columns' ClickHouse types.
 fn extra_record() -> FlowRecord {
     let a = |s: &str| -> IpAddr { s.parse().unwrap() };
     FlowRecord {
@@ -122,6 +122,14 @@ fn extra_record() -> FlowRecord {
         mpls_label: [0xf_ffff, 1, 2, 3].into_iter().collect(),
         mpls_ttl: [64, 1, 255, 2].into_iter().collect(),
         mpls_ip: [a("2001:db8:2::1"), a("198.18.0.9")].into_iter().collect(),
+        layer_stack: Layer::ALL.into_iter().collect(),
+        layer_size: [14, 4, 8, 40, 56, 8, 20, 8, 8, 8, 4, 2048]
+            .into_iter()
+            .collect(),
+        ipv6_routing_header_addresses: [a("2001:db8:5::1"), a("2001:db8:5::2")]
+            .into_iter()
+            .collect(),
+        ipv6_routing_header_seg_left: 255,
         ..FlowRecord::default()
     }
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 use sluice_peer::decode::{DecoderConfig, ShardDecoder};
 use sluice_peer::flowgen::{Encoder, EncoderConfig, FlowSynth};
-use sluice_peer::record::{FlowRecord, Mac, Protocol};
+use sluice_peer::record::{FlowRecord, Layer, Mac, Protocol};
 
 const BOOT_NS: u64 = 1_700_000_000_000_000_000;
 const EXPORT_NS: u64 = BOOT_NS + 2 * 86_400_000_000_000;
@@ -171,6 +171,25 @@ fn project(p: Protocol, f: &FlowRecord) -> FlowRecord {
             }
             e.time_flow_start_ns = RECEIVED_NS;
             e.time_flow_end_ns = RECEIVED_NS;
+            // The encoder's sampled header: Ethernet, a tag when there is a VLAN, IP, then
+            // a 20-byte TCP header or 8 bytes of UDP or ICMP.
+            let mut layers = vec![(Layer::Ethernet, 14)];
+            if e.vlan_id != 0 {
+                layers.push((Layer::Dot1q, 4));
+            }
+            layers.push(if v6 {
+                (Layer::Ipv6, 40)
+            } else {
+                (Layer::Ipv4, 20)
+            });
+            layers.push(match f.proto {
+                6 => (Layer::Tcp, 20),
+                17 => (Layer::Udp, 8),
+                1 => (Layer::Icmp, 8),
+                _ => (Layer::Icmpv6, 8),
+            });
+            e.layer_stack = layers.iter().map(|l| l.0).collect();
+            e.layer_size = layers.iter().map(|l| l.1).collect();
         }
     }
     e

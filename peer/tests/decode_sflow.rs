@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use sluice_peer::decode::{DecodeError, DecodeOutcome, DecoderConfig, ShardDecoder};
-use sluice_peer::record::{FlowRecord, Mac, Protocol};
+use sluice_peer::record::{FlowRecord, Layer, Mac, Protocol};
 
 const RECEIVED_NS: u64 = 1_700_000_000_000_000_000;
 
@@ -147,6 +147,10 @@ fn expected() -> [FlowRecord; 2] {
             ip_flags: 2,
             tcp_flags: 0x12,
             fragment_id: 0x1234,
+            layer_stack: [Layer::Ethernet, Layer::Dot1q, Layer::Ipv4, Layer::Tcp]
+                .into_iter()
+                .collect(),
+            layer_size: [14, 4, 20, 20].into_iter().collect(),
             ..base
         },
         FlowRecord {
@@ -159,6 +163,9 @@ fn expected() -> [FlowRecord; 2] {
             dst_port: 53,
             ip_ttl: 64,
             ipv6_flow_label: 5,
+            // A raw IPv6 header (header protocol 12): the stack starts at IPv6.
+            layer_stack: [Layer::Ipv6, Layer::Udp].into_iter().collect(),
+            layer_size: [40, 8].into_iter().collect(),
             ..base
         },
     ]

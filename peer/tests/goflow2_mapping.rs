@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use sluice_peer::decode::{DecoderConfig, ShardDecoder};
-use sluice_peer::record::{FlowRecord, Mac, Protocol};
+use sluice_peer::record::{FlowRecord, Layer, Mac, Protocol};
 
 const EXPORT_S: u32 = 1_700_000_000;
 const EXPORT_NS: u64 = EXPORT_S as u64 * 1_000_000_000;
@@ -342,6 +342,11 @@ fn sampled_frames_rfc_7133() {
     want.dst_port = 53;
     want.packets = 1;
     want.bytes = frame.len() as u64;
+    // GoFlow2 parses the section like an sFlow header, layers included.
+    want.layer_stack = [Layer::Ethernet, Layer::Ipv4, Layer::Udp]
+        .into_iter()
+        .collect();
+    want.layer_size = [14, 20, 8].into_iter().collect();
     assert_eq!(got, want);
 }
 
@@ -458,13 +463,17 @@ fn sflow_switch_router_and_header() {
         10, 1, 1, 1, 10, 2, 2, 2,
         0x01, 0xbb, 0xc3, 0x50, 0, 0, 0, 0, 0, 0, 0, 0,
         0x51, 0x12,              // data offset 5, NS bit set, SYN+ACK
-        0, 0,
+        0, 0, 0, 0, 0, 0,
     ];
     header.extend_from_slice(&(frame.len() as u32).to_be_bytes());
     header.extend_from_slice(&frame);
     let switch = words(&[100, 0, 200, 0]);
     let router = words(&[1, 0x0a00_0001, 24, 16]);
-    let got = decode_sflow(&sflow(&[(1, header), (1001, switch), (1002, router)]));
+    let got = decode_sflow(&sflow(&[
+        (1, header),
+        (1001, switch.clone()),
+        (1002, router.clone()),
+    ]));
     let mut want = sflow_base();
     want.bytes = 60;
     want.dst_mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
@@ -485,5 +494,22 @@ fn sflow_switch_router_and_header() {
     want.next_hop = ip("10.0.0.1");
     want.src_mask = 24;
     want.dst_mask = 16;
+    want.layer_stack = [Layer::Ethernet, Layer::Dot1q, Layer::Ipv4, Layer::Tcp]
+        .into_iter()
+        .collect();
+    want.layer_size = [14, 4, 20, 20].into_iter().collect();
+    assert_eq!(got, want);
+    // GoFlow2 reads a TCP header only when its 20 bytes are there: cut by 2, the ports and
+    // flags stay unset and the layer is not listed.
+    let mut cut = words(&[1, 60, 4]);
+    cut.extend_from_slice(&(frame.len() as u32 - 2).to_be_bytes());
+    cut.extend_from_slice(&frame[..frame.len() - 2]);
+    cut.extend_from_slice(&[0, 0]); // XDR padding
+    let got = decode_sflow(&sflow(&[(1, cut), (1001, switch), (1002, router)]));
+    (want.src_port, want.dst_port, want.tcp_flags) = (0, 0, 0);
+    want.layer_stack = [Layer::Ethernet, Layer::Dot1q, Layer::Ipv4]
+        .into_iter()
+        .collect();
+    want.layer_size = [14, 4, 20].into_iter().collect();
     assert_eq!(got, want);
 }

@@ -1,6 +1,7 @@
 //! Oracle: sFlow v5 datagrams (the annotated golden datagram with flow, counter and expanded
 //! samples, and flowgen's encoder output over IPv4/IPv6 TCP/UDP/ICMP) are decoded by us and by
-//! tshark's sFlow dissector; every flow sample and the fields both sides represent must match.
+//! tshark's sFlow dissector; every flow sample and the fields both sides represent must match,
+//! the sampled header's layer stack included.
 //!
 //! Needs tshark. Without it the test fails when `CI=true` and prints a skip message otherwise.
 
@@ -209,6 +210,42 @@ fn compare(
                 check("icmpv6 code", u64::from(r.icmp_code), h.get("icmpv6.code"));
             }
             p => panic!("{ctx}: unexpected protocol {p}"),
+        }
+        // The layer stack: the layers tshark's dissectors found in the sampled header, in
+        // order, and the header lengths it reports.
+        let names: Vec<&str> = r.layer_stack.as_slice().iter().map(|l| l.name()).collect();
+        let want: Vec<&str> = [
+            ("eth.src", "Ethernet"),
+            ("vlan.id", "Dot1Q"),
+            ("ip.src", "IPv4"),
+            ("ipv6.src", "IPv6"),
+            ("tcp.srcport", "TCP"),
+            ("udp.srcport", "UDP"),
+            ("icmp.type", "ICMP"),
+            ("icmpv6.type", "ICMPv6"),
+        ]
+        .into_iter()
+        .filter(|(key, _)| h.contains_key(*key))
+        .map(|(_, name)| name)
+        .collect();
+        check("layers", names.len() as u64, Some(&want.len().to_string()));
+        assert_eq!(names, want, "{ctx}: layer stack");
+        let size_of = |name: &str| {
+            names
+                .iter()
+                .position(|n| *n == name)
+                .map(|i| u64::from(r.layer_size.as_slice()[i]))
+        };
+        for (name, key) in [("IPv4", "ip.hdr_len"), ("TCP", "tcp.hdr_len")] {
+            if let Some(size) = size_of(name) {
+                check(key, size, h.get(key));
+            }
+        }
+        if let Some(size) = size_of("Ethernet") {
+            assert_eq!(size, 14, "{ctx}: Ethernet header");
+        }
+        if let Some(size) = size_of("IPv6") {
+            assert_eq!(size, 40, "{ctx}: IPv6 header");
         }
         if let Some(sw) = s.records.get("Extended switch data") {
             check(

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sluice_peer::flowgen::Protocol;
 use sluice_peer::output::{EncodedBatch, Format};
 use sluice_peer::record::pb::PbEncoder;
-use sluice_peer::record::{FlowRecord, Mac, etype_name, proto_name};
+use sluice_peer::record::{FlowRecord, Layer, Mac, etype_name, proto_name};
 use sluice_peer::testing::{Exporter, PeerProcess, read_jsonl};
 
 const SLUICE_PEER: &str = env!("CARGO_BIN_EXE_sluice-peer");
@@ -156,13 +156,25 @@ fn protoc_decode(pb: &[u8], dir: &Path) -> Vec<BTreeMap<String, Vec<String>>> {
 }
 
 /// The repeated fields of `flow.proto` (JSON arrays).
-const REPEATED: [&str; 5] = [
+const REPEATED: [&str; 8] = [
     "mpls_label",
     "mpls_ttl",
     "mpls_ip",
     "bgp_communities",
     "as_path",
+    "layer_stack",
+    "layer_size",
+    "ipv6_routing_header_addresses",
 ];
+
+/// A JSON array of strings.
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
 
 /// Asserts that one protoc-decoded record equals its JSON line, key by key.
 fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
@@ -181,7 +193,7 @@ fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
         let ctx = format!("record {i}: {k}");
         match k.as_str() {
             "type" => assert_eq!(one(k), want.as_str(), "{ctx}"),
-            "mpls_label" | "mpls_ttl" | "bgp_communities" | "as_path" => {
+            "mpls_label" | "mpls_ttl" | "bgp_communities" | "as_path" | "layer_size" => {
                 let got: Vec<u64> = all(k).iter().map(|v| v.parse().unwrap()).collect();
                 let want: Vec<u64> = want
                     .as_array()
@@ -191,15 +203,11 @@ fn assert_equal(i: usize, pb: &BTreeMap<String, Vec<String>>, json: &Value) {
                     .collect();
                 assert_eq!(got, want, "{ctx}");
             }
-            "mpls_ip" => {
+            // protoc names the enum values from flow.proto: they must be the JSON's names.
+            "layer_stack" => assert_eq!(all(k), strings(want), "{ctx}"),
+            "mpls_ip" | "ipv6_routing_header_addresses" => {
                 let got: Vec<String> = all(k).iter().map(|v| addr_text(&unescape(v))).collect();
-                let want: Vec<&str> = want
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap())
-                    .collect();
-                assert_eq!(got, want, "{ctx}");
+                assert_eq!(got, strings(want), "{ctx}");
             }
             "sampler_address" | "src_addr" | "dst_addr" | "next_hop" | "bgp_next_hop" => {
                 let got = one(k).map(|v| addr_text(&unescape(v))).unwrap_or_default();
@@ -299,7 +307,7 @@ fn protoc_reads_pb_output_like_the_json_output() {
 }
 
 /// Records with every field set, repeated fields included (the flowgen traffic above carries no
-/// MPLS), encoded by the peer's own batch encoder.
+/// MPLS or SRv6), every layer kind listed, encoded by the peer's own batch encoder.
 #[test]
 fn protoc_reads_every_field_including_repeated_ones() {
     if !oracle::tools_available(&[("protoc", &["--version"])]) {
@@ -353,6 +361,10 @@ fn protoc_reads_every_field_including_repeated_ones() {
         mpls_ip: [a("10.9.9.9"), a("2001:db8::9")].into_iter().collect(),
         observation_domain_id: 24,
         observation_point_id: 25,
+        layer_stack: Layer::ALL.into_iter().collect(),
+        layer_size: (0..Layer::ALL.len() as u16).map(|i| i * 300).collect(),
+        ipv6_routing_header_addresses: [a("2001:db8::a"), a("2001:db8::b")].into_iter().collect(),
+        ipv6_routing_header_seg_left: 26,
     };
     let records = [full(false), full(true), FlowRecord::default()];
     let mut pb = PbEncoder::default();
@@ -367,4 +379,6 @@ fn protoc_reads_every_field_including_repeated_ones() {
         assert_equal(i, p, &serde_json::to_value(r).unwrap());
     }
     assert_eq!(decoded[0]["mpls_label"], ["16", "1048575", "3"]);
+    assert_eq!(decoded[0]["layer_stack"][0], "Ethernet");
+    assert_eq!(decoded[0]["layer_stack"][11], "IPv6HeaderFragment");
 }

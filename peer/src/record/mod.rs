@@ -142,6 +142,14 @@ impl Blank for u8 {
     const BLANK: Self = 0;
 }
 
+impl Blank for u16 {
+    const BLANK: Self = 0;
+}
+
+impl Blank for Layer {
+    const BLANK: Self = Layer::Ethernet;
+}
+
 impl Blank for IpAddr {
     const BLANK: Self = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 }
@@ -211,6 +219,74 @@ pub const MPLS_ADDRESSES: usize = 2;
 pub const AS_PATH_LEN: usize = 16;
 /// BGP communities a record keeps (sFlow extended gateway).
 pub const COMMUNITIES: usize = 8;
+/// Layers of a sampled header a record lists (`layer_stack`, `layer_size`): the outermost
+/// ones. Parsing goes on past them, so the record's other fields are unaffected.
+pub const LAYERS: usize = 16;
+/// SRv6 segment list entries a record keeps (`ipv6_routing_header_addresses`), in header order.
+pub const SRV6_SEGMENTS: usize = 4;
+
+/// A protocol layer of a sampled header: GoFlow2's `FlowMessage.LayerStack` (`flow.proto`),
+/// the value is its enum number and the JSON name its enum name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Layer {
+    Ethernet = 0,
+    Ipv4 = 1,
+    Ipv6 = 2,
+    Tcp = 3,
+    Udp = 4,
+    Mpls = 5,
+    Dot1q = 6,
+    Icmp = 7,
+    Icmpv6 = 8,
+    Gre = 9,
+    Ipv6HeaderRouting = 10,
+    Ipv6HeaderFragment = 11,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 12] = [
+        Layer::Ethernet,
+        Layer::Ipv4,
+        Layer::Ipv6,
+        Layer::Tcp,
+        Layer::Udp,
+        Layer::Mpls,
+        Layer::Dot1q,
+        Layer::Icmp,
+        Layer::Icmpv6,
+        Layer::Gre,
+        Layer::Ipv6HeaderRouting,
+        Layer::Ipv6HeaderFragment,
+    ];
+
+    /// GoFlow2's enum name, which its JSON shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Ethernet => "Ethernet",
+            Layer::Ipv4 => "IPv4",
+            Layer::Ipv6 => "IPv6",
+            Layer::Tcp => "TCP",
+            Layer::Udp => "UDP",
+            Layer::Mpls => "MPLS",
+            Layer::Dot1q => "Dot1Q",
+            Layer::Icmp => "ICMP",
+            Layer::Icmpv6 => "ICMPv6",
+            Layer::Gre => "GRE",
+            Layer::Ipv6HeaderRouting => "IPv6HeaderRouting",
+            Layer::Ipv6HeaderFragment => "IPv6HeaderFragment",
+        }
+    }
+
+    /// The layer of an enum number (protobuf) or name (JSON).
+    pub fn from_number(n: i32) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|l| *l as i32 == n)
+    }
+
+    pub fn from_name(s: &str) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|l| l.name() == s)
+    }
+}
 
 /// One normalized flow record. All fields are plain values (the record is `Copy`), so decoding
 /// allocates nothing per record beyond the output vector's slot.
@@ -284,6 +360,16 @@ pub struct FlowRecord {
     /// IPFIX observation domain / NetFlow v9 source id / sFlow sub-agent id.
     pub observation_domain_id: u32,
     pub observation_point_id: u32,
+    /// The sampled header's layers, outermost first (sFlow raw header, IPFIX
+    /// dataLinkFrameSection), at most [`LAYERS`].
+    pub layer_stack: Stack<Layer, LAYERS>,
+    /// Each listed layer's header length in bytes (a whole MPLS label stack is one layer).
+    pub layer_size: Stack<u16, LAYERS>,
+    /// SRv6: the segment list of the outer IPv6 segment routing header (routing type 4),
+    /// at most [`SRV6_SEGMENTS`].
+    pub ipv6_routing_header_addresses: Stack<IpAddr, SRV6_SEGMENTS>,
+    /// Segments left of the outer IPv6 routing header (any routing type).
+    pub ipv6_routing_header_seg_left: u8,
 }
 
 /// GoFlow2's name for an Ethernet type; unnamed values render as their decimal number.
@@ -549,6 +635,21 @@ impl Cursor<'_> {
         self.byte(b']');
     }
 
+    /// `,"key":["a","b"]`.
+    fn names<'n>(&mut self, k: &[u8], vs: impl Iterator<Item = &'n str>) {
+        self.key(k);
+        self.byte(b'[');
+        for (i, v) in vs.enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            self.byte(b'"');
+            self.lit(v.as_bytes());
+            self.byte(b'"');
+        }
+        self.byte(b']');
+    }
+
     #[inline(always)]
     fn named(&mut self, k: &[u8], name: Option<&str>, v: u64) {
         match name {
@@ -675,6 +776,22 @@ impl FlowRecord {
             b",\"observation_point_id\":",
             u64::from(self.observation_point_id),
         );
+        c.names(
+            b",\"layer_stack\":",
+            self.layer_stack.as_slice().iter().map(|l| l.name()),
+        );
+        c.nums(
+            b",\"layer_size\":",
+            self.layer_size.as_slice().iter().map(|&v| u64::from(v)),
+        );
+        c.ips(
+            b",\"ipv6_routing_header_addresses\":",
+            self.ipv6_routing_header_addresses.as_slice(),
+        );
+        c.num(
+            b",\"ipv6_routing_header_seg_left\":",
+            u64::from(self.ipv6_routing_header_seg_left),
+        );
         c.byte(b'}');
     }
 }
@@ -732,6 +849,10 @@ mod wire {
         pub mpls_ip: Vec<String>,
         pub observation_domain_id: u32,
         pub observation_point_id: u32,
+        pub layer_stack: Vec<String>,
+        pub layer_size: Vec<u16>,
+        pub ipv6_routing_header_addresses: Vec<String>,
+        pub ipv6_routing_header_seg_left: u8,
     }
 
     fn ip_text(a: Option<IpAddr>) -> String {
@@ -751,6 +872,17 @@ mod wire {
             field,
             value: s.to_owned(),
         })
+    }
+
+    fn parse_ips(field: &'static str, v: &[String]) -> Result<Vec<IpAddr>, RecordError> {
+        v.iter()
+            .map(|s| {
+                s.parse().map_err(|_| RecordError::Address {
+                    field,
+                    value: s.clone(),
+                })
+            })
+            .collect()
     }
 
     fn parse_mask(field: &'static str, s: &str) -> Result<u8, RecordError> {
@@ -828,6 +960,20 @@ mod wire {
                 mpls_ip: r.mpls_ip.as_slice().iter().map(IpAddr::to_string).collect(),
                 observation_domain_id: r.observation_domain_id,
                 observation_point_id: r.observation_point_id,
+                layer_stack: r
+                    .layer_stack
+                    .as_slice()
+                    .iter()
+                    .map(|l| l.name().to_owned())
+                    .collect(),
+                layer_size: r.layer_size.as_slice().to_vec(),
+                ipv6_routing_header_addresses: r
+                    .ipv6_routing_header_addresses
+                    .as_slice()
+                    .iter()
+                    .map(IpAddr::to_string)
+                    .collect(),
+                ipv6_routing_header_seg_left: r.ipv6_routing_header_seg_left,
             }
         }
     }
@@ -885,20 +1031,30 @@ mod wire {
                 as_path: stack("as_path", j.as_path)?,
                 mpls_label: stack("mpls_label", j.mpls_label)?,
                 mpls_ttl: stack("mpls_ttl", j.mpls_ttl)?,
-                mpls_ip: stack(
-                    "mpls_ip",
-                    j.mpls_ip
+                mpls_ip: stack("mpls_ip", parse_ips("mpls_ip", &j.mpls_ip)?)?,
+                observation_domain_id: j.observation_domain_id,
+                observation_point_id: j.observation_point_id,
+                layer_stack: stack(
+                    "layer_stack",
+                    j.layer_stack
                         .iter()
                         .map(|s| {
-                            s.parse::<IpAddr>().map_err(|_| RecordError::Address {
-                                field: "mpls_ip",
+                            Layer::from_name(s).ok_or_else(|| RecordError::Unknown {
+                                field: "layer_stack",
                                 value: s.clone(),
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 )?,
-                observation_domain_id: j.observation_domain_id,
-                observation_point_id: j.observation_point_id,
+                layer_size: stack("layer_size", j.layer_size)?,
+                ipv6_routing_header_addresses: stack(
+                    "ipv6_routing_header_addresses",
+                    parse_ips(
+                        "ipv6_routing_header_addresses",
+                        &j.ipv6_routing_header_addresses,
+                    )?,
+                )?,
+                ipv6_routing_header_seg_left: j.ipv6_routing_header_seg_left,
             })
         }
     }
@@ -957,6 +1113,17 @@ pub(crate) mod tests {
             mpls_ip: ["10.0.0.9".parse().unwrap()].into_iter().collect(),
             observation_domain_id: 5,
             observation_point_id: 0,
+            layer_stack: [
+                Layer::Ethernet,
+                Layer::Ipv6,
+                Layer::Ipv6HeaderRouting,
+                Layer::Tcp,
+            ]
+            .into_iter()
+            .collect(),
+            layer_size: [14, 40, 40, 20].into_iter().collect(),
+            ipv6_routing_header_addresses: ["2001:db8::a".parse().unwrap()].into_iter().collect(),
+            ipv6_routing_header_seg_left: 1,
         }
     }
 
@@ -1034,6 +1201,10 @@ pub(crate) mod tests {
             mpls_ip: [v6; MPLS_ADDRESSES].into_iter().collect(),
             observation_domain_id: u32::MAX,
             observation_point_id: u32::MAX,
+            layer_stack: [Layer::Ipv6HeaderFragment; LAYERS].into_iter().collect(),
+            layer_size: [u16::MAX; LAYERS].into_iter().collect(),
+            ipv6_routing_header_addresses: [v6; SRV6_SEGMENTS].into_iter().collect(),
+            ipv6_routing_header_seg_left: u8::MAX,
         };
         let mut fast = b"prefix".to_vec();
         r.write_json(&mut fast);
@@ -1044,6 +1215,17 @@ pub(crate) mod tests {
             String::from_utf8(fast).unwrap(),
             String::from_utf8(want).unwrap()
         );
+    }
+
+    #[test]
+    fn layer_numbers_and_names_are_goflow2s() {
+        for (i, l) in Layer::ALL.into_iter().enumerate() {
+            assert_eq!(l as usize, i);
+            assert_eq!(Layer::from_number(i as i32), Some(l));
+            assert_eq!(Layer::from_name(l.name()), Some(l));
+        }
+        assert_eq!(Layer::from_number(12), None);
+        assert_eq!(Layer::from_name("Dot1q"), None);
     }
 
     #[test]
@@ -1106,6 +1288,17 @@ pub(crate) mod tests {
         assert_eq!(v["mpls_ttl"], serde_json::json!([]));
         assert_eq!(v["mpls_ip"], serde_json::json!(["10.0.0.9"]));
         assert_eq!(v["sampler_address"], "198.18.1.10");
+        // GoFlow2 renders the layer enum by name and SRv6 segments as addresses.
+        assert_eq!(
+            v["layer_stack"],
+            serde_json::json!(["Ethernet", "IPv6", "IPv6HeaderRouting", "TCP"])
+        );
+        assert_eq!(v["layer_size"], serde_json::json!([14, 40, 40, 20]));
+        assert_eq!(
+            v["ipv6_routing_header_addresses"],
+            serde_json::json!(["2001:db8::a"])
+        );
+        assert_eq!(v["ipv6_routing_header_seg_left"], 1);
         let back: FlowRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
     }

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use super::{Blank, FlowRecord, Mac, Protocol, Stack};
+use super::{Blank, FlowRecord, Layer, Mac, Protocol, Stack};
 
 /// `FlowMessage.FlowType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -129,6 +129,16 @@ pub struct FlowMessage {
     pub mpls_label: Vec<u32>,
     #[prost(bytes = "vec", repeated, tag = "82")]
     pub mpls_ip: Vec<Vec<u8>>,
+    /// `repeated LayerStack`: enum values are varints on the wire, so `uint32` reads and
+    /// writes the same bytes ([`Layer`] holds the values).
+    #[prost(uint32, repeated, tag = "103")]
+    pub layer_stack: Vec<u32>,
+    #[prost(uint32, repeated, tag = "104")]
+    pub layer_size: Vec<u32>,
+    #[prost(bytes = "vec", repeated, tag = "105")]
+    pub ipv6_routing_header_addresses: Vec<Vec<u8>>,
+    #[prost(uint32, tag = "106")]
+    pub ipv6_routing_header_seg_left: u32,
 }
 
 /// An address as GoFlow2 stores it: 4 or 16 bytes in network order, empty when absent.
@@ -138,6 +148,16 @@ fn put_addr(dst: &mut Vec<u8>, a: Option<IpAddr>) {
         Some(IpAddr::V4(v4)) => dst.extend_from_slice(&v4.octets()),
         Some(IpAddr::V6(v6)) => dst.extend_from_slice(&v6.octets()),
         None => {}
+    }
+}
+
+/// A repeated address field.
+fn addrs(dst: &mut Vec<Vec<u8>>, src: &[IpAddr]) {
+    dst.clear();
+    for a in src {
+        let mut b = Vec::new();
+        put_addr(&mut b, Some(*a));
+        dst.push(b);
     }
 }
 
@@ -200,12 +220,18 @@ impl FlowMessage {
             .extend_from_slice(r.bgp_communities.as_slice());
         self.as_path.clear();
         self.as_path.extend_from_slice(r.as_path.as_slice());
-        self.mpls_ip.clear();
-        for a in r.mpls_ip.as_slice() {
-            let mut b = Vec::new();
-            put_addr(&mut b, Some(*a));
-            self.mpls_ip.push(b);
-        }
+        addrs(&mut self.mpls_ip, r.mpls_ip.as_slice());
+        self.layer_stack.clear();
+        self.layer_stack
+            .extend(r.layer_stack.as_slice().iter().map(|&l| l as u32));
+        self.layer_size.clear();
+        self.layer_size
+            .extend(r.layer_size.as_slice().iter().map(|&s| u32::from(s)));
+        addrs(
+            &mut self.ipv6_routing_header_addresses,
+            r.ipv6_routing_header_addresses.as_slice(),
+        );
+        self.ipv6_routing_header_seg_left = u32::from(r.ipv6_routing_header_seg_left);
     }
 }
 
@@ -220,8 +246,10 @@ pub enum MessageError {
     TooMany { field: &'static str, max: usize },
     #[error("{field}: {value} out of range")]
     OutOfRange { field: &'static str, value: u64 },
-    #[error("mpls_ip: empty")]
-    EmptyMplsIp,
+    #[error("{0}: empty address")]
+    EmptyAddress(&'static str),
+    #[error("layer_stack: unknown layer {0}")]
+    Layer(u32),
 }
 
 fn addr_of(b: &[u8]) -> Result<Option<IpAddr>, MessageError> {
@@ -231,6 +259,13 @@ fn addr_of(b: &[u8]) -> Result<Option<IpAddr>, MessageError> {
         16 => Ok(<[u8; 16]>::try_from(b).ok().map(IpAddr::from)),
         n => Err(MessageError::Address(n)),
     }
+}
+
+/// A repeated address field: every entry 4 or 16 bytes.
+fn addr_list(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<IpAddr>, MessageError> {
+    v.iter()
+        .map(|b| addr_of(b)?.ok_or(MessageError::EmptyAddress(field)))
+        .collect()
 }
 
 fn stack<T: Blank, const N: usize>(
@@ -320,12 +355,36 @@ impl TryFrom<&FlowMessage> for FlowRecord {
                     .map(|&t| narrow::<u8>("mpls_ttl", t))
                     .collect::<Result<Vec<_>, _>>()?,
             )?,
-            mpls_ip: stack(
-                "mpls_ip",
-                m.mpls_ip
+            mpls_ip: stack("mpls_ip", addr_list("mpls_ip", &m.mpls_ip)?)?,
+            layer_stack: stack(
+                "layer_stack",
+                m.layer_stack
                     .iter()
-                    .map(|b| addr_of(b)?.ok_or(MessageError::EmptyMplsIp))
+                    .map(|&n| {
+                        i32::try_from(n)
+                            .ok()
+                            .and_then(Layer::from_number)
+                            .ok_or(MessageError::Layer(n))
+                    })
                     .collect::<Result<Vec<_>, _>>()?,
+            )?,
+            layer_size: stack(
+                "layer_size",
+                m.layer_size
+                    .iter()
+                    .map(|&s| narrow::<u16>("layer_size", s))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?,
+            ipv6_routing_header_addresses: stack(
+                "ipv6_routing_header_addresses",
+                addr_list(
+                    "ipv6_routing_header_addresses",
+                    &m.ipv6_routing_header_addresses,
+                )?,
+            )?,
+            ipv6_routing_header_seg_left: narrow(
+                "ipv6_routing_header_seg_left",
+                m.ipv6_routing_header_seg_left,
             )?,
         })
     }
@@ -333,7 +392,7 @@ impl TryFrom<&FlowMessage> for FlowRecord {
 
 /// Room for the widest message body a record can make (every field at its widest, every
 /// stack full: a unit test writes that record). Far above what real records use (~150 bytes).
-const MAX_BODY: usize = 512;
+const MAX_BODY: usize = 640;
 
 /// Writes records as length-delimited `FlowMessage`s; one per shard (it keeps a scratch buffer).
 ///
@@ -480,6 +539,12 @@ impl PbEncoder {
             r.bgp_communities.as_slice().iter().map(|&c| u64::from(c)),
         );
         w.packed(102, r.as_path.as_slice().iter().map(|&a| u64::from(a)));
+        w.packed(103, r.layer_stack.as_slice().iter().map(|&l| l as u64));
+        w.packed(104, r.layer_size.as_slice().iter().map(|&s| u64::from(s)));
+        for a in r.ipv6_routing_header_addresses.as_slice() {
+            w.addr(105, Some(*a));
+        }
+        w.uint(106, u64::from(r.ipv6_routing_header_seg_left));
         w.uint(110, r.time_received_ns);
         w.uint(111, r.time_flow_start_ns);
         w.uint(112, r.time_flow_end_ns);
@@ -585,6 +650,16 @@ mod tests {
             mpls_label: [42, 0xf_ffff, 300].into_iter().collect(),
             mpls_ttl: [43, 255].into_iter().collect(),
             mpls_ip: [a(44).unwrap(), a(45).unwrap()].into_iter().collect(),
+            layer_stack: [Layer::Ethernet, Layer::Mpls, Layer::Ipv6HeaderFragment]
+                .into_iter()
+                .collect(),
+            layer_size: [14, 300, 8].into_iter().collect(),
+            ipv6_routing_header_addresses: [IpAddr::from([
+                0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 49,
+            ])]
+            .into_iter()
+            .collect(),
+            ipv6_routing_header_seg_left: 50,
         }
     }
 
@@ -628,6 +703,13 @@ mod tests {
         while r.mpls_label.push(u32::MAX) {}
         while r.mpls_ttl.push(u8::MAX) {}
         while r.mpls_ip.push(IpAddr::from([0xff; 16])) {}
+        while r.layer_stack.push(Layer::Ipv6HeaderFragment) {}
+        while r.layer_size.push(u16::MAX) {}
+        while r
+            .ipv6_routing_header_addresses
+            .push(IpAddr::from([0xff; 16]))
+        {}
+        r.ipv6_routing_header_seg_left = u8::MAX;
         r
     }
 
