@@ -315,8 +315,9 @@ mod tests {
         let (mut sink, stats) = sink(&[("message.max.bytes", "1000")]);
         sink.write(&lines(&[10, 5000, 10]), 0).unwrap();
         assert_eq!(stats.failed_records(), 1);
+        // (librdkafka's own queue length also counts its events, such as the broker's
+        // connection errors here, so it is not compared.)
         assert_eq!(stats.in_flight(), 2);
-        assert_eq!(sink.producer.in_flight_count(), 2);
         // From an offset: only the records after it.
         sink.write(&lines(&[10, 5000, 10, 10]), 2).unwrap();
         assert_eq!((stats.failed_records(), stats.in_flight()), (1, 4));
