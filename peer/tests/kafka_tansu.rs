@@ -1,15 +1,18 @@
 //! `type = "kafka"` against a real Kafka-protocol broker: tansu (crates.io, installed by
 //! `cargo xtask setup`) on loopback with in-memory storage, started and stopped by each test.
-//! The real `sluice-peer` is fed by flowgen exporters; records are consumed back with a
-//! consumer group.
+//! The real `sluice-peer` is fed by flowgen exporters, or by softflowd exporting a pcap in a
+//! network namespace of the test's own; records are consumed back with a consumer group.
 //!
-//! Needs `tansu` on PATH: without it the tests fail when `CI=true` and print a skip otherwise.
+//! Needs `tansu` on PATH (and softflowd and root for the softflowd test): without them the tests
+//! fail when `CI=true` and print a skip otherwise.
 #![cfg(feature = "kafka")]
 #![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
 
 #[path = "data/oracle_support.rs"]
 #[allow(dead_code, reason = "each oracle test uses part of the support module")]
 mod oracle;
+#[path = "data/softflowd_support.rs"]
+mod softflowd;
 #[path = "data/tansu_support.rs"]
 mod tansu;
 
@@ -29,8 +32,11 @@ use serde_json::Value;
 use sluice_peer::flowgen::Protocol;
 use sluice_peer::record::FlowRecord;
 use sluice_peer::record::pb::FlowMessage;
-use sluice_peer::testing::{Exporter, PeerProcess, free_tcp_port, multiset, read_jsonl};
+use sluice_peer::testing::{
+    Exporter, PeerProcess, free_tcp_port, multiset, read_jsonl, wait_until,
+};
 
+use softflowd::{EXPORTS, Softflowd, softflowd_available, traffic};
 use tansu::{Tansu, tansu_available};
 
 const SLUICE_PEER: &str = env!("CARGO_BIN_EXE_sluice-peer");
@@ -172,6 +178,197 @@ fn flowgen_through_kafka_is_consumed_once_keyed_by_exporter_equal_to_json() {
             "{exporter} spread over partitions {parts:?}"
         );
     }
+}
+
+/// Runs `test` on a thread of its own moved into a fresh network namespace, with loopback up
+/// and `addrs` on it: what the test starts (broker, peer, exporters) and connects to lives
+/// there, and the namespace goes with the thread. Needs root: without it the test fails when
+/// `CI=true` and prints a skip otherwise.
+fn in_own_netns(addrs: &'static [&str], test: impl FnOnce() + Send + 'static) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "needs root for a network namespace"
+        );
+        eprintln!("SKIPPED: needs root for a network namespace");
+        return;
+    }
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        let lo = ["link set lo up".to_owned()]
+            .into_iter()
+            .chain(addrs.iter().map(|a| format!("addr add {a} dev lo")));
+        for args in lo {
+            let out = std::process::Command::new("ip")
+                .args(args.split(' '))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args}: {out:?}");
+        }
+        test();
+    });
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
+/// Equal field by field (a record's JSON objects, `ctx` names it in the failure).
+fn assert_same_fields(ctx: &str, got: &Value, want: &Value) {
+    let (Value::Object(got), Value::Object(want)) = (got, want) else {
+        panic!("{ctx}: not JSON objects: {got} {want}");
+    };
+    assert_eq!(
+        got.keys().collect::<BTreeSet<_>>(),
+        want.keys().collect::<BTreeSet<_>>(),
+        "{ctx}: fields"
+    );
+    for (field, w) in want {
+        assert_eq!(&got[field], w, "{ctx}: field {field}");
+    }
+}
+
+#[test]
+fn softflowd_through_kafka_is_consumed_once_keyed_by_exporter_equal_to_json() {
+    if !tansu_available() || !softflowd_available() {
+        return;
+    }
+    // One exporter per version: (softflowd -v, address, protocol label of the decode metrics).
+    // A datagram to a local address leaves from that address, so each softflowd's source
+    // address, the exporter, is the address it sends to.
+    const EXPORTERS: [(&str, &str, &str); 2] = [
+        ("9", "198.18.1.1", "NETFLOW_V9"),
+        ("10", "198.18.2.1", "IPFIX"),
+    ];
+    in_own_netns(&["198.18.1.1/32", "198.18.2.1/32"], || {
+        let tansu = Tansu::start(None);
+        tansu.create_topic("flows", 3);
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("traffic.pcap");
+        oracle::write_pcap(&pcap, &traffic());
+        let json_path = dir.path().join("flows.jsonl");
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[[outputs]]\ntype = \"file\"\npath = \"{}\"\n\n\
+                 [[outputs]]\ntype = \"kafka\"\nbrokers = [\"{}\"]\ntopic = \"flows\"\n\
+                 format = \"pb\"\n",
+                json_path.display(),
+                tansu.addr
+            ),
+        );
+        // Every address of the namespace: the exporters send to theirs.
+        let peer = PeerProcess::start(SLUICE_PEER, &["--config", &config, "--listen", "0.0.0.0:0"]);
+        let port = peer.listen[0].port();
+        let mut exporters: Vec<Softflowd> = EXPORTERS
+            .iter()
+            .map(|(version, addr, _)| {
+                let to = SocketAddr::new(addr.parse().unwrap(), port);
+                Softflowd::start(&pcap, to, version)
+            })
+            .collect();
+        wait_until(
+            "softflowd read its pcap to the end",
+            || peer.log(),
+            || exporters.iter_mut().all(Softflowd::exited),
+        );
+        let exported = |version: &str| {
+            let (_, packets, bytes, flows) =
+                EXPORTS.into_iter().find(|(v, ..)| *v == version).unwrap();
+            (packets, bytes, flows)
+        };
+        let expected: usize = EXPORTERS.iter().map(|(v, ..)| exported(v).2).sum();
+
+        // Every record decoded (the per-protocol counts may follow the total) and acknowledged
+        // by the broker, none failed or lost.
+        let decoded = |p: &PeerProcess, protocol: &str| {
+            p.metric(&format!(
+                "sluice_peer_decoded_records_total{{protocol=\"{protocol}\"}}"
+            ))
+        };
+        peer.wait_for("every record decoded", |p| {
+            EXPORTERS
+                .iter()
+                .all(|(version, _, protocol)| decoded(p, protocol) >= exported(version).2 as f64)
+        });
+        for (version, _, protocol) in EXPORTERS {
+            assert_eq!(
+                decoded(&peer, protocol),
+                exported(version).2 as f64,
+                "{protocol} records decoded"
+            );
+        }
+        let out = "1-kafka";
+        peer.wait_for("the Kafka output accounted for every record", |p| {
+            let m = |f| output_metric(p, f, out);
+            m("sent_records_total") + m("failed_records_total") + m("overflow_records_total")
+                == p.metric("sluice_peer_flows_total")
+                && m("in_flight_records") == 0.0
+                && m("buffered_records") == 0.0
+        });
+        assert_eq!(peer.metric("sluice_peer_flows_total"), expected as f64);
+        for (family, want) in [
+            ("sent_records_total", expected as f64),
+            ("failed_records_total", 0.0),
+            ("overflow_records_total", 0.0),
+        ] {
+            assert_eq!(output_metric(&peer, family, out), want, "{out} {family}");
+        }
+        peer.wait_metric(
+            "sluice_peer_output_sent_records_total{output=\"0-file\"}",
+            expected as f64,
+        );
+        let consumed = consume(tansu.addr, "flows", expected);
+        let (status, log) = peer.stop();
+        assert!(status.success(), "{log}");
+
+        // Every record once: as many as in the JSON output, no two alike.
+        let json: Vec<Value> = read_jsonl(&json_path);
+        assert_eq!(json.len(), expected, "JSON records");
+        assert_eq!(consumed.len(), expected, "consumed messages");
+        let once = multiset(consumed.iter().map(|c| json_of(&c.record)));
+        assert_eq!(once.len(), expected, "duplicate messages");
+        // Keyed by exporter: the key is the record's exporter.
+        for c in &consumed {
+            let exporter = c.record.sampler_address.unwrap().to_string();
+            assert_eq!(c.key.as_deref(), Some(exporter.as_str()), "message key");
+        }
+        for (version, addr, _) in EXPORTERS {
+            let kafka: Vec<&Consumed> = consumed
+                .iter()
+                .filter(|c| c.key.as_deref() == Some(addr))
+                .collect();
+            let from_json: Vec<&Value> = json
+                .iter()
+                .filter(|v| v["sampler_address"] == addr)
+                .collect();
+            // What softflowd exported of the pcap, all of it.
+            let records: Vec<&FlowRecord> = kafka.iter().map(|c| &c.record).collect();
+            assert_eq!(
+                (
+                    records.iter().map(|r| r.packets).sum::<u64>(),
+                    records.iter().map(|r| r.bytes).sum::<u64>(),
+                    records.len(),
+                ),
+                exported(version),
+                "-v {version} from {addr}: packets, bytes, flows"
+            );
+            let partitions: BTreeSet<i32> = kafka.iter().map(|c| c.partition).collect();
+            assert_eq!(partitions.len(), 1, "{addr} over partitions {partitions:?}");
+            // On its partition in the order of the JSON output, each record equal to its JSON.
+            assert_eq!(
+                records.len(),
+                from_json.len(),
+                "{addr}: Kafka and JSON records"
+            );
+            for (i, (r, j)) in records.iter().zip(&from_json).enumerate() {
+                let got = serde_json::to_value(r).unwrap();
+                assert_same_fields(&format!("{addr} record {i}"), &got, j);
+            }
+        }
+    });
 }
 
 /// A TCP forwarder in front of the broker that can be cut (connections closed, new ones
