@@ -95,6 +95,20 @@ fn consume(brokers: SocketAddr, topic: &str, want: usize) -> Vec<Consumed> {
     out
 }
 
+/// A config file with two outputs: JSON lines to `json_path`, and Kafka topic `flows` on
+/// `broker` with `kafka_extra` (one line of the kafka table).
+fn file_and_kafka(dir: &Path, json_path: &Path, broker: SocketAddr, kafka_extra: &str) -> String {
+    write_config(
+        dir,
+        &format!(
+            "[[outputs]]\ntype = \"file\"\npath = \"{}\"\n\n\
+             [[outputs]]\ntype = \"kafka\"\nbrokers = [\"{broker}\"]\ntopic = \"flows\"\n\
+             {kafka_extra}\n",
+            json_path.display(),
+        ),
+    )
+}
+
 /// A record's JSON in the canonical form `Value::to_string` gives (sorted keys).
 fn json_of(r: &FlowRecord) -> String {
     serde_json::to_value(r).unwrap().to_string()
@@ -121,16 +135,7 @@ fn flowgen_through_kafka_is_consumed_once_keyed_by_exporter_equal_to_json() {
     tansu.create_topic("flows", 3);
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("flows.jsonl");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[[outputs]]\ntype = \"file\"\npath = \"{}\"\n\n\
-             [[outputs]]\ntype = \"kafka\"\nbrokers = [\"{}\"]\ntopic = \"flows\"\n\
-             compression = \"zstd\"\n",
-            json_path.display(),
-            tansu.addr
-        ),
-    );
+    let config = file_and_kafka(dir.path(), &json_path, tansu.addr, "compression = \"zstd\"");
     let peer = PeerProcess::start(
         SLUICE_PEER,
         &["--config", &config, "--listen", "127.0.0.1:0"],
@@ -249,16 +254,7 @@ fn softflowd_through_kafka_is_consumed_once_keyed_by_exporter_equal_to_json() {
         let pcap = dir.path().join("traffic.pcap");
         oracle::write_pcap(&pcap, &traffic());
         let json_path = dir.path().join("flows.jsonl");
-        let config = write_config(
-            dir.path(),
-            &format!(
-                "[[outputs]]\ntype = \"file\"\npath = \"{}\"\n\n\
-                 [[outputs]]\ntype = \"kafka\"\nbrokers = [\"{}\"]\ntopic = \"flows\"\n\
-                 format = \"pb\"\n",
-                json_path.display(),
-                tansu.addr
-            ),
-        );
+        let config = file_and_kafka(dir.path(), &json_path, tansu.addr, "format = \"pb\"");
         // Every address of the namespace: the exporters send to theirs.
         let peer = PeerProcess::start(SLUICE_PEER, &["--config", &config, "--listen", "0.0.0.0:0"]);
         let port = peer.listen[0].port();
