@@ -63,17 +63,13 @@ impl BatchPool {
     /// An empty batch of `format` on a spare set of buffers (or new ones), with room for
     /// `records` records.
     pub fn take(&self, format: Format, records: usize) -> EncodedBatch {
-        let mut batch = match self.spare.try_recv() {
-            Ok(buffers) => EncodedBatch {
-                format,
-                buffers,
-                received_ns: 0,
-                home: None,
-            },
-            Err(_) => EncodedBatch::with_capacity(format, records),
+        let mut batch = EncodedBatch {
+            format,
+            buffers: self.spare.try_recv().unwrap_or_default(),
+            received_ns: 0,
+            home: Some(self.home.clone()),
         };
         batch.reserve(records);
-        batch.home = Some(self.home.clone());
         batch
     }
 }
@@ -96,16 +92,14 @@ impl EncodedBatch {
 
     /// Room for `records` records of `format`.
     pub fn with_capacity(format: Format, records: usize) -> Self {
-        EncodedBatch {
+        let mut batch = EncodedBatch {
             format,
-            buffers: Buffers {
-                text: Vec::with_capacity(records * Self::typical_size(format)),
-                ends: Vec::with_capacity(records),
-                exporters: Vec::with_capacity(records),
-            },
+            buffers: Buffers::default(),
             received_ns: 0,
             home: None,
-        }
+        };
+        batch.reserve(records);
+        batch
     }
 
     /// Typical encoded sizes: JSON ~900 bytes (IPv4; IPv6 more), protobuf ~150.
