@@ -124,6 +124,8 @@ pub struct IngestConfig {
     pub max_datagram_bytes: usize,
     /// After the socket runs dry, wait this long for more datagrams before handing them to the
     /// shards (fewer, larger batches: less CPU per flow, this much more latency); 0 disables.
+    /// 5 ms: each hand-over can wake a shard and an output thread, which costs tens of µs on a
+    /// VM; 1 ms cost 15–35 % more CPU per flow at 5 000–50 000 datagrams/s.
     pub linger_us: u64,
 }
 
@@ -140,7 +142,7 @@ impl Default for IngestConfig {
             rcvbuf_bytes: 32 << 20,
             batch_size: 64,
             max_datagram_bytes: 9216,
-            linger_us: 1000,
+            linger_us: 5000,
         }
     }
 }
