@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::format::Format;
 use crate::record::FlowRecord;
@@ -24,7 +24,7 @@ pub struct EncodedBatch {
     /// unknown), for the latency histogram.
     received_ns: u64,
     /// Where the buffers go when the batch is dropped.
-    home: Option<Sender<Buffers>>,
+    home: Option<Arc<Spare>>,
 }
 
 #[derive(Debug, Default)]
@@ -47,17 +47,49 @@ impl Buffers {
 /// Emptied buffers of dropped batches, for the shard that encoded them to fill again. The
 /// output threads drop the batches; without the pool each batch's pages would go back to the
 /// allocator there and be faulted in again (zeroed) by the shard for the next batch.
+///
+/// A stack: the buffers returned last are taken first, so the few in circulation at a time are
+/// reused while their pages are still mapped and in cache, and the rest of the pool (there for
+/// bursts) stays untouched. A queue would cycle through every pooled set, faulting all of them in.
 #[derive(Debug, Clone)]
 pub struct BatchPool {
-    home: Sender<Buffers>,
-    spare: Receiver<Buffers>,
+    stack: Arc<Spare>,
+}
+
+#[derive(Debug)]
+struct Spare {
+    buffers: Mutex<Vec<Buffers>>,
+    /// Sets kept at most (more are freed).
+    max: usize,
+}
+
+impl Spare {
+    fn put(&self, mut buffers: Buffers) {
+        buffers.clear();
+        let mut stack = self.buffers.lock().unwrap_or_else(PoisonError::into_inner);
+        // A full pool has enough buffers in circulation: these are freed.
+        if stack.len() < self.max {
+            stack.push(buffers);
+        }
+    }
+
+    fn take(&self) -> Option<Buffers> {
+        self.buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
 }
 
 impl BatchPool {
     /// A pool keeping up to `batches` sets of buffers (more are freed).
     pub fn new(batches: usize) -> Self {
-        let (home, spare) = crossbeam_channel::bounded(batches);
-        BatchPool { home, spare }
+        BatchPool {
+            stack: Arc::new(Spare {
+                buffers: Mutex::new(Vec::with_capacity(batches)),
+                max: batches,
+            }),
+        }
     }
 
     /// An empty batch of `format` on a spare set of buffers (or new ones), with room for
@@ -65,22 +97,28 @@ impl BatchPool {
     pub fn take(&self, format: Format, records: usize) -> EncodedBatch {
         let mut batch = EncodedBatch {
             format,
-            buffers: self.spare.try_recv().unwrap_or_default(),
+            buffers: self.stack.take().unwrap_or_default(),
             received_ns: 0,
-            home: Some(self.home.clone()),
+            home: Some(self.stack.clone()),
         };
         batch.reserve(records);
         batch
+    }
+
+    #[cfg(test)]
+    fn spare(&self) -> usize {
+        self.stack
+            .buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
 impl Drop for EncodedBatch {
     fn drop(&mut self) {
         if let Some(home) = self.home.take() {
-            let mut buffers = std::mem::take(&mut self.buffers);
-            buffers.clear();
-            // A full pool has enough buffers in circulation: these are freed.
-            let _ = home.try_send(buffers);
+            home.put(std::mem::take(&mut self.buffers));
         }
     }
 }
@@ -233,17 +271,34 @@ mod pool_tests {
         let other_output = shared.clone();
         drop(shared);
         // Still held by another output: nothing came back yet.
-        assert!(pool.spare.is_empty());
+        assert_eq!(pool.spare(), 0);
         drop(other_output);
         let b = pool.take(Format::Json, 1);
         assert!(b.is_empty() && b.text(0..0).is_empty() && b.received_ns() == 0);
         assert_eq!(b.format(), Format::Json);
         assert!(b.buffers.text.capacity() >= capacity);
-        assert!(pool.spare.is_empty());
-        // Beyond the pool's size, dropped batches are freed, not queued.
+        assert_eq!(pool.spare(), 0);
+        // Beyond the pool's size, dropped batches are freed, not kept.
         let (c, d) = (pool.take(Format::Pb, 1), pool.take(Format::Pb, 1));
         drop((b, c, d));
-        assert_eq!(pool.spare.len(), 1);
+        assert_eq!(pool.spare(), 1);
+    }
+
+    #[test]
+    fn the_buffers_returned_last_are_taken_first() {
+        let pool = BatchPool::new(4);
+        let mut pb = PbEncoder::default();
+        let (mut small, mut large) = (pool.take(Format::Pb, 1), pool.take(Format::Pb, 1));
+        small.push_record(&FlowRecord::default(), &mut pb);
+        large.reserve(10_000);
+        let large_capacity = large.buffers.text.capacity();
+        drop(small);
+        drop(large);
+        // The last one back (the large one) comes out first, with its pages still mapped.
+        assert_eq!(
+            pool.take(Format::Pb, 1).buffers.text.capacity(),
+            large_capacity
+        );
     }
 }
 
