@@ -11,7 +11,10 @@
 //!   every process outside the lab; processes that exit within the window are covered through
 //!   their reaper's `cutime`/`cstime`. A cross-check of `lab`, noisier when the machine is busy.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 /// A snapshot of `/proc/stat` and every process.
 pub struct Sample {
@@ -169,4 +172,15 @@ pub fn usage(start: &Sample, end: &Sample, forwarder: u32) -> Usage {
         softirq: secs(end.softirq as i64 - start.softirq as i64),
         background: secs(background),
     }
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu() -> Duration {
+    // SAFETY: clock_gettime writes into the zeroed timespec we own.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        ts
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

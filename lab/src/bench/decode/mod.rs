@@ -32,6 +32,8 @@ use sluice_peer::{
     },
 };
 
+use crate::bench::cpu::thread_cpu;
+
 use self::{
     corpus::{Corpus, EXPORTERS, RECORDS, TEMPLATE_EVERY},
     daemons::{Cpu, TempDir, free_port},
@@ -283,16 +285,6 @@ fn encode_loop(corpus: &Corpus) -> (f64, f64, f64) {
         out.push(b'\n');
     });
     (pb_rate, prost_rate, json_rate)
-}
-
-fn thread_cpu() -> Duration {
-    // SAFETY: clock_gettime writes into the zeroed timespec we own.
-    let ts = unsafe {
-        let mut ts: libc::timespec = std::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
-        ts
-    };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn millions(v: f64) -> String {
