@@ -9,8 +9,11 @@ struct Entry {
     end: usize,
 }
 
-/// Buffer a cleared batch keeps: a full `recvmmsg` batch of typical datagrams.
-pub const KEPT_BYTES: usize = 128 << 10;
+/// Buffer a cleared batch keeps: what one hand-over of a receive thread (up to 4 `recvmmsg`
+/// reads of 64 datagrams, gathered over `ingest.linger_us`) carries for a shard, at typical
+/// datagram sizes. Smaller, and every larger batch would shrink here and grow again, on fresh
+/// pages, in the receive thread.
+pub const KEPT_BYTES: usize = 512 << 10;
 
 /// Datagrams in one buffer. Batches are recycled (cleared, capacity kept) between the shards and
 /// the receive threads, so the steady state allocates nothing.
