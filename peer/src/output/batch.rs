@@ -67,10 +67,11 @@ impl Spare {
     fn put(&self, mut buffers: Buffers) {
         buffers.clear();
         let mut stack = self.buffers.lock().unwrap_or_else(PoisonError::into_inner);
-        // A full pool has enough buffers in circulation: these are freed.
         if stack.len() < self.max {
             stack.push(buffers);
         }
+        // Otherwise enough buffers are in circulation: these are freed, after the lock is
+        // released (the drop of the guard comes first).
     }
 
     fn take(&self) -> Option<Buffers> {
@@ -255,8 +256,6 @@ mod tests {
 
 #[cfg(test)]
 mod pool_tests {
-    use std::sync::Arc;
-
     use super::*;
 
     #[test]
