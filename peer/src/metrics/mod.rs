@@ -27,6 +27,7 @@ mod render;
 pub use sluice_common::protocol::PeerMetrics;
 
 pub use drop_reason::DropReason;
+pub use histogram::LatencyTally;
 pub use http::serve;
 pub use log::LogLimiter;
 pub use output::OutputStats;

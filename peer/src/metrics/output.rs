@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use super::histogram::Histogram;
+use super::histogram::{Histogram, LatencyTally};
 use super::log::LogLimiter;
 
 /// One output.
@@ -125,7 +125,8 @@ impl OutputStats {
 
     /// A write succeeded (logs once after failures).
     pub fn succeeded(&self) {
-        if !self.up.swap(true, Relaxed) {
+        // A load first: the swap would take the cache line from the other threads every time.
+        if !self.up.load(Relaxed) && !self.up.swap(true, Relaxed) {
             tracing::info!(output = %self.name, buffered = self.buffered(), "output recovered");
         }
     }
@@ -163,12 +164,13 @@ impl OutputStats {
         self.in_flight.fetch_sub(n, Relaxed);
     }
 
-    /// `n` records were acknowledged, `latency_ns` after their datagram was received.
-    pub fn acknowledged(&self, n: usize, latency_ns: Option<u64>) {
+    /// `n` records were acknowledged; `latency`: received → acknowledged of those whose
+    /// receive time is known.
+    pub fn acknowledged(&self, n: usize, latency: &LatencyTally) {
         self.in_flight.fetch_sub(n, Relaxed);
         self.sent.fetch_add(n as u64, Relaxed);
-        if let Some(l) = latency_ns {
-            self.latency.observe(l, n as u64);
+        if !latency.is_empty() {
+            self.latency.add(latency);
         }
         self.succeeded();
     }

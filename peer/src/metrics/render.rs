@@ -330,7 +330,11 @@ mod tests {
         let m = Metrics::new();
         let k = m.register_output("1-kafka".into(), 100);
         k.handed_over(10);
-        k.acknowledged(6, Some(2_000_000));
+        let mut latency = crate::metrics::LatencyTally::default();
+        for _ in 0..6 {
+            latency.observe(2_000_000);
+        }
+        k.acknowledged(6, &latency);
         k.rejected(3, &"broker said no");
         assert_eq!((k.in_flight(), k.sent(), k.failed_records()), (1, 6, 3));
         k.purged(1);

@@ -1,18 +1,20 @@
-use std::ffi::{CString, c_void};
+use std::ffi::{CStr, CString, c_void};
 use std::fmt::Write as _;
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::bindings as rdsys;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 
 use super::config::KafkaConfig;
 use crate::clock::now_ns;
-use crate::metrics::OutputStats;
+use crate::metrics::{LatencyTally, OutputStats};
 use crate::output::batch::EncodedBatch;
 use crate::output::sink::{Sink, SinkFailure};
 
@@ -21,9 +23,13 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a full librdkafka queue is polled before the write fails (and the runner retries
 /// from its buffer with backoff).
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
+/// How long the delivery thread waits for an event before it looks at its stop flag.
+const POLL_MS: i32 = 100;
 
 /// Delivery reports: a record counts as sent when the broker acknowledged it, as failed when
-/// librdkafka gave up on it, as dropped at shutdown when purged.
+/// librdkafka gave up on it, as dropped at shutdown when purged. The [`Poller`] counts them an
+/// event (a produce response: often thousands of records) at a time; this per-record path
+/// serves the reports librdkafka hands out while the producer is flushed or dropped.
 pub struct Delivery {
     stats: Arc<OutputStats>,
 }
@@ -35,19 +41,141 @@ impl ProducerContext for Delivery {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, received_ns: usize) {
-        match result {
-            Ok(_) => {
-                let latency = now_ns().saturating_sub(received_ns as u64);
-                self.stats
-                    .acknowledged(1, (received_ns > 0).then_some(latency));
+        let mut tally = Tally::default();
+        let error = match result {
+            Ok(_) => RDKafkaErrorCode::NoError,
+            Err((KafkaError::MessageProduction(code), _)) => *code,
+            Err((error, _)) => {
+                self.stats.rejected(1, error);
+                return;
             }
-            Err((
-                KafkaError::MessageProduction(
-                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
-                ),
-                _,
-            )) => self.stats.purged(1),
-            Err((error, _)) => self.stats.rejected(1, error),
+        };
+        tally.count(&self.stats, error, received_ns as u64, now_ns());
+        tally.publish(&self.stats);
+    }
+}
+
+/// Delivery reports gathered before they are added to the output's counters.
+#[derive(Default)]
+struct Tally {
+    acknowledged: usize,
+    purged: usize,
+    latency: LatencyTally,
+}
+
+impl Tally {
+    /// One record's report; `now_ns`: when it came. Rejections are counted (and logged) at once.
+    fn count(
+        &mut self,
+        stats: &OutputStats,
+        error: RDKafkaErrorCode,
+        received_ns: u64,
+        now_ns: u64,
+    ) {
+        match error {
+            RDKafkaErrorCode::NoError => {
+                self.acknowledged += 1;
+                if received_ns > 0 {
+                    self.latency.observe(now_ns.saturating_sub(received_ns));
+                }
+            }
+            RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight => self.purged += 1,
+            code => stats.rejected(1, &KafkaError::MessageProduction(code)),
+        }
+    }
+
+    fn publish(&self, stats: &OutputStats) {
+        if self.acknowledged > 0 {
+            stats.acknowledged(self.acknowledged, &self.latency);
+        }
+        if self.purged > 0 {
+            stats.purged(self.purged);
+        }
+    }
+}
+
+/// The thread serving the producer's events: delivery reports, counted a whole event at a
+/// time (one clock reading, one update of the counters), and client errors, passed to the
+/// context as rdkafka's own poll loop would.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Poller {
+    fn start(producer: Arc<BaseProducer<Delivery>>) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kafka-delivery".into())
+            .spawn(move || {
+                // SAFETY: the client lives as long as `producer`, which this thread holds; the
+                // queue reference taken here is released below.
+                let queue =
+                    unsafe { rdsys::rd_kafka_queue_get_main(producer.client().native_ptr()) };
+                let mut messages = Vec::new();
+                while !stopped.load(Relaxed) {
+                    // SAFETY: `queue` is a valid queue reference until destroyed below.
+                    let event = unsafe { rdsys::rd_kafka_queue_poll(queue, POLL_MS) };
+                    if let Some(event) = NonNull::new(event) {
+                        serve(&producer, event, &mut messages);
+                        // SAFETY: returned by rd_kafka_queue_poll, destroyed once, after use.
+                        unsafe { rdsys::rd_kafka_event_destroy(event.as_ptr()) };
+                    }
+                }
+                // SAFETY: taken above, released once.
+                unsafe { rdsys::rd_kafka_queue_destroy(queue) };
+            })?;
+        Ok(Poller {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One event of the producer's queue.
+fn serve(
+    producer: &BaseProducer<Delivery>,
+    event: NonNull<rdsys::rd_kafka_event_t>,
+    messages: &mut Vec<*const rdsys::rd_kafka_message_t>,
+) {
+    let event = event.as_ptr();
+    let stats = &producer.context().stats;
+    // SAFETY: `event` is a live event; the message array is filled up to its length and the
+    // messages it points to live as long as the event.
+    unsafe {
+        match rdsys::rd_kafka_event_type(event) {
+            rdsys::RD_KAFKA_EVENT_DR => {
+                let count = rdsys::rd_kafka_event_message_count(event);
+                messages.clear();
+                messages.reserve(count);
+                let n = rdsys::rd_kafka_event_message_array(event, messages.as_mut_ptr(), count);
+                messages.set_len(n.min(count));
+                let now = now_ns();
+                let mut tally = Tally::default();
+                for &m in messages.iter() {
+                    let error = RDKafkaErrorCode::from((*m).err);
+                    tally.count(stats, error, (*m)._private as u64, now);
+                }
+                tally.publish(stats);
+            }
+            rdsys::RD_KAFKA_EVENT_ERROR => {
+                let error = KafkaError::Global(rdsys::rd_kafka_event_error(event).into());
+                let reason = CStr::from_ptr(rdsys::rd_kafka_event_error_string(event));
+                producer
+                    .context()
+                    .error(error, reason.to_string_lossy().trim());
+            }
+            other => tracing::debug!(event = other, "kafka: event ignored"),
         }
     }
 }
@@ -62,7 +190,7 @@ struct TopicHandle(NonNull<rdsys::rd_kafka_topic_t>);
 unsafe impl Send for TopicHandle {}
 
 impl TopicHandle {
-    fn new(producer: &ThreadedProducer<Delivery>, topic: &str) -> std::io::Result<Self> {
+    fn new(producer: &BaseProducer<Delivery>, topic: &str) -> std::io::Result<Self> {
         let name = CString::new(topic)
             .map_err(|_| std::io::Error::other("kafka topic: contains a NUL byte"))?;
         // SAFETY: the client pointer is valid while the producer lives, and the sink drops
@@ -90,9 +218,11 @@ impl Drop for TopicHandle {
 
 /// Produces each record as one Kafka message keyed by its exporter's address.
 pub struct KafkaSink {
+    /// Declared first: stopped (and joined) before the producer is dropped.
+    _poller: Poller,
     /// Declared before `producer` so that it is dropped first.
     topic_handle: TopicHandle,
-    producer: ThreadedProducer<Delivery>,
+    producer: Arc<BaseProducer<Delivery>>,
     stats: Arc<OutputStats>,
     topic: String,
     brokers: String,
@@ -115,9 +245,11 @@ impl KafkaSink {
         let delivery = Delivery {
             stats: stats.clone(),
         };
-        let producer = ThreadedProducer::from_config_and_context(&client, delivery)
+        let producer = BaseProducer::from_config_and_context(&client, delivery)
+            .map(Arc::new)
             .map_err(|e| std::io::Error::other(format!("kafka producer: {e}")))?;
         Ok(KafkaSink {
+            _poller: Poller::start(producer.clone())?,
             topic_handle: TopicHandle::new(&producer, &config.topic)?,
             producer,
             stats,
@@ -307,6 +439,37 @@ mod tests {
             b.push_line(&vec![b'x'; n]);
         }
         b
+    }
+
+    #[test]
+    fn delivery_reports_count_once_published_with_the_latency_of_known_receive_times() {
+        let metrics = crate::metrics::Metrics::new();
+        let stats = metrics.register_output("0-kafka".into(), 100);
+        stats.handed_over(4);
+        let mut tally = Tally::default();
+        tally.count(&stats, RDKafkaErrorCode::NoError, 1_000_000, 4_000_000);
+        tally.count(&stats, RDKafkaErrorCode::NoError, 0, 4_000_000);
+        tally.count(&stats, RDKafkaErrorCode::PurgeQueue, 1_000_000, 4_000_000);
+        tally.count(&stats, RDKafkaErrorCode::MessageSizeTooLarge, 1, 4_000_000);
+        // A rejection counts at once; the rest when the event is done.
+        assert_eq!(
+            (stats.failed_records(), stats.sent(), stats.in_flight()),
+            (1, 0, 3)
+        );
+        tally.publish(&stats);
+        assert_eq!(
+            (stats.sent(), stats.in_flight(), stats.abandoned_total()),
+            (2, 0, 1)
+        );
+        let text = metrics.render();
+        for line in [
+            // Only the record whose receive time is known, 3 ms before its report.
+            "sluice_peer_output_latency_seconds_count{output=\"0-kafka\"} 1\n",
+            "sluice_peer_output_latency_seconds_bucket{output=\"0-kafka\",le=\"0.0025\"} 0\n",
+            "sluice_peer_output_latency_seconds_bucket{output=\"0-kafka\",le=\"0.005\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 
     #[test]
