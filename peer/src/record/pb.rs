@@ -680,6 +680,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn varints_of_every_length_match_prost() {
+        let mut enc = PbEncoder::default();
+        let mut msg = FlowMessage::default();
+        for shift in 0..64 {
+            for v in [
+                1u64 << shift,
+                (1u64 << shift) - 1,
+                (1u64 << shift) + 1,
+                u64::MAX >> shift,
+            ] {
+                let r = FlowRecord {
+                    bytes: v,
+                    packets: v.rotate_left(7),
+                    in_if: v as u32,
+                    src_port: v as u16,
+                    // Tag 110 has a two-byte key.
+                    time_received_ns: v,
+                    ..distinct(false)
+                };
+                let mut fast = Vec::new();
+                enc.write(&r, &mut fast);
+                msg.fill(&r);
+                assert_eq!(fast, msg.encode_length_delimited_to_vec(), "{v:#x}");
+            }
+        }
+    }
+
     /// Every field at its widest and every stack full: the bound of [`MAX_BODY`].
     fn widest() -> FlowRecord {
         let v6 = Some(IpAddr::from([0xff; 16]));
