@@ -67,7 +67,7 @@ pub fn run(outputs_only: bool, stop: &AtomicBool) -> Result<()> {
     let mixed = Corpus::interleave(&[Protocol::NetflowV9, Protocol::Ipfix]);
     if outputs_only {
         let outputs = outputs::run(&mixed, &tmp, stop)?;
-        outputs::print(&outputs, None, None);
+        outputs::print(&outputs, None, None, None);
         return Ok(());
     }
     let corpora: Vec<(Protocol, Corpus)> =
@@ -94,8 +94,26 @@ pub fn run(outputs_only: bool, stop: &AtomicBool) -> Result<()> {
         .filter(|s| s.lossless())
         .max_by_key(|s| s.rate)
         .map(|s| 1e6 / s.cpu_us_per_flow());
-    outputs::print(&outputs, nfcapd, nfacctd);
+    outputs::print(&outputs, nfcapd, nfacctd, stages(&rows));
     Ok(())
+}
+
+/// Part 1's stages on the v9 and IPFIX corpora: each protocol's CPU per flow averaged, as part
+/// 5's mixed corpus has them half and half.
+fn stages(rows: &[DecodeRow]) -> Option<outputs::Stages> {
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|r| matches!(r.protocol, Protocol::NetflowV9 | Protocol::Ipfix))
+        .collect();
+    let rate = |f: fn(&DecodeRow) -> f64| {
+        let per_flow = rows.iter().map(|r| 1.0 / f(r)).sum::<f64>() / rows.len() as f64;
+        1.0 / per_flow
+    };
+    (!rows.is_empty()).then(|| outputs::Stages {
+        decode: rate(|r| r.decoder),
+        pb: rate(|r| r.encode.0),
+        json: rate(|r| r.encode.2),
+    })
 }
 
 fn print_corpora(corpora: &[(Protocol, Corpus)]) {

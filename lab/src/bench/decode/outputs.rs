@@ -293,8 +293,21 @@ fn run_one(
     })
 }
 
-/// Prints the rows next to the collectors' figures from parts 1–3.
-pub fn print(rows: &[OutputRow], nfcapd: Option<f64>, nfacctd: Option<f64>) {
+/// Part 1's one-thread figures on the v9 and IPFIX corpora, flows per CPU-second: the decoder
+/// and the two encoders.
+pub struct Stages {
+    pub decode: f64,
+    pub pb: f64,
+    pub json: f64,
+}
+
+/// Prints the rows next to the collectors' figures from parts 1–3 and the stages' from part 1.
+pub fn print(
+    rows: &[OutputRow],
+    nfcapd: Option<f64>,
+    nfacctd: Option<f64>,
+    stages: Option<Stages>,
+) {
     println!(
         "5. Output formats and Kafka: NetFlow v9 + IPFIX corpus for {} s at the datagrams/s shown (pb to a file at",
         RUN.as_secs()
@@ -367,14 +380,19 @@ pub fn print(rows: &[OutputRow], nfcapd: Option<f64>, nfacctd: Option<f64>) {
             "  target pb to a file ≥ 2× nfcapd's flows per CPU-second (v9/IPFIX mean of medians, part 2, same rate): {}",
             verdict(pb.per_cpu_second() / n, 2.0)
         );
-        ceiling(pb, n, "nfcapd");
+        ceiling(pb, n, "nfcapd", stages.as_ref().map(|s| (s.decode, s.pb)));
     }
     if let (Some(json), Some(n)) = (find("file json"), nfacctd) {
         println!(
             "  json to a file at {SLOW_RATE}/s vs nfacctd at its best loss-free step (part 3 compares both at one rate): {}",
             verdict(json.per_cpu_second() / n, 3.0)
         );
-        ceiling(json, n, "nfacctd");
+        ceiling(
+            json,
+            n,
+            "nfacctd",
+            stages.as_ref().map(|s| (s.decode, s.json)),
+        );
     }
     // Kafka's figure: its most efficient loss-free rate (each rate is shown above).
     let kafka = rows
@@ -401,13 +419,23 @@ pub fn print(rows: &[OutputRow], nfcapd: Option<f64>, nfacctd: Option<f64>) {
     println!();
 }
 
-/// What writing a file row's bytes alone would give against the collector's `baseline`.
-fn ceiling(row: &OutputRow, baseline: f64, collector: &str) {
-    if let Some(ceiling) = row.write_only_per_cpu_second() {
+/// What writing a file row's bytes alone would give against the collector's `baseline`, and
+/// with `stages` (part 1's decoder and encoder, flows per CPU-second) what decoding, encoding
+/// and writing would, with nothing else (no receive, no hand-over between threads).
+fn ceiling(row: &OutputRow, baseline: f64, collector: &str, stages: Option<(f64, f64)>) {
+    let Some(write) = row.write_only_per_cpu_second() else {
+        return;
+    };
+    println!(
+        "    (writing its {:.0} bytes per flow and nothing else: {:.2}× {collector})",
+        row.bytes as f64 / row.delivered.max(1) as f64,
+        write / baseline
+    );
+    if let Some((decode, encode)) = stages {
+        let bound = 1.0 / (1.0 / decode + 1.0 / encode + 1.0 / write);
         println!(
-            "    (writing its {:.0} bytes per flow and nothing else: {:.2}× {collector})",
-            row.bytes as f64 / row.delivered.max(1) as f64,
-            ceiling / baseline
+            "    (part 1's decoder and encoder, then that write, each alone on one thread: {:.2}× {collector})",
+            bound / baseline
         );
     }
 }
