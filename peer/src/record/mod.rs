@@ -472,6 +472,22 @@ const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
     8081828384858687888990919293949596979899";
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Each byte value as decimal text: up to three digits, then the digit count.
+const OCTET_TEXT: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut v = 0;
+    while v < 256 {
+        let (h, d, u) = ((v / 100) as u8, (v / 10 % 10) as u8, (v % 10) as u8);
+        t[v] = match v {
+            0..10 => [b'0' + u, 0, 0, 1],
+            10..100 => [b'0' + d, b'0' + u, 0, 2],
+            _ => [b'0' + h, b'0' + d, b'0' + u, 3],
+        };
+        v += 1;
+    }
+    t
+};
+
 impl Cursor<'_> {
     #[inline(always)]
     fn lit(&mut self, b: &[u8]) {
@@ -526,6 +542,26 @@ impl Cursor<'_> {
     fn addr(&mut self, a: IpAddr) {
         match a {
             IpAddr::V4(v4) => {
+                // The 15 bytes of the longest address, and one over: each octet is copied as
+                // 4 bytes, of which its digits are kept.
+                if let Some(room) = self.buf.get_mut(self.pos..self.pos + 16) {
+                    let mut at = 0;
+                    for (i, o) in v4.octets().into_iter().enumerate() {
+                        let text = OCTET_TEXT[usize::from(o)];
+                        if let Some(d) = room.get_mut(at..at + 4) {
+                            d.copy_from_slice(&text);
+                        }
+                        at += usize::from(text[3]);
+                        if i < 3
+                            && let Some(d) = room.get_mut(at)
+                        {
+                            *d = b'.';
+                            at += 1;
+                        }
+                    }
+                    self.pos += at;
+                    return;
+                }
                 let [a, b, c, d] = v4.octets();
                 self.dec(u64::from(a));
                 self.byte(b'.');
@@ -1148,6 +1184,40 @@ pub(crate) mod tests {
                 String::from_utf8(fast).unwrap(),
                 String::from_utf8(serde).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn every_ipv4_octet_is_written_as_std_writes_it() {
+        for o in 0..=255u8 {
+            for a in [
+                [o, 0, 255, 9],
+                [10, o, 99, 100],
+                [255, 255, o, o],
+                [1, 2, 3, o],
+            ] {
+                let addr = Ipv4Addr::from(a);
+                let mut buf = [0u8; 64];
+                let mut c = Cursor {
+                    buf: &mut buf,
+                    pos: 0,
+                    overflow: false,
+                };
+                c.addr(IpAddr::V4(addr));
+                let n = c.pos;
+                assert_eq!(&buf[..n], addr.to_string().as_bytes());
+                // Near the end of the buffer, without room for the 16-byte copy.
+                let mut tight = [0u8; 15];
+                let mut c = Cursor {
+                    buf: &mut tight,
+                    pos: 0,
+                    overflow: false,
+                };
+                c.addr(IpAddr::V4(addr));
+                let (n, overflow) = (c.pos, c.overflow);
+                assert!(!overflow);
+                assert_eq!(&tight[..n], addr.to_string().as_bytes());
+            }
         }
     }
 
