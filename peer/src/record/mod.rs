@@ -1189,6 +1189,17 @@ pub(crate) mod tests {
 
     #[test]
     fn every_ipv4_octet_is_written_as_std_writes_it() {
+        // The text written into `buf`, and whether it overflowed.
+        fn written(buf: &mut [u8], addr: Ipv4Addr) -> (String, bool) {
+            let mut c = Cursor {
+                buf,
+                pos: 0,
+                overflow: false,
+            };
+            c.addr(IpAddr::V4(addr));
+            let (n, overflow) = (c.pos, c.overflow);
+            (String::from_utf8_lossy(&buf[..n]).into_owned(), overflow)
+        }
         for o in 0..=255u8 {
             for a in [
                 [o, 0, 255, 9],
@@ -1197,26 +1208,9 @@ pub(crate) mod tests {
                 [1, 2, 3, o],
             ] {
                 let addr = Ipv4Addr::from(a);
-                let mut buf = [0u8; 64];
-                let mut c = Cursor {
-                    buf: &mut buf,
-                    pos: 0,
-                    overflow: false,
-                };
-                c.addr(IpAddr::V4(addr));
-                let n = c.pos;
-                assert_eq!(&buf[..n], addr.to_string().as_bytes());
+                assert_eq!(written(&mut [0; 64], addr), (addr.to_string(), false));
                 // Near the end of the buffer, without room for the 16-byte copy.
-                let mut tight = [0u8; 15];
-                let mut c = Cursor {
-                    buf: &mut tight,
-                    pos: 0,
-                    overflow: false,
-                };
-                c.addr(IpAddr::V4(addr));
-                let (n, overflow) = (c.pos, c.overflow);
-                assert!(!overflow);
-                assert_eq!(&tight[..n], addr.to_string().as_bytes());
+                assert_eq!(written(&mut [0; 15], addr), (addr.to_string(), false));
             }
         }
     }
