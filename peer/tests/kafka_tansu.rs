@@ -582,6 +582,20 @@ fn wrong_broker_and_missing_topic_fail_clearly_while_other_outputs_work() {
     );
     let (status, log) = peer.stop();
     assert!(status.success(), "{log}");
+    // librdkafka's own account of the unreachable broker reaches the log (its log lines come
+    // as events on the queue the sink polls), and its client errors, one per connection
+    // attempt, are rate-limited.
+    let refused = format!("Connect to ipv4#{nowhere} failed: Connection refused");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("librdkafka: FAIL") && l.contains(&refused)),
+        "{log}"
+    );
+    let client_errors = log.matches("librdkafka client error").count();
+    assert!(
+        (1..=4).contains(&client_errors),
+        "{client_errors} client errors logged: {log}"
+    );
     let mut text = String::new();
     std::fs::File::open(&json_path)
         .unwrap()

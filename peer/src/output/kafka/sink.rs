@@ -2,19 +2,19 @@ use std::ffi::{CStr, CString, c_void};
 use std::fmt::Write as _;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::bindings as rdsys;
-use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 
 use super::config::KafkaConfig;
 use crate::clock::now_ns;
-use crate::metrics::{LatencyTally, OutputStats};
+use crate::metrics::{LatencyTally, LogLimiter, OutputStats};
 use crate::output::batch::EncodedBatch;
 use crate::output::sink::{Sink, SinkFailure};
 
@@ -32,9 +32,29 @@ const POLL_MS: i32 = 100;
 /// serves the reports librdkafka hands out while the producer is flushed or dropped.
 pub struct Delivery {
     stats: Arc<OutputStats>,
+    client_errors: LogLimiter,
+    /// Client errors not logged since the last one that was.
+    unlogged_errors: AtomicU64,
 }
 
-impl ClientContext for Delivery {}
+impl ClientContext for Delivery {
+    /// librdkafka's client errors: an unreachable broker gives one per connection attempt,
+    /// dozens a second, so they are logged at most once per period, with how many were not.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.client_errors.allow() {
+            let unlogged = self.unlogged_errors.swap(0, Relaxed);
+            tracing::error!(
+                output = %self.stats.name,
+                %error,
+                reason,
+                unlogged_since_last = unlogged,
+                "librdkafka client error"
+            );
+        } else {
+            self.unlogged_errors.fetch_add(1, Relaxed);
+        }
+    }
+}
 
 impl ProducerContext for Delivery {
     /// When the record's datagram was received (ns since the epoch), for the latency histogram.
@@ -95,8 +115,8 @@ impl Tally {
 }
 
 /// The thread serving the producer's events: delivery reports, counted a whole event at a
-/// time (one clock reading, one update of the counters), and client errors, passed to the
-/// context as rdkafka's own poll loop would.
+/// time (one clock reading, one update of the counters); librdkafka's log lines, statistics
+/// and client errors, passed to the context as rdkafka's own poll loop would.
 struct Poller {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -142,6 +162,20 @@ impl Drop for Poller {
     }
 }
 
+/// A syslog level, as librdkafka gives it, as rdkafka's enum.
+fn log_level(level: i32) -> RDKafkaLogLevel {
+    match level {
+        0 => RDKafkaLogLevel::Emerg,
+        1 => RDKafkaLogLevel::Alert,
+        2 => RDKafkaLogLevel::Critical,
+        3 => RDKafkaLogLevel::Error,
+        4 => RDKafkaLogLevel::Warning,
+        5 => RDKafkaLogLevel::Notice,
+        6 => RDKafkaLogLevel::Info,
+        _ => RDKafkaLogLevel::Debug,
+    }
+}
+
 /// One event of the producer's queue.
 fn serve(
     producer: &BaseProducer<Delivery>,
@@ -167,6 +201,22 @@ fn serve(
                     tally.count(stats, error, (*m)._private as u64, now);
                 }
                 tally.publish(stats);
+            }
+            rdsys::RD_KAFKA_EVENT_LOG => {
+                // librdkafka's log lines come as events on this queue (rdkafka sets
+                // `log.queue`); the context hands them to `tracing` as rdkafka's loop would.
+                let (mut facility, mut text, mut level) = (std::ptr::null(), std::ptr::null(), 0);
+                if rdsys::rd_kafka_event_log(event, &mut facility, &mut text, &mut level) == 0 {
+                    producer.context().log(
+                        log_level(level),
+                        CStr::from_ptr(facility).to_string_lossy().trim(),
+                        CStr::from_ptr(text).to_string_lossy().trim(),
+                    );
+                }
+            }
+            rdsys::RD_KAFKA_EVENT_STATS => {
+                let json = CStr::from_ptr(rdsys::rd_kafka_event_stats(event));
+                producer.context().stats_raw(json.to_bytes());
             }
             rdsys::RD_KAFKA_EVENT_ERROR => {
                 let error = KafkaError::Global(rdsys::rd_kafka_event_error(event).into());
@@ -244,6 +294,8 @@ impl KafkaSink {
         let client = config.client_config()?;
         let delivery = Delivery {
             stats: stats.clone(),
+            client_errors: LogLimiter::default(),
+            unlogged_errors: AtomicU64::new(0),
         };
         let producer = BaseProducer::from_config_and_context(&client, delivery)
             .map(Arc::new)
