@@ -14,7 +14,6 @@ pub mod pb;
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
@@ -571,17 +570,54 @@ impl Cursor<'_> {
                 self.byte(b'.');
                 self.dec(u64::from(d));
             }
-            IpAddr::V6(v6) => {
-                // Format straight into the buffer (`&mut [u8]` is an `io::Write`).
-                let Some(mut rest) = self.buf.get_mut(self.pos..) else {
-                    self.overflow = true;
-                    return;
-                };
-                let room = rest.len();
-                if write!(rest, "{v6}").is_err() {
-                    self.overflow = true;
+            IpAddr::V6(v6) => self.addr6(v6),
+        }
+    }
+
+    /// An IPv6 address as `std` writes it (RFC 5952: lowercase hex groups without leading
+    /// zeros, the first longest run of two or more zero groups as `::`, IPv4-mapped addresses
+    /// as `::ffff:a.b.c.d`), without going through `fmt`.
+    fn addr6(&mut self, v6: Ipv6Addr) {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            self.lit(b"::ffff:");
+            self.addr(IpAddr::V4(v4));
+            return;
+        }
+        let groups = v6.segments();
+        let (mut start, mut len, mut run_start, mut run_len) = (0, 0, 0, 0);
+        for (i, &g) in groups.iter().enumerate() {
+            if g == 0 {
+                if run_len == 0 {
+                    run_start = i;
                 }
-                self.pos += room - rest.len();
+                run_len += 1;
+                if run_len > len {
+                    (start, len) = (run_start, run_len);
+                }
+            } else {
+                run_len = 0;
+            }
+        }
+        if len > 1 {
+            self.hex_groups(groups.get(..start).unwrap_or_default());
+            self.lit(b"::");
+            self.hex_groups(groups.get(start + len..).unwrap_or_default());
+        } else {
+            self.hex_groups(&groups);
+        }
+    }
+
+    /// `a:b:c`, each group in lowercase hex without leading zeros.
+    fn hex_groups(&mut self, groups: &[u16]) {
+        for (i, &g) in groups.iter().enumerate() {
+            if i > 0 {
+                self.byte(b':');
+            }
+            let digits = (16 - (g | 1).leading_zeros()).div_ceil(4);
+            for d in (0..digits).rev() {
+                if let Some(&c) = HEX.get(usize::from(g >> (4 * d) & 0xf)) {
+                    self.byte(c);
+                }
             }
         }
     }
@@ -1212,6 +1248,50 @@ pub(crate) mod tests {
                 // Near the end of the buffer, without room for the 16-byte copy.
                 assert_eq!(written(&mut [0; 15], addr), (addr.to_string(), false));
             }
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_written_as_std_writes_them() {
+        fn written(addr: Ipv6Addr) -> String {
+            let mut buf = [0u8; 64];
+            let mut c = Cursor {
+                buf: &mut buf,
+                pos: 0,
+                overflow: false,
+            };
+            c.addr(IpAddr::V6(addr));
+            let (n, overflow) = (c.pos, c.overflow);
+            assert!(!overflow);
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+        // Every pattern of zero groups (where `::` goes is decided by them alone), with group
+        // values of one to four hex digits; then the special forms.
+        let values = [0x1, 0xab, 0xf00, 0xffff, 0x2001, 0x10];
+        for zeros in 0..256u32 {
+            for (k, _) in values.iter().enumerate() {
+                let groups: [u16; 8] = std::array::from_fn(|i| {
+                    if zeros >> i & 1 == 1 {
+                        0
+                    } else {
+                        values[(i + k) % values.len()]
+                    }
+                });
+                let addr = Ipv6Addr::from(groups);
+                assert_eq!(written(addr), addr.to_string(), "{groups:x?}");
+            }
+        }
+        for addr in [
+            "::",
+            "::1",
+            "::ffff:198.18.0.1",
+            "::ffff:0.0.0.0",
+            "::198.18.0.1",
+            "64:ff9b::c612:1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let addr: Ipv6Addr = addr.parse().unwrap();
+            assert_eq!(written(addr), addr.to_string());
         }
     }
 
