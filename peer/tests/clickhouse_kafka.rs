@@ -33,7 +33,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
 use sluice_peer::flowgen::Protocol;
 use sluice_peer::output::{EncodedBatch, Format};
-use sluice_peer::record::pb::{FlowMessage, PbEncoder};
+use sluice_peer::record::pb::FlowMessage;
 use sluice_peer::record::{FlowRecord, Layer, Mac};
 use sluice_peer::testing::*;
 use tansu::{Tansu, tansu_available};
@@ -137,7 +137,7 @@ fn extra_record() -> FlowRecord {
 /// Produces `r` to the topic as the peer would: one length-delimited `FlowMessage`.
 fn produce(brokers: SocketAddr, r: &FlowRecord) {
     let mut batch = EncodedBatch::with_capacity(Format::Pb, 1);
-    batch.push_record(r, &mut PbEncoder::default());
+    batch.push_record(r);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers.to_string())
         .create()

@@ -19,7 +19,6 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use sluice_peer::flowgen::Protocol;
 use sluice_peer::output::{EncodedBatch, Format};
-use sluice_peer::record::pb::PbEncoder;
 use sluice_peer::record::{FlowRecord, Layer, Mac, etype_name, proto_name};
 use sluice_peer::testing::{Exporter, PeerProcess, read_jsonl};
 
@@ -367,10 +366,9 @@ fn protoc_reads_every_field_including_repeated_ones() {
         ipv6_routing_header_seg_left: 26,
     };
     let records = [full(false), full(true), FlowRecord::default()];
-    let mut pb = PbEncoder::default();
     let mut batch = EncodedBatch::with_capacity(Format::Pb, records.len());
     for r in &records {
-        batch.push_record(r, &mut pb);
+        batch.push_record(r);
     }
     let dir = tempfile::tempdir().unwrap();
     let decoded = protoc_decode(batch.text(0..batch.len()), dir.path());

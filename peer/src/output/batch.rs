@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::format::Format;
 use crate::record::FlowRecord;
-use crate::record::pb::PbEncoder;
 
 /// Encoded records in one buffer: cheap to share (`Arc`) between outputs, no per-record
 /// allocation. The buffer is the output stream itself — JSON lines (each ending in `\n`) or
@@ -162,13 +161,13 @@ impl EncodedBatch {
     }
 
     /// Appends `record` in this batch's format (`pb`: the shard's reusable encoder).
-    pub fn push_record(&mut self, record: &FlowRecord, pb: &mut PbEncoder) {
+    pub fn push_record(&mut self, record: &FlowRecord) {
         match self.format {
             Format::Json => {
                 record.write_json(&mut self.buffers.text);
                 self.buffers.text.push(b'\n');
             }
-            Format::Pb => pb.write(record, &mut self.buffers.text),
+            Format::Pb => record.write_pb(&mut self.buffers.text),
         }
         self.buffers.ends.push(self.buffers.text.len());
         self.buffers.exporters.push(record.sampler_address);
@@ -261,9 +260,8 @@ mod pool_tests {
     #[test]
     fn the_last_drop_returns_emptied_buffers_with_their_capacity() {
         let pool = BatchPool::new(1);
-        let mut pb = PbEncoder::default();
         let mut a = pool.take(Format::Pb, 2);
-        a.push_record(&FlowRecord::default(), &mut pb);
+        a.push_record(&FlowRecord::default());
         a.set_received_ns(7);
         let capacity = a.buffers.text.capacity();
         let shared = Arc::new(a);
@@ -286,9 +284,8 @@ mod pool_tests {
     #[test]
     fn the_buffers_returned_last_are_taken_first() {
         let pool = BatchPool::new(4);
-        let mut pb = PbEncoder::default();
         let (mut small, mut large) = (pool.take(Format::Pb, 1), pool.take(Format::Pb, 1));
-        small.push_record(&FlowRecord::default(), &mut pb);
+        small.push_record(&FlowRecord::default());
         large.reserve(10_000);
         let large_capacity = large.buffers.text.capacity();
         drop(small);
@@ -310,7 +307,6 @@ mod format_tests {
 
     #[test]
     fn pb_payloads_are_whole_length_delimited_messages_with_their_exporter() {
-        let mut pb = PbEncoder::default();
         let mut b = EncodedBatch::with_capacity(Format::Pb, 2);
         let a = FlowRecord {
             sampler_address: Some("198.18.1.10".parse().unwrap()),
@@ -322,8 +318,8 @@ mod format_tests {
             bytes: 300,
             ..FlowRecord::default()
         };
-        b.push_record(&a, &mut pb);
-        b.push_record(&c, &mut pb);
+        b.push_record(&a);
+        b.push_record(&c);
         let payloads: Vec<&[u8]> = b.payloads_from(0).collect();
         assert_eq!(payloads.len(), 2);
         assert_eq!(payloads.concat(), b.text(0..2));
@@ -337,10 +333,9 @@ mod format_tests {
 
     #[test]
     fn json_payloads_drop_the_newline_only() {
-        let mut pb = PbEncoder::default();
         let mut b = EncodedBatch::with_capacity(Format::Json, 1);
         let r = FlowRecord::default();
-        b.push_record(&r, &mut pb);
+        b.push_record(&r);
         let mut want = Vec::new();
         r.write_json(&mut want);
         assert_eq!(b.payloads_from(0).next(), Some(&want[..]));

@@ -12,7 +12,6 @@ use crate::clock::now_ns;
 use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
 use crate::output::{BatchPool, EncodedBatch, Fanout, Format};
-use crate::record::pb::PbEncoder;
 
 pub struct Shard {
     pub index: usize,
@@ -30,7 +29,6 @@ pub struct Shard {
     pub doorbell: Sender<()>,
     /// The formats the outputs use (each batch is encoded once in each).
     pub formats: Vec<Format>,
-    pub pb: PbEncoder,
     /// Buffers of the batches the outputs are done with, filled again here.
     pub batches: BatchPool,
 }
@@ -175,7 +173,7 @@ impl Shard {
             .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for batch in encoded.iter_mut() {
             for record in records.iter() {
-                batch.push_record(record, &mut self.pb);
+                batch.push_record(record);
             }
         }
         records.clear();

@@ -14,7 +14,6 @@ use crate::config::PipelineConfig;
 use crate::decode::{DecoderConfig, ShardDecoder};
 use crate::metrics::Metrics;
 use crate::output::{BatchPool, Fanout};
-use crate::record::pb::PbEncoder;
 
 /// Template requests waiting per shard before callers get [`super::ControlError::Busy`].
 const CONTROL_QUEUE: usize = 16;
@@ -60,7 +59,6 @@ impl Shards {
                 expire_every: Duration::from_millis(config.expire_interval_ms),
                 doorbell: doorbell.clone(),
                 formats: fanout.formats(),
-                pb: PbEncoder::default(),
                 batches: BatchPool::new(POOLED_BATCHES),
             };
             senders.push(tx);

@@ -3,11 +3,12 @@
 //!
 //! [`FlowMessage`] is derived by hand (`prost::Message`) from `peer/proto/flow.proto` (no
 //! `protoc` at build time): it is the schema in Rust, used to read messages back. Output goes
-//! through [`PbEncoder`], which writes the same bytes without building a message (a unit test
+//! through [`FlowRecord::write_pb`], which writes the same bytes without building a message (a unit test
 //! compares it with prost's encoding). `peer/tests/pb_protoc.rs` decodes our output with
 //! `protoc --decode` and the `.proto`, field by field against the JSON of the same records, so
 //! file, struct and encoder stay in sync.
 
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 use super::{Blank, FlowRecord, Layer, Mac, Protocol, Stack};
@@ -394,42 +395,36 @@ impl TryFrom<&FlowMessage> for FlowRecord {
 /// stack full: a unit test writes that record). Far above what real records use (~150 bytes).
 const MAX_BODY: usize = 640;
 
-/// Writes records as length-delimited `FlowMessage`s; one per shard (it keeps a scratch buffer).
+/// Records written as length-delimited `FlowMessage`s ([`FlowRecord::write_pb`]).
 ///
 /// The hot path does not build a [`FlowMessage`]: it writes the record's fields straight to
 /// the wire, in field-number order and skipping zero values as proto3 does, which is byte for
 /// byte what prost's encoding of [`FlowMessage::fill`]'s message gives (a test holds it to that)
-/// at a fraction of the cost (no length pass, no buffers to fill). The body goes to a fixed
-/// scratch array first (no capacity checks per byte), then after its length to the output.
-#[derive(Debug)]
-pub struct PbEncoder {
-    body: Box<[u8; MAX_BODY]>,
-}
+/// at a fraction of the cost (no length pass, no buffers to fill). The body is written in
+/// place, into the output's spare capacity seen as a fixed-size window (no capacity checks per
+/// byte, no copy afterwards), one byte after where it starts: room for its length, which
+/// takes one byte below 128 and two up to [`MAX_BODY`] (the body then moves up one).
+/// Length prefix room: [`MAX_BODY`] is below 2^14, a two-byte varint.
+const MAX_HEAD: usize = 2;
 
-impl Default for PbEncoder {
-    fn default() -> Self {
-        PbEncoder {
-            body: Box::new([0; MAX_BODY]),
-        }
-    }
-}
-
-/// A message body being written into the scratch array.
+/// A message body being written into a window of a buffer's spare capacity.
 struct Wire<'a, const N: usize> {
-    b: &'a mut [u8; N],
+    b: &'a mut [MaybeUninit<u8>; N],
     n: usize,
 }
 
 impl<const N: usize> Wire<'_, N> {
     #[inline(always)]
     fn byte(&mut self, v: u8) {
-        self.b[self.n] = v;
+        self.b[self.n] = MaybeUninit::new(v);
         self.n += 1;
     }
 
     #[inline(always)]
     fn slice(&mut self, v: &[u8]) {
-        self.b[self.n..self.n + v.len()].copy_from_slice(v);
+        for (d, &s) in self.b[self.n..self.n + v.len()].iter_mut().zip(v) {
+            *d = MaybeUninit::new(s);
+        }
         self.n += v.len();
     }
 
@@ -484,13 +479,25 @@ impl<const N: usize> Wire<'_, N> {
     }
 }
 
-impl PbEncoder {
-    /// Appends `r` to `out`: varint length, then the message.
-    pub fn write(&mut self, r: &FlowRecord, out: &mut Vec<u8>) {
-        let mut w = Wire {
-            b: &mut self.body,
-            n: 0,
-        };
+impl FlowRecord {
+    /// Appends this record to `out` as GoFlow2's `bin` format: varint length, then the
+    /// `FlowMessage`.
+    pub fn write_pb(&self, out: &mut Vec<u8>) {
+        let r = self;
+        let start = out.len();
+        out.reserve(MAX_HEAD + MAX_BODY);
+        let window: &mut [MaybeUninit<u8>; MAX_HEAD + MAX_BODY] =
+            match out.spare_capacity_mut().get_mut(..MAX_HEAD + MAX_BODY) {
+                Some(w) => w
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("sliced to the size")),
+                None => unreachable!("reserved above"),
+            };
+        let (head, body) = window.split_at_mut(1);
+        let body: &mut [MaybeUninit<u8>; MAX_HEAD + MAX_BODY - 1] = body
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("split off one byte"));
+        let mut w = Wire { b: body, n: 0 };
         w.uint(1, FlowType::from(r.flow_type) as u64);
         w.uint(3, r.sampling_rate);
         w.uint(4, u64::from(r.sequence_num));
@@ -549,13 +556,20 @@ impl PbEncoder {
         w.uint(111, r.time_flow_start_ns);
         w.uint(112, r.time_flow_end_ns);
         let n = w.n;
-        let mut len = [0u8; 10];
-        let mut head = Wire { b: &mut len, n: 0 };
-        head.varint(n as u64);
-        let k = head.n;
-        out.reserve(k + n);
-        out.extend_from_slice(&len[..k]);
-        out.extend_from_slice(&self.body[..n]);
+        // The length, in one byte (the body is where it belongs) or two (it moves up one).
+        let k = if n < 0x80 {
+            head[0] = MaybeUninit::new(n as u8);
+            1
+        } else {
+            window.copy_within(1..1 + n, 2);
+            window[0] = MaybeUninit::new(n as u8 | 0x80);
+            window[1] = MaybeUninit::new((n >> 7) as u8);
+            2
+        };
+        // SAFETY: the `k + n` bytes after `start` are initialised: the length bytes just
+        // written, then the body, written byte after byte from its first (moved up as a whole
+        // when the length took two). They are within the capacity reserved above.
+        unsafe { out.set_len(start + k + n) };
     }
 }
 
@@ -574,10 +588,9 @@ mod tests {
             src_mask: 48,
             ..crate::record::tests::sample()
         };
-        let mut enc = PbEncoder::default();
         let mut out = Vec::new();
-        enc.write(&r, &mut out);
-        enc.write(&FlowRecord::default(), &mut out);
+        r.write_pb(&mut out);
+        FlowRecord::default().write_pb(&mut out);
         let mut buf = &out[..];
         let m = FlowMessage::decode_length_delimited(&mut buf).unwrap();
         assert_eq!(m.r#type, FlowType::NetflowV9 as i32);
@@ -665,7 +678,6 @@ mod tests {
 
     #[test]
     fn fast_encoder_writes_what_prost_writes() {
-        let mut enc = PbEncoder::default();
         let mut msg = FlowMessage::default();
         for r in [
             distinct(false),
@@ -674,7 +686,7 @@ mod tests {
             crate::record::tests::sample(),
         ] {
             let mut fast = Vec::new();
-            enc.write(&r, &mut fast);
+            r.write_pb(&mut fast);
             msg.fill(&r);
             assert_eq!(fast, msg.encode_length_delimited_to_vec(), "{r:?}");
         }
@@ -682,7 +694,6 @@ mod tests {
 
     #[test]
     fn varints_of_every_length_match_prost() {
-        let mut enc = PbEncoder::default();
         let mut msg = FlowMessage::default();
         for shift in 0..64 {
             for v in [
@@ -701,7 +712,7 @@ mod tests {
                     ..distinct(false)
                 };
                 let mut fast = Vec::new();
-                enc.write(&r, &mut fast);
+                r.write_pb(&mut fast);
                 msg.fill(&r);
                 assert_eq!(fast, msg.encode_length_delimited_to_vec(), "{v:#x}");
             }
@@ -744,9 +755,8 @@ mod tests {
     #[test]
     fn the_widest_record_fits_the_scratch_body_and_matches_prost() {
         let r = widest();
-        let mut enc = PbEncoder::default();
         let mut fast = Vec::new();
-        enc.write(&r, &mut fast);
+        r.write_pb(&mut fast);
         let mut msg = FlowMessage::default();
         msg.fill(&r);
         assert_eq!(fast, msg.encode_length_delimited_to_vec());

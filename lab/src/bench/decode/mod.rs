@@ -26,10 +26,7 @@ use sluice_peer::{
     decode::{DecoderConfig, ShardDecoder},
     flowgen::Protocol,
     pipeline::replay,
-    record::{
-        FlowRecord,
-        pb::{FlowMessage, PbEncoder},
-    },
+    record::{FlowRecord, pb::FlowMessage},
 };
 
 use crate::bench::cpu::thread_cpu;
@@ -276,7 +273,6 @@ fn encode_loop(corpus: &Corpus) -> (f64, f64, f64) {
             break;
         }
     }
-    let mut pb = PbEncoder::default();
     let mut out = Vec::with_capacity(1 << 20);
     let mut time = |encode: &mut dyn FnMut(&FlowRecord, &mut Vec<u8>)| {
         let rounds = (IN_PROCESS_FLOWS as usize / 2).div_ceil(records.len().max(1));
@@ -292,7 +288,7 @@ fn encode_loop(corpus: &Corpus) -> (f64, f64, f64) {
         }
         (rounds * records.len()) as f64 / (thread_cpu() - start).as_secs_f64()
     };
-    let pb_rate = time(&mut |r, out| pb.write(r, out));
+    let pb_rate = time(&mut |r, out| r.write_pb(out));
     let mut message = FlowMessage::default();
     let prost_rate = time(&mut |r, out| {
         message.fill(r);
