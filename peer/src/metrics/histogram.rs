@@ -39,7 +39,7 @@ pub(super) struct Histogram {
 
 /// Observations gathered by one thread, added to a [`Histogram`] at once: a delivery report of
 /// thousands of records costs a few atomic additions instead of three per record.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct LatencyTally {
     buckets: [u64; LATENCY_BUCKETS_NS.len() + 1],
     sum_ns: u64,

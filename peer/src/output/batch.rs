@@ -160,7 +160,7 @@ impl EncodedBatch {
         self.format
     }
 
-    /// Appends `record` in this batch's format (`pb`: the shard's reusable encoder).
+    /// Appends `record` in this batch's format.
     pub fn push_record(&mut self, record: &FlowRecord) {
         match self.format {
             Format::Json => {

@@ -3,10 +3,10 @@
 //!
 //! [`FlowMessage`] is derived by hand (`prost::Message`) from `peer/proto/flow.proto` (no
 //! `protoc` at build time): it is the schema in Rust, used to read messages back. Output goes
-//! through [`FlowRecord::write_pb`], which writes the same bytes without building a message (a unit test
-//! compares it with prost's encoding). `peer/tests/pb_protoc.rs` decodes our output with
-//! `protoc --decode` and the `.proto`, field by field against the JSON of the same records, so
-//! file, struct and encoder stay in sync.
+//! through [`FlowRecord::write_pb`], which writes the same bytes without building a message
+//! (a unit test compares it with prost's encoding). `peer/tests/pb_protoc.rs` decodes our
+//! output with `protoc --decode` and the `.proto`, field by field against the JSON of the same
+//! records, so file, struct and encoder stay in sync.
 
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
@@ -395,19 +395,10 @@ impl TryFrom<&FlowMessage> for FlowRecord {
 /// stack full: a unit test writes that record). Far above what real records use (~150 bytes).
 const MAX_BODY: usize = 640;
 
-/// Records written as length-delimited `FlowMessage`s ([`FlowRecord::write_pb`]).
-///
-/// The hot path does not build a [`FlowMessage`]: it writes the record's fields straight to
-/// the wire, in field-number order and skipping zero values as proto3 does, which is byte for
-/// byte what prost's encoding of [`FlowMessage::fill`]'s message gives (a test holds it to that)
-/// at a fraction of the cost (no length pass, no buffers to fill). The body is written in
-/// place, into the output's spare capacity seen as a fixed-size window (no capacity checks per
-/// byte, no copy afterwards), one byte after where it starts: room for its length, which
-/// takes one byte below 128 and two up to [`MAX_BODY`] (the body then moves up one).
-/// Length prefix room: [`MAX_BODY`] is below 2^14, a two-byte varint.
+/// Room for the length prefix: [`MAX_BODY`] is below 2^14, a varint of two bytes at most.
 const MAX_HEAD: usize = 2;
 
-/// A message body being written into a window of a buffer's spare capacity.
+/// A message being written into a window of a buffer's spare capacity; `n`: bytes written.
 struct Wire<'a, const N: usize> {
     b: &'a mut [MaybeUninit<u8>; N],
     n: usize,
@@ -482,22 +473,24 @@ impl<const N: usize> Wire<'_, N> {
 impl FlowRecord {
     /// Appends this record to `out` as GoFlow2's `bin` format: varint length, then the
     /// `FlowMessage`.
+    ///
+    /// No [`FlowMessage`] is built: the fields go straight to the wire, in field-number order
+    /// and skipping zero values as proto3 does, which is byte for byte what prost's encoding of
+    /// [`FlowMessage::fill`]'s message gives (a test holds it to that) at a fraction of the cost.
+    /// They are written in place, into `out`'s spare capacity seen as a fixed-size window (no
+    /// capacity check per byte, no copy afterwards), one byte in: room for the length, which
+    /// takes one byte below 128 and two up to [`MAX_BODY`] (the body then moves up one).
     pub fn write_pb(&self, out: &mut Vec<u8>) {
         let r = self;
         let start = out.len();
         out.reserve(MAX_HEAD + MAX_BODY);
-        let window: &mut [MaybeUninit<u8>; MAX_HEAD + MAX_BODY] =
-            match out.spare_capacity_mut().get_mut(..MAX_HEAD + MAX_BODY) {
-                Some(w) => w
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("sliced to the size")),
-                None => unreachable!("reserved above"),
-            };
-        let (head, body) = window.split_at_mut(1);
-        let body: &mut [MaybeUninit<u8>; MAX_HEAD + MAX_BODY - 1] = body
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("split off one byte"));
-        let mut w = Wire { b: body, n: 0 };
+        let Some(window) = out
+            .spare_capacity_mut()
+            .first_chunk_mut::<{ MAX_HEAD + MAX_BODY }>()
+        else {
+            unreachable!("reserved above")
+        };
+        let mut w = Wire { b: window, n: 1 };
         w.uint(1, FlowType::from(r.flow_type) as u64);
         w.uint(3, r.sampling_rate);
         w.uint(4, u64::from(r.sequence_num));
@@ -555,10 +548,10 @@ impl FlowRecord {
         w.uint(110, r.time_received_ns);
         w.uint(111, r.time_flow_start_ns);
         w.uint(112, r.time_flow_end_ns);
-        let n = w.n;
+        let n = w.n - 1;
         // The length, in one byte (the body is where it belongs) or two (it moves up one).
         let k = if n < 0x80 {
-            head[0] = MaybeUninit::new(n as u8);
+            window[0] = MaybeUninit::new(n as u8);
             1
         } else {
             window.copy_within(1..1 + n, 2);
@@ -753,7 +746,7 @@ mod tests {
     }
 
     #[test]
-    fn the_widest_record_fits_the_scratch_body_and_matches_prost() {
+    fn the_widest_record_fits_the_window_and_matches_prost() {
         let r = widest();
         let mut fast = Vec::new();
         r.write_pb(&mut fast);
@@ -765,7 +758,7 @@ mod tests {
         // Not wastefully large either.
         assert!(
             MAX_BODY < 2 * body,
-            "{body} bytes for a {MAX_BODY}-byte scratch"
+            "{body} bytes for a {MAX_BODY}-byte body"
         );
     }
 
