@@ -174,6 +174,70 @@ pub fn usage(start: &Sample, end: &Sample, forwarder: u32) -> Usage {
     }
 }
 
+/// Run time and bytes written of every thread of some processes, from
+/// `/proc/<pid>/task/<tid>/schedstat` (nanoseconds) and `…/io` (`wchar`: bytes handed to
+/// `write` and its kin, files and sockets alike).
+pub struct Threads(HashMap<u32, ThreadTimes>);
+
+#[derive(Clone, Copy, Default)]
+struct ThreadTimes {
+    cpu_ns: u64,
+    wchar: u64,
+}
+
+/// The thread that wrote the most between two [`Threads`] samples.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer {
+    /// Its CPU seconds.
+    pub cpu: f64,
+    /// The bytes it wrote.
+    pub bytes: u64,
+}
+
+impl Threads {
+    /// The threads of `pids` as of now.
+    pub fn take(pids: &[u32]) -> Self {
+        let mut threads = HashMap::new();
+        for pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let Some(tid) = task.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+                let cpu_ns = read("schedstat")
+                    .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()));
+                let wchar = read("io").and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("wchar:"))
+                        .and_then(|v| v.trim().parse().ok())
+                });
+                if let (Some(cpu_ns), Some(wchar)) = (cpu_ns, wchar) {
+                    threads.insert(tid, ThreadTimes { cpu_ns, wchar });
+                }
+            }
+        }
+        Self(threads)
+    }
+
+    /// The thread that wrote the most bytes since `start`, if any wrote.
+    pub fn top_writer(&self, start: &Threads) -> Option<Writer> {
+        self.0
+            .iter()
+            .map(|(tid, end)| {
+                let before = start.0.get(tid).copied().unwrap_or_default();
+                Writer {
+                    cpu: end.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e9,
+                    bytes: end.wchar.saturating_sub(before.wchar),
+                }
+            })
+            .filter(|w| w.bytes > 0)
+            .max_by_key(|w| w.bytes)
+    }
+}
+
 /// CPU time of the calling thread.
 pub fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime writes into the zeroed timespec we own.

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    bench::cpu::{Sample, usage},
+    bench::cpu::{Sample, Threads, Writer, usage},
     lab::LabProcess,
 };
 
@@ -77,10 +77,12 @@ impl Daemon {
     }
 
     /// CPU seconds of its process tree and of everything else (background), while `work` runs
-    /// and until the tree has been idle (at most one clock tick per 100 ms) for 300 ms.
+    /// and until the tree has been idle (at most one clock tick per 100 ms) for 300 ms; and
+    /// those of the tree's thread that wrote the most meanwhile.
     pub fn cpu_during<T>(&mut self, work: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
         let began = Instant::now();
         let start = Sample::take();
+        let threads = Threads::take(&start.tree(self.pid()));
         let out = work()?;
         let mut last = Sample::take();
         let mut idle_since = Instant::now();
@@ -96,6 +98,7 @@ impl Daemon {
             }
         }
         self.check()?;
+        let writer = Threads::take(&last.tree(self.pid())).top_writer(&threads);
         let u = usage(&start, &last, self.pid());
         Ok((
             out,
@@ -103,6 +106,7 @@ impl Daemon {
                 process: u.forwarder_process,
                 background: u.background,
                 wall: u.wall,
+                writer,
             },
         ))
     }
@@ -129,6 +133,8 @@ pub struct Cpu {
     /// Everything outside the benchmark and the daemon.
     pub background: f64,
     pub wall: f64,
+    /// The daemon's thread that wrote the most (its output file's writer), if any wrote.
+    pub writer: Option<Writer>,
 }
 
 /// A loopback port free for UDP at the time (also used for the peer's TCP metrics listener: a

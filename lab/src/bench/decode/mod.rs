@@ -80,17 +80,32 @@ pub fn run(outputs_only: bool, stop: &AtomicBool) -> Result<()> {
     let outputs = outputs::run(&mixed, &tmp, stop)?;
     // The collectors' figures on the same traffic: nfcapd on v9 and IPFIX (mean), nfacctd at
     // its best loss-free JSON step.
-    let nfcapd: Vec<f64> = rows
+    let nfcapd: Vec<&Ingest> = rows
         .iter()
         .filter(|r| matches!(r.protocol, Protocol::NetflowV9 | Protocol::Ipfix))
-        .filter_map(|r| r.nfcapd.as_ref().map(Ingest::per_cpu_second))
+        .filter_map(|r| r.nfcapd.as_ref())
         .collect();
-    let nfcapd = (!nfcapd.is_empty()).then(|| nfcapd.iter().sum::<f64>() / nfcapd.len() as f64);
+    let mean = |f: &dyn Fn(&Ingest) -> Option<f64>| {
+        let v: Option<Vec<f64>> = nfcapd.iter().map(|i| f(i)).collect();
+        v.filter(|v| !v.is_empty())
+            .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let nfcapd = mean(&|i| Some(i.per_cpu_second())).map(|per_cpu_second| outputs::Baseline {
+        per_cpu_second,
+        writer: mean(&|i| outputs::Baseline::writer(&i.cpu, i.flows).map(|w| w.0)).zip(mean(
+            &|i| outputs::Baseline::writer(&i.cpu, i.flows).map(|w| w.1),
+        )),
+        writer_is: "writer thread",
+    });
     let nfacctd = nfacctd
         .iter()
         .filter(|s| s.lossless())
         .max_by_key(|s| s.rate)
-        .map(|s| 1e6 / s.cpu_us_per_flow());
+        .map(|s| outputs::Baseline {
+            per_cpu_second: 1e6 / s.cpu_us_per_flow(),
+            writer: outputs::Baseline::writer(&s.cpu, s.written),
+            writer_is: "print plugin (formatting and writing)",
+        });
     outputs::print(&outputs, nfcapd, nfacctd, stages(&rows));
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! at a time — a file in `json` and in `pb`, and Kafka (tansu on loopback, in-memory storage) in
 //! `pb` and `json` — flows per CPU-second of the peer's process and received→written
 //! (Kafka: received→acknowledged) latency percentiles. Each figure is the median of
-//! [`REPEATS`] rounds over all outputs. For the file rows, the same number of bytes written by
-//! this thread alone gives the kernel's share: the ceiling of flows per CPU-second for a
-//! collector that wrote those bytes and did nothing else.
+//! [`REPEATS`] rounds over all outputs. For the file rows, the CPU of the peer's thread that
+//! wrote the file, set against the budget per flow that the targets leave and against what
+//! nfcapd's writer thread spent in part 2.
 
 use std::{
     net::TcpStream,
@@ -23,7 +23,6 @@ use super::{
     median::{REPEATS, median},
     send::{INGEST_RATE, RUN, Sent, send},
 };
-use crate::bench::cpu::thread_cpu;
 use crate::lab::LabProcess;
 
 /// One output's run.
@@ -44,9 +43,6 @@ pub struct OutputRow {
     pub spread: f64,
     /// Bytes the file output wrote (0 for Kafka).
     pub bytes: u64,
-    /// This thread's CPU seconds to write `bytes` to a new file on the same filesystem in
-    /// [`WRITE_CHUNK`] writes (file rows).
-    pub write_only_cpu: Option<f64>,
 }
 
 impl OutputRow {
@@ -54,9 +50,10 @@ impl OutputRow {
         self.delivered as f64 / self.cpu.process
     }
 
-    /// Flows per CPU-second if writing the file's bytes were all the collector did.
-    fn write_only_per_cpu_second(&self) -> Option<f64> {
-        self.write_only_cpu.map(|cpu| self.delivered as f64 / cpu)
+    /// CPU nanoseconds per flow of the thread that wrote the file (file rows).
+    fn writer_ns_per_flow(&self) -> Option<f64> {
+        let writer = self.cpu.writer.filter(|_| self.bytes > 0)?;
+        Some(writer.cpu * 1e9 / self.delivered.max(1) as f64)
     }
 
     fn lossless(&self) -> bool {
@@ -64,27 +61,22 @@ impl OutputRow {
     }
 }
 
-/// Size of each write of [`write_only_cpu`] (the peer writes a batch of records at a time:
-/// 10–500 KiB at these rates).
-const WRITE_CHUNK: usize = 64 * 1024;
+/// A collector's figures that part 5's rows are compared with.
+pub struct Baseline {
+    pub per_cpu_second: f64,
+    /// CPU nanoseconds per flow of its thread that wrote its files, and bytes it wrote per flow.
+    pub writer: Option<(f64, f64)>,
+    /// What that thread is.
+    pub writer_is: &'static str,
+}
 
-/// This thread's CPU seconds to write `bytes` bytes to a new file at `path` in
-/// [`WRITE_CHUNK`] writes; the file is removed afterwards.
-fn write_only_cpu(path: &Path, bytes: u64) -> Result<f64> {
-    use std::io::Write as _;
-    let chunk = vec![b'x'; WRITE_CHUNK];
-    let mut file = std::fs::File::create(path).context("write-only baseline file")?;
-    let start = thread_cpu();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(WRITE_CHUNK as u64) as usize;
-        file.write_all(&chunk[..n])?;
-        left -= n as u64;
+impl Baseline {
+    /// From a run's CPU and the flows it stored.
+    pub fn writer(cpu: &Cpu, flows: u64) -> Option<(f64, f64)> {
+        let flows = flows.max(1) as f64;
+        cpu.writer
+            .map(|w| (w.cpu * 1e9 / flows, w.bytes as f64 / flows))
     }
-    let cpu = (thread_cpu() - start).as_secs_f64();
-    drop(file);
-    std::fs::remove_file(path)?;
-    Ok(cpu)
 }
 
 /// `tansu` from PATH, else where `cargo install` (and `cargo xtask setup`) put it.
@@ -218,8 +210,6 @@ pub fn run(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<Outp
             if kafka.is_none() {
                 row.bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
                 std::fs::remove_file(&file)?;
-                row.write_only_cpu =
-                    Some(write_only_cpu(&tmp.0.join("write-only.out"), row.bytes)?);
             }
             runs.push(row);
             drop(broker);
@@ -289,7 +279,6 @@ fn run_one(
         latency: latency::between(&before, &after)?,
         spread: 0.0,
         bytes: 0,
-        write_only_cpu: None,
     })
 }
 
@@ -304,8 +293,8 @@ pub struct Stages {
 /// Prints the rows next to the collectors' figures from parts 1–3 and the stages' from part 1.
 pub fn print(
     rows: &[OutputRow],
-    nfcapd: Option<f64>,
-    nfacctd: Option<f64>,
+    nfcapd: Option<Baseline>,
+    nfacctd: Option<Baseline>,
     stages: Option<Stages>,
 ) {
     println!(
@@ -325,17 +314,17 @@ pub fn print(
         "  per CPU-second of the sluice-peer process (decode + encode + librdkafka); broker CPU shown apart."
     );
     println!(
-        "  write only (file rows): the same bytes written by one thread in {} KiB writes, nothing else: the",
-        WRITE_CHUNK / 1024
+        "  writer ns/flow (file rows): CPU of the peer's thread that wrote the file (most bytes in /proc/…/io),"
     );
     println!(
-        "  kernel's share, and the ceiling of flows per CPU-second for a collector writing that file."
+        "  almost all of it the kernel's: on a VM that hands freed memory back to its host, a page cache page"
     );
+    println!("  new to the guest costs a host fault on its first write.");
     println!(
         "  Latency: received → written (Kafka: → acknowledged), bucket upper bounds from the peer's histogram.\n"
     );
     println!(
-        "  {:<11} {:>8} {:>10} {:>10} {:>8} {:>12} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "  {:<11} {:>8} {:>10} {:>10} {:>8} {:>12} {:>5} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8}",
         "output",
         "rate/s",
         "sent",
@@ -343,7 +332,8 @@ pub fn print(
         "lost",
         "Mflows/CPU-s",
         "±",
-        "write only",
+        "B/flow",
+        "writer",
         "broker CPU",
         "p50",
         "p99",
@@ -351,7 +341,7 @@ pub fn print(
     );
     for r in rows {
         println!(
-            "  {:<11} {:>8} {:>10} {:>10} {:>8} {:>12.2} {:>4.0}% {:>10} {:>10} {:>8} {:>8} {:>8}",
+            "  {:<11} {:>8} {:>10} {:>10} {:>8} {:>12.2} {:>4.0}% {:>9} {:>7} {:>10} {:>8} {:>8} {:>8}",
             r.name,
             r.rate,
             r.sent.flows,
@@ -359,8 +349,13 @@ pub fn print(
             r.lost,
             r.per_cpu_second() / 1e6,
             100.0 * r.spread,
-            r.write_only_per_cpu_second()
-                .map_or_else(|| "-".to_owned(), |v| format!("{:.2}", v / 1e6)),
+            if r.bytes > 0 {
+                format!("{:.0}", bytes_per_flow(r))
+            } else {
+                "-".to_owned()
+            },
+            r.writer_ns_per_flow()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
             r.broker_cpu
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.2} s")),
             r.latency.show(0),
@@ -375,21 +370,28 @@ pub fn print(
             if ratio >= target { "met" } else { "NOT met" }
         )
     };
-    if let (Some(pb), Some(n)) = (find("file pb"), nfcapd) {
+    if let (Some(pb), Some(n)) = (find("file pb"), nfcapd.as_ref()) {
         println!(
             "  target pb to a file ≥ 2× nfcapd's flows per CPU-second (v9/IPFIX mean of medians, part 2, same rate): {}",
-            verdict(pb.per_cpu_second() / n, 2.0)
+            verdict(pb.per_cpu_second() / n.per_cpu_second, 2.0)
         );
-        ceiling(pb, n, "nfcapd", stages.as_ref().map(|s| (s.decode, s.pb)));
+        budget(
+            pb,
+            n,
+            2.0,
+            "nfcapd",
+            stages.as_ref().map(|s| (s.decode, s.pb)),
+        );
     }
-    if let (Some(json), Some(n)) = (find("file json"), nfacctd) {
+    if let (Some(json), Some(n)) = (find("file json"), nfacctd.as_ref()) {
         println!(
             "  json to a file at {SLOW_RATE}/s vs nfacctd at its best loss-free step (part 3 compares both at one rate): {}",
-            verdict(json.per_cpu_second() / n, 3.0)
+            verdict(json.per_cpu_second() / n.per_cpu_second, 3.0)
         );
-        ceiling(
+        budget(
             json,
             n,
+            3.0,
             "nfacctd",
             stages.as_ref().map(|s| (s.decode, s.json)),
         );
@@ -419,23 +421,41 @@ pub fn print(
     println!();
 }
 
-/// What writing a file row's bytes alone would give against the collector's `baseline`, and
-/// with `stages` (part 1's decoder and encoder, flows per CPU-second) what decoding, encoding
-/// and writing would, with nothing else (no receive, no hand-over between threads).
-fn ceiling(row: &OutputRow, baseline: f64, collector: &str, stages: Option<(f64, f64)>) {
-    let Some(write) = row.write_only_per_cpu_second() else {
+fn bytes_per_flow(row: &OutputRow) -> f64 {
+    row.bytes as f64 / row.delivered.max(1) as f64
+}
+
+/// The CPU per flow that `target` × the collector's figure leaves, what the peer's file writer
+/// took of it (and the collector's, where known), and with `stages` (part 1's decoder and
+/// encoder, flows per CPU-second) what decoding, encoding and that write would give with
+/// nothing else (no receive, no hand-over between threads).
+fn budget(
+    row: &OutputRow,
+    baseline: &Baseline,
+    target: f64,
+    collector: &str,
+    stages: Option<(f64, f64)>,
+) {
+    let Some(writer) = row.writer_ns_per_flow() else {
         return;
     };
+    let budget = 1e9 / (target * baseline.per_cpu_second);
+    let theirs = baseline.writer.map_or_else(String::new, |(ns, bytes)| {
+        format!(
+            "; {collector}'s {} took {ns:.0} ns for its {bytes:.0} bytes",
+            baseline.writer_is
+        )
+    });
     println!(
-        "    (writing its {:.0} bytes per flow and nothing else: {:.2}× {collector})",
-        row.bytes as f64 / row.delivered.max(1) as f64,
-        write / baseline
+        "    ({target}× {collector} is {budget:.0} ns of CPU per flow; the peer's writer thread took {writer:.0} ns of it \
+         for {:.0} bytes per flow{theirs})",
+        bytes_per_flow(row)
     );
     if let Some((decode, encode)) = stages {
-        let bound = 1.0 / (1.0 / decode + 1.0 / encode + 1.0 / write);
+        let bound = 1.0 / (1.0 / decode + 1.0 / encode + writer / 1e9);
         println!(
-            "    (part 1's decoder and encoder, then that write, each alone on one thread: {:.2}× {collector})",
-            bound / baseline
+            "    (part 1's decoder and encoder, each alone on one thread, plus that write: {:.2}× {collector})",
+            bound / baseline.per_cpu_second
         );
     }
 }
