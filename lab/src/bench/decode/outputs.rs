@@ -364,37 +364,34 @@ pub fn print(
         );
     }
     let find = |name: &str| rows.iter().find(|r| r.name == name);
-    let verdict = |ratio: f64, target: f64| {
-        format!(
-            "{ratio:.2}× ({})",
-            if ratio >= target { "met" } else { "NOT met" }
-        )
-    };
-    if let (Some(pb), Some(n)) = (find("file pb"), nfcapd.as_ref()) {
-        println!(
-            "  target pb to a file ≥ 2× nfcapd's flows per CPU-second (v9/IPFIX mean of medians, part 2, same rate): {}",
-            verdict(pb.per_cpu_second() / n.per_cpu_second, 2.0)
-        );
-        budget(
-            pb,
-            n,
+    let files = [
+        (
+            find("file pb").zip(nfcapd.as_ref()),
+            "target pb to a file ≥ 2× nfcapd's flows per CPU-second (v9/IPFIX mean of medians, part 2, same rate)"
+                .to_owned(),
             2.0,
             "nfcapd",
             stages.as_ref().map(|s| (s.decode, s.pb)),
-        );
-    }
-    if let (Some(json), Some(n)) = (find("file json"), nfacctd.as_ref()) {
-        println!(
-            "  json to a file at {SLOW_RATE}/s vs nfacctd at its best loss-free step (part 3 compares both at one rate): {}",
-            verdict(json.per_cpu_second() / n.per_cpu_second, 3.0)
-        );
-        budget(
-            json,
-            n,
+        ),
+        (
+            find("file json").zip(nfacctd.as_ref()),
+            format!(
+                "json to a file at {SLOW_RATE}/s vs nfacctd at its best loss-free step (part 3 compares both at one rate)"
+            ),
             3.0,
             "nfacctd",
             stages.as_ref().map(|s| (s.decode, s.json)),
-        );
+        ),
+    ];
+    for (found, heading, target, collector, stages) in files {
+        if let Some((row, baseline)) = found {
+            let ratio = row.per_cpu_second() / baseline.per_cpu_second;
+            println!(
+                "  {heading}: {ratio:.2}× ({})",
+                if ratio >= target { "met" } else { "NOT met" }
+            );
+            budget(row, baseline, target, collector, stages);
+        }
     }
     // Kafka's figure: its most efficient loss-free rate (each rate is shown above).
     let kafka = rows
