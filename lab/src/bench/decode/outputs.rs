@@ -66,8 +66,6 @@ pub struct Baseline {
     pub per_cpu_second: f64,
     /// CPU nanoseconds per flow of its thread that wrote its files, and bytes it wrote per flow.
     pub writer: Option<(f64, f64)>,
-    /// What that thread is.
-    pub writer_is: &'static str,
 }
 
 impl Baseline {
@@ -438,10 +436,7 @@ fn budget(
     };
     let budget = 1e9 / (target * baseline.per_cpu_second);
     let theirs = baseline.writer.map_or_else(String::new, |(ns, bytes)| {
-        format!(
-            "; {collector}'s {} took {ns:.0} ns for its {bytes:.0} bytes",
-            baseline.writer_is
-        )
+        format!("; {collector}'s writer thread took {ns:.0} ns for its {bytes:.0} bytes")
     });
     println!(
         "    ({target}× {collector} is {budget:.0} ns of CPU per flow; the peer's writer thread took {writer:.0} ns of it \
