@@ -248,3 +248,67 @@ pub fn thread_cpu() -> Duration {
     };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write as _, sync::mpsc};
+
+    use super::*;
+
+    const WRITTEN: u64 = 16 << 20;
+
+    #[test]
+    fn the_top_writer_is_the_thread_that_wrote_most_with_its_own_cpu() {
+        let pid = std::process::id();
+        let path = std::env::temp_dir().join(format!("sluice-cpu-writer-{pid}"));
+        let start = Threads::take(&[pid]);
+        // A thread that only burns CPU, and one that writes: both still running when sampled
+        // (a thread that exited is gone from /proc).
+        let (done_tx, done_rx) = mpsc::channel();
+        let (exit_tx, exit_rx) = mpsc::channel::<()>();
+        let exit_rx = std::sync::Arc::new(std::sync::Mutex::new(exit_rx));
+        let spinner = {
+            let (done_tx, exit_rx) = (done_tx.clone(), exit_rx.clone());
+            std::thread::spawn(move || {
+                let began = thread_cpu();
+                let mut x = 0u64;
+                while thread_cpu() - began < Duration::from_millis(200) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+                }
+                done_tx.send(thread_cpu()).unwrap();
+                exit_rx.lock().unwrap().recv().ok();
+            })
+        };
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut file = std::fs::File::create(&path).unwrap();
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..WRITTEN / chunk.len() as u64 {
+                    file.write_all(&chunk).unwrap();
+                }
+                done_tx.send(thread_cpu()).unwrap();
+                exit_rx.lock().unwrap().recv().ok();
+            })
+        };
+        let cpus: Vec<Duration> = (0..2).map(|_| done_rx.recv().unwrap()).collect();
+        let end = Threads::take(&[pid]);
+        drop(exit_tx);
+        spinner.join().unwrap();
+        writer.join().unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        let top = end.top_writer(&start).expect("a thread wrote");
+        assert!(
+            (WRITTEN..WRITTEN + (1 << 20)).contains(&top.bytes),
+            "{top:?}"
+        );
+        // Its CPU is the writer's own (as the thread read it), not the spinner's 200 ms.
+        let writer_cpu = cpus
+            .iter()
+            .map(|c| c.as_secs_f64())
+            .find(|&c| (c - top.cpu).abs() < 0.02)
+            .unwrap_or_else(|| panic!("{top:?} matches neither thread's CPU {cpus:?}"));
+        assert!(writer_cpu < 0.19, "{top:?} is the spinner's");
+    }
+}
