@@ -544,6 +544,38 @@ mod tests {
     }
 
     #[test]
+    fn output_fields_pick_json_fields_and_share_one_encoding() {
+        let cfg = parse(
+            "[[outputs]]\ntype = \"file\"\npath = \"/a\"\nfields = [\"bytes\", \"src_addr\"]\n\
+             [[outputs]]\ntype = \"stdout\"\nfields = [\"bytes\", \"src_addr\"]\n\
+             [[outputs]]\ntype = \"file\"\npath = \"/b\"",
+        )
+        .unwrap();
+        let encodings: Vec<_> = cfg
+            .effective_outputs()
+            .iter()
+            .map(|o| o.encoding())
+            .collect();
+        assert_eq!(
+            encodings[0].fields(),
+            [crate::record::Field::Bytes, crate::record::Field::SrcAddr]
+        );
+        assert_eq!(encodings[0], encodings[1]);
+        assert_eq!(encodings[2].fields(), crate::record::Field::ALL);
+        assert_ne!(encodings[0], encodings[2]);
+
+        let unknown = err("[[outputs]]\ntype = \"file\"\npath = \"/x\"\nfields = [\"srcaddr\"]");
+        assert!(unknown.contains("unknown field \"srcaddr\""), "{unknown}");
+        assert!(unknown.contains("src_addr"), "{unknown}");
+        let twice = err("[[outputs]]\ntype = \"stdout\"\nfields = [\"bytes\", \"bytes\"]");
+        assert!(twice.contains("\"bytes\" is listed twice"), "{twice}");
+        let pb = err(
+            "[[outputs]]\ntype = \"file\"\npath = \"/x\"\nformat = \"pb\"\nfields = [\"bytes\"]",
+        );
+        assert!(pb.contains("`outputs[0].fields`"), "{pb}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         assert!(err("nmae = \"x\"").contains("nmae"));
         assert!(err("[ingest]\nport = [1]").contains("port"));

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::format::Format;
+use super::format::{Encoding, Format};
 use crate::record::FlowRecord;
 
 /// Encoded records in one buffer: cheap to share (`Arc`) between outputs, no per-record
@@ -17,7 +17,7 @@ use crate::record::FlowRecord;
 /// it.
 #[derive(Debug, Default)]
 pub struct EncodedBatch {
-    format: Format,
+    encoding: Encoding,
     buffers: Buffers,
     /// When the oldest datagram behind these records was received (ns since the epoch; 0 if
     /// unknown), for the latency histogram.
@@ -92,11 +92,11 @@ impl BatchPool {
         }
     }
 
-    /// An empty batch of `format` on a spare set of buffers (or new ones), with room for
+    /// An empty batch of `encoding` on a spare set of buffers (or new ones), with room for
     /// `records` records.
-    pub fn take(&self, format: Format, records: usize) -> EncodedBatch {
+    pub fn take(&self, encoding: &Encoding, records: usize) -> EncodedBatch {
         let mut batch = EncodedBatch {
-            format,
+            encoding: encoding.clone(),
             buffers: self.stack.take().unwrap_or_default(),
             received_ns: 0,
             home: Some(self.stack.clone()),
@@ -128,10 +128,10 @@ impl EncodedBatch {
         Self::default()
     }
 
-    /// Room for `records` records of `format`.
-    pub fn with_capacity(format: Format, records: usize) -> Self {
+    /// Room for `records` records of `encoding`.
+    pub fn with_capacity(encoding: impl Into<Encoding>, records: usize) -> Self {
         let mut batch = EncodedBatch {
-            format,
+            encoding: encoding.into(),
             buffers: Buffers::default(),
             received_ns: 0,
             home: None,
@@ -151,20 +151,25 @@ impl EncodedBatch {
     /// Room for `records` more records.
     fn reserve(&mut self, records: usize) {
         let b = &mut self.buffers;
-        b.text.reserve(records * Self::typical_size(self.format));
+        b.text
+            .reserve(records * Self::typical_size(self.encoding.format));
         b.ends.reserve(records);
         b.exporters.reserve(records);
     }
 
     pub fn format(&self) -> Format {
-        self.format
+        self.encoding.format
+    }
+
+    pub fn encoding(&self) -> &Encoding {
+        &self.encoding
     }
 
     /// Appends `record` in this batch's format.
     pub fn push_record(&mut self, record: &FlowRecord) {
-        match self.format {
+        match self.encoding.format {
             Format::Json => {
-                record.write_json(&mut self.buffers.text);
+                record.write_json(&mut self.buffers.text, self.encoding.fields());
                 self.buffers.text.push(b'\n');
             }
             Format::Pb => record.write_pb(&mut self.buffers.text),
@@ -225,7 +230,7 @@ impl EncodedBatch {
     /// Records from index `from` on as messages: a JSON object without its newline, or a
     /// protobuf message with its varint length (what GoFlow2 puts in one Kafka message).
     pub fn payloads_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
-        let trim = usize::from(self.format == Format::Json);
+        let trim = usize::from(self.encoding.format == Format::Json);
         (from..self.len())
             .map(move |i| &self.buffers.text[self.start(i)..self.buffers.ends[i] - trim])
     }
@@ -260,7 +265,7 @@ mod pool_tests {
     #[test]
     fn the_last_drop_returns_emptied_buffers_with_their_capacity() {
         let pool = BatchPool::new(1);
-        let mut a = pool.take(Format::Pb, 2);
+        let mut a = pool.take(&Format::Pb.into(), 2);
         a.push_record(&FlowRecord::default());
         a.set_received_ns(7);
         let capacity = a.buffers.text.capacity();
@@ -270,13 +275,16 @@ mod pool_tests {
         // Still held by another output: nothing came back yet.
         assert_eq!(pool.spare(), 0);
         drop(other_output);
-        let b = pool.take(Format::Json, 1);
+        let b = pool.take(&Format::Json.into(), 1);
         assert!(b.is_empty() && b.text(0..0).is_empty() && b.received_ns() == 0);
         assert_eq!(b.format(), Format::Json);
         assert!(b.buffers.text.capacity() >= capacity);
         assert_eq!(pool.spare(), 0);
         // Beyond the pool's size, dropped batches are freed, not kept.
-        let (c, d) = (pool.take(Format::Pb, 1), pool.take(Format::Pb, 1));
+        let (c, d) = (
+            pool.take(&Format::Pb.into(), 1),
+            pool.take(&Format::Pb.into(), 1),
+        );
         drop((b, c, d));
         assert_eq!(pool.spare(), 1);
     }
@@ -284,7 +292,10 @@ mod pool_tests {
     #[test]
     fn the_buffers_returned_last_are_taken_first() {
         let pool = BatchPool::new(4);
-        let (mut small, mut large) = (pool.take(Format::Pb, 1), pool.take(Format::Pb, 1));
+        let (mut small, mut large) = (
+            pool.take(&Format::Pb.into(), 1),
+            pool.take(&Format::Pb.into(), 1),
+        );
         small.push_record(&FlowRecord::default());
         large.reserve(10_000);
         let large_capacity = large.buffers.text.capacity();
@@ -292,7 +303,7 @@ mod pool_tests {
         drop(large);
         // The last one back (the large one) comes out first, with its pages still mapped.
         assert_eq!(
-            pool.take(Format::Pb, 1).buffers.text.capacity(),
+            pool.take(&Format::Pb.into(), 1).buffers.text.capacity(),
             large_capacity
         );
     }
@@ -337,7 +348,7 @@ mod format_tests {
         let r = FlowRecord::default();
         b.push_record(&r);
         let mut want = Vec::new();
-        r.write_json(&mut want);
+        r.write_json(&mut want, crate::record::Field::ALL);
         assert_eq!(b.payloads_from(0).next(), Some(&want[..]));
         want.push(b'\n');
         assert_eq!(b.text(0..1), &want[..]);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::format::Format;
+use super::format::{Encoding, Fields, Format};
 #[cfg(feature = "kafka")]
 use super::kafka;
 use super::sink::Sink;
@@ -53,6 +53,22 @@ impl OutputConfig {
         }
     }
 
+    /// The JSON fields this output keeps (`None`: all).
+    fn fields(&self) -> Option<&Fields> {
+        match self {
+            OutputConfig::Stdout(c) => c.fields.as_ref(),
+            OutputConfig::File(c) => c.fields.as_ref(),
+            OutputConfig::Syslog(c) => c.fields.as_ref(),
+            #[cfg(feature = "kafka")]
+            OutputConfig::Kafka(c) => c.fields.as_ref(),
+        }
+    }
+
+    /// Its format with its fields: outputs of one encoding share the encoded records.
+    pub fn encoding(&self) -> Encoding {
+        Encoding::new(self.format(), self.fields().cloned())
+    }
+
     /// Records buffered while the destination is slow or down.
     pub fn buffer_records(&self) -> usize {
         match self {
@@ -71,6 +87,13 @@ impl OutputConfig {
             self.buffer_records(),
             1 << 26,
         )?;
+        if self.format() == Format::Pb && self.fields().is_some() {
+            return Err(ConfigError::invalid(
+                format!("{key}.fields"),
+                "selects JSON fields; `format = \"pb\"` writes every field of GoFlow2's FlowMessage \
+                 (leave `fields` out, or use `format = \"json\"`)",
+            ));
+        }
         match self {
             OutputConfig::Stdout(_) => Ok(()),
             OutputConfig::File(c) => c.validate(key),

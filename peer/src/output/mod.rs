@@ -21,6 +21,6 @@ pub mod syslog;
 pub use batch::{BatchPool, EncodedBatch};
 pub use buffer::DEFAULT_BUFFER_RECORDS;
 pub use config::{OutputConfig, OutputFlagError};
-pub use format::Format;
+pub use format::{Encoding, Fields, Format};
 pub use runner::{Fanout, OutputSet};
 pub use sink::{Sink, SinkFailure};

@@ -1,8 +1,8 @@
 //! One thread per output behind a bounded buffer.
 //!
-//! Shards encode each batch once per format in use ([`Fanout::formats`]) and call
+//! Shards encode each batch once per encoding in use ([`Fanout::encodings`]) and call
 //! [`Fanout::send`], which never blocks: it reserves room for the batch's records in
-//! each output's buffer of that format (records that do not fit are counted as overflow; the newest ones of the
+//! each output's buffer of that encoding (records that do not fit are counted as overflow; the newest ones of the
 //! batch are kept) and queues a shared `Arc` with the number of lines to skip. The
 //! output thread writes batches in order; a failed write is retried with exponential backoff
 //! while new batches wait in the buffer. At shutdown (all shards gone) the thread drains its
@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::batch::EncodedBatch;
 use super::config::OutputConfig;
-use super::format::Format;
+use super::format::Encoding;
 use super::sink::Sink;
 use crate::clock::now_ns;
 use crate::metrics::{Metrics, OutputStats};
@@ -52,7 +52,7 @@ impl Queued {
 }
 
 struct Route {
-    format: Format,
+    encoding: Encoding,
     tx: Sender<Queued>,
     stats: Arc<OutputStats>,
 }
@@ -75,31 +75,38 @@ impl Fanout {
         self.routes.is_empty()
     }
 
-    /// The formats the outputs use, each once: encode every batch in each of them.
-    pub fn formats(&self) -> Vec<Format> {
-        Format::ALL
-            .into_iter()
-            .filter(|f| self.routes.iter().any(|r| r.format == *f))
-            .collect()
+    /// The encodings the outputs use, each once, in the outputs' order: encode every batch in
+    /// each of them.
+    pub fn encodings(&self) -> Vec<Encoding> {
+        let mut encodings: Vec<Encoding> = Vec::new();
+        for route in self.routes.iter() {
+            if !encodings.contains(&route.encoding) {
+                encodings.push(route.encoding.clone());
+            }
+        }
+        encodings
     }
 
-    /// Hands each of `batches` (one per format, see [`Fanout::formats`]) to every output of its
-    /// format without blocking.
+    /// Hands each of `batches` (one per encoding, see [`Fanout::encodings`]) to every output of
+    /// its encoding without blocking.
     pub fn send_all(&self, batches: Vec<EncodedBatch>) {
         for batch in batches {
             self.send(batch);
         }
     }
 
-    /// Hands `batch` to every output of its format without blocking.
+    /// Hands `batch` to every output of its encoding without blocking.
     pub fn send(&self, batch: EncodedBatch) {
         if batch.is_empty() {
             return;
         }
         let n = batch.len();
-        let format = batch.format();
         let batch = Arc::new(batch);
-        for route in self.routes.iter().filter(|r| r.format == format) {
+        for route in self
+            .routes
+            .iter()
+            .filter(|r| &r.encoding == batch.encoding())
+        {
             let granted = route.stats.reserve(n);
             if granted == 0 {
                 continue;
@@ -162,7 +169,7 @@ impl OutputSet {
                 .map_err(err)?;
             threads.push(thread);
             routes.push(Route {
-                format: config.format(),
+                encoding: config.encoding(),
                 tx,
                 stats,
             });
@@ -280,6 +287,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::format::Format;
     use std::sync::Mutex;
 
     /// Fails its first `failures` writes after writing one line each time, then succeeds.
@@ -340,7 +348,7 @@ mod tests {
             give_up_at: None,
         };
         let fanout = Fanout::new(vec![Route {
-            format: Format::Json,
+            encoding: Format::Json.into(),
             tx,
             stats: stats.clone(),
         }]);
@@ -395,7 +403,7 @@ mod tests {
             give_up_at: None,
         };
         let fanout = Fanout::new(vec![Route {
-            format: Format::Json,
+            encoding: Format::Json.into(),
             tx,
             stats: stats.clone(),
         }]);
@@ -421,7 +429,7 @@ mod tests {
         let stats = metrics.register_output("t".into(), 4);
         let (tx, rx) = crossbeam_channel::bounded(4);
         let fanout = Fanout::new(vec![Route {
-            format: Format::Json,
+            encoding: Format::Json.into(),
             tx,
             stats: stats.clone(),
         }]);

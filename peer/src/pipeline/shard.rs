@@ -11,7 +11,7 @@ use super::control::ShardRequest;
 use crate::clock::now_ns;
 use crate::decode::{FlowRecord, ShardDecoder};
 use crate::metrics::{LogLimiter, Metrics};
-use crate::output::{BatchPool, EncodedBatch, Fanout, Format};
+use crate::output::{BatchPool, EncodedBatch, Encoding, Fanout};
 
 pub struct Shard {
     pub index: usize,
@@ -27,8 +27,8 @@ pub struct Shard {
     /// Rung (never blocking) after a batch that carried templates or options data, so the
     /// template reporter asks for changes at once rather than at its next period.
     pub doorbell: Sender<()>,
-    /// The formats the outputs use (each batch is encoded once in each).
-    pub formats: Vec<Format>,
+    /// The encodings the outputs use (each batch is encoded once in each).
+    pub encodings: Vec<Encoding>,
     /// Buffers of the batches the outputs are done with, filled again here.
     pub batches: BatchPool,
 }
@@ -157,16 +157,16 @@ impl Shard {
         self.send(encoded, oldest_ns);
     }
 
-    /// An empty batch for each format the outputs use (none without outputs), with room for
+    /// An empty batch for each encoding the outputs use (none without outputs), with room for
     /// `records` records.
     fn take_batches(&self, records: usize) -> Vec<EncodedBatch> {
-        self.formats
+        self.encodings
             .iter()
-            .map(|&format| self.batches.take(format, records))
+            .map(|encoding| self.batches.take(encoding, records))
             .collect()
     }
 
-    /// Counts `records`, appends them to each of `encoded` in its format and empties `records`.
+    /// Counts `records`, appends them to each of `encoded` in its encoding and empties `records`.
     fn encode(&mut self, records: &mut Vec<FlowRecord>, encoded: &mut [EncodedBatch]) {
         self.metrics
             .records

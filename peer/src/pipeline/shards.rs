@@ -58,7 +58,7 @@ impl Shards {
                 metrics: metrics.clone(),
                 expire_every: Duration::from_millis(config.expire_interval_ms),
                 doorbell: doorbell.clone(),
-                formats: fanout.formats(),
+                encodings: fanout.encodings(),
                 batches: BatchPool::new(POOLED_BATCHES),
             };
             senders.push(tx);

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::config::error::{ConfigError, positive};
 use crate::output::buffer::default_buffer_records;
-use crate::output::format::Format;
+use crate::output::format::{Fields, Format};
 
 /// `[[outputs]] type = "file"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -15,6 +15,9 @@ pub struct FileConfig {
     /// `json` (default: JSON lines) or `pb` (length-delimited protobuf).
     #[serde(default)]
     pub format: Format,
+    /// JSON fields kept, in this order (GoFlow2's `formatter.fields`); all when absent.
+    #[serde(default)]
+    pub fields: Option<Fields>,
     /// Rotate before the file would grow past this many bytes.
     #[serde(default)]
     pub rotate_bytes: Option<u64>,
@@ -39,6 +42,7 @@ impl FileConfig {
         FileConfig {
             path,
             format: Format::Json,
+            fields: None,
             rotate_bytes: None,
             rotate_interval_s: None,
             keep: default_keep(),

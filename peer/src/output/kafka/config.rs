@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::config::error::{ConfigError, positive};
 use crate::output::buffer::default_buffer_records;
-use crate::output::format::Format;
+use crate::output::format::{Fields, Format};
 
 /// `compression`: librdkafka's `compression.type`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -130,6 +130,9 @@ pub struct KafkaConfig {
     /// `pb` (default: GoFlow2's length-delimited `FlowMessage`, one per Kafka message) or `json`.
     #[serde(default = "default_format")]
     pub format: Format,
+    /// JSON fields kept, in this order (GoFlow2's `formatter.fields`); all when absent.
+    #[serde(default)]
+    pub fields: Option<Fields>,
     /// How the key (the exporter's address as text) picks the partition.
     #[serde(default)]
     pub partitioner: Partitioner,
@@ -184,6 +187,7 @@ impl KafkaConfig {
             brokers,
             topic,
             format: default_format(),
+            fields: None,
             partitioner: Partitioner::default(),
             compression: Compression::default(),
             acks: Acks::default(),

@@ -2,6 +2,7 @@ use serde::Deserialize;
 
 use crate::config::error::{ConfigError, positive};
 use crate::output::buffer::default_buffer_records;
+use crate::output::format::Fields;
 
 /// Transport to the syslog server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -33,6 +34,10 @@ pub struct SyslogConfig {
     /// HOSTNAME field; the host name when absent.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// JSON fields kept in each message, in this order (GoFlow2's `formatter.fields`); all when
+    /// absent.
+    #[serde(default)]
+    pub fields: Option<Fields>,
     /// Records buffered while the server is slow or unreachable.
     #[serde(default = "default_buffer_records")]
     pub buffer_records: usize,
@@ -60,6 +65,7 @@ impl SyslogConfig {
             severity: default_severity(),
             app_name: default_app_name(),
             hostname: None,
+            fields: None,
             buffer_records: default_buffer_records(),
         }
     }
