@@ -1,7 +1,8 @@
 //! Part 5 of `cargo xtask bench decode`: the same traffic through `sluice-peer` with one output
-//! at a time — a file in `json` and in `pb`, and Kafka (tansu on loopback, in-memory storage) in
-//! `pb` and `json` — flows per CPU-second of the peer's process and received→written
-//! (Kafka: received→acknowledged) latency percentiles. Each figure is the median of
+//! at a time — a file in `json` (every field, and only the fields nfacctd prints) and in `pb`,
+//! and Kafka (tansu on loopback, in-memory storage) in `pb` and `json` — flows per CPU-second
+//! of the peer's process and received→written (Kafka: received→acknowledged) latency
+//! percentiles. Each figure is the median of
 //! [`REPEATS`] rounds over all outputs. For the file rows, the CPU of the peer's thread that
 //! wrote the file, set against the budget per flow that the targets leave and against what
 //! nfcapd's writer thread spent in part 2.
@@ -171,8 +172,9 @@ pub fn run(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<Outp
     // than lost.
     // Kafka pb also runs at KAFKA_HIGH_RATE: librdkafka's cost per message is fixed, but the
     // wake-ups of the peer's threads are spread over more records as the rate grows.
-    let cases: [(&'static str, Option<&str>, u64); 5] = [
+    let cases: [(&'static str, Option<&str>, u64); 6] = [
         ("file json", None, SLOW_RATE),
+        (SUBSET, None, SLOW_RATE),
         ("file pb", None, INGEST_RATE),
         ("kafka pb", Some("pb"), SLOW_RATE),
         ("kafka pb", Some("pb"), KAFKA_HIGH_RATE),
@@ -195,6 +197,9 @@ pub fn run(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<Outp
                     "[[outputs]]\ntype = \"kafka\"\nbrokers = [\"127.0.0.1:{port}\"]\n\
                      topic = \"flows\"\nformat = \"{format}\"\n"
                 ),
+                _ if *name == SUBSET => {
+                    format!("{}fields = {NFACCTD_FIELDS:?}\n", file_output("json"))
+                }
                 _ => file_output(if name.ends_with("pb") { "pb" } else { "json" }),
             };
             let broker_pid = broker.as_ref().map(|(b, _)| b.child.id());
@@ -221,6 +226,24 @@ pub fn run(corpus: &Corpus, tmp: &TempDir, stop: &AtomicBool) -> Result<Vec<Outp
         })
         .collect()
 }
+
+/// The row of JSON lines to a file with only the fields nfacctd's print plugin writes in part 3.
+const SUBSET: &str = "json subset";
+
+/// `fields = [...]` of that row: what part 3's nfacctd aggregates on, and its counters.
+const NFACCTD_FIELDS: [&str; 11] = [
+    "sampler_address",
+    "src_addr",
+    "dst_addr",
+    "src_port",
+    "dst_port",
+    "proto",
+    "ip_tos",
+    "in_if",
+    "out_if",
+    "packets",
+    "bytes",
+];
 
 /// Datagrams per second of the JSON and Kafka outputs.
 const SLOW_RATE: u64 = 25_000;
@@ -362,7 +385,7 @@ pub fn print(
         );
     }
     let find = |name: &str| rows.iter().find(|r| r.name == name);
-    let files = [
+    let files: [_; 3] = [
         (
             find("file pb").zip(nfcapd.as_ref()),
             "target pb to a file ≥ 2× nfcapd's flows per CPU-second (v9/IPFIX mean of medians, part 2, same rate)"
@@ -379,6 +402,16 @@ pub fn print(
             3.0,
             "nfacctd",
             stages.as_ref().map(|s| (s.decode, s.json)),
+        ),
+        (
+            find(SUBSET).zip(nfacctd.as_ref()),
+            format!(
+                "json with nfacctd's {} fields (`fields = [...]`, the same content per line) vs nfacctd as above",
+                NFACCTD_FIELDS.len()
+            ),
+            3.0,
+            "nfacctd",
+            None,
         ),
     ];
     for (found, heading, target, collector, stages) in files {
