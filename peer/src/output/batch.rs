@@ -1,5 +1,5 @@
-//! Records encoded once per format (in the shard thread) and shared by every output of that
-//! format.
+//! Records encoded once per encoding (format and JSON fields, in the shard thread) and shared
+//! by every output of that encoding.
 
 use std::net::IpAddr;
 use std::ops::Range;
