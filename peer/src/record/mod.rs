@@ -794,8 +794,12 @@ impl FlowRecord {
     /// Writes `fields` in their order: `{"a":…,"b":…}`.
     fn fill(&self, c: &mut Cursor<'_>, fields: &[Field]) {
         let start = c.pos;
-        for &field in fields {
-            self.field(c, field);
+        if fields == Field::ALL {
+            Field::each(|field| self.field(c, field));
+        } else {
+            for &field in fields {
+                self.field(c, field);
+            }
         }
         // Every key is written with a leading `,`: the first one becomes the `{`.
         match c.buf.get_mut(start) {
