@@ -32,7 +32,7 @@ pub fn run(version: &[u8], data: &[u8]) {
         dec.expire(u64::MAX);
         let mut json = Vec::new();
         for r in &out {
-            r.write_json(&mut json, sluice_peer::record::Field::ALL);
+            r.write_json(&mut json, None);
         }
     }
 }

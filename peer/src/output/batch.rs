@@ -348,7 +348,7 @@ mod format_tests {
         let r = FlowRecord::default();
         b.push_record(&r);
         let mut want = Vec::new();
-        r.write_json(&mut want, crate::record::Field::ALL);
+        r.write_json(&mut want, None);
         assert_eq!(b.payloads_from(0).next(), Some(&want[..]));
         want.push(b'\n');
         assert_eq!(b.text(0..1), &want[..]);

@@ -74,9 +74,9 @@ impl Encoding {
         Encoding { format, fields }
     }
 
-    /// The JSON fields written, in order.
-    pub fn fields(&self) -> &[Field] {
-        self.fields.as_ref().map_or(Field::ALL, |f| &f.0)
+    /// The JSON fields written, in order (`None`: every field).
+    pub fn fields(&self) -> Option<&[Field]> {
+        self.fields.as_ref().map(|f| &*f.0)
     }
 }
 

@@ -26,7 +26,7 @@ use sluice_peer::{
     decode::{DecoderConfig, ShardDecoder},
     flowgen::Protocol,
     pipeline::replay,
-    record::{Field, FlowRecord, pb::FlowMessage},
+    record::{FlowRecord, pb::FlowMessage},
 };
 
 use crate::bench::cpu::thread_cpu;
@@ -310,7 +310,7 @@ fn encode_loop(corpus: &Corpus) -> (f64, f64, f64) {
         let _ = prost::Message::encode_length_delimited(&message, out);
     });
     let json_rate = time(&mut |r, out| {
-        r.write_json(out, Field::ALL);
+        r.write_json(out, None);
         out.push(b'\n');
     });
     (pb_rate, prost_rate, json_rate)
