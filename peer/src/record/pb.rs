@@ -398,6 +398,32 @@ const MAX_BODY: usize = 640;
 /// Room for the length prefix: [`MAX_BODY`] is below 2^14, a varint of two bytes at most.
 const MAX_HEAD: usize = 2;
 
+/// Room after the body: a varint is stored as one 8-byte word (two for the widest), whatever
+/// its length, so the last one may reach this far past the body's end.
+const SLACK: usize = 16;
+
+/// The bytes of `v`'s varint below 2^56 in one little-endian word: 7 bits per byte, the
+/// continuation bit set on each byte but the last. Only the first `varint_len(v)` bytes count.
+#[inline(always)]
+fn varint_word(v: u64) -> u64 {
+    let spread = (v & 0x7f)
+        | (v & 0x7f << 7) << 1
+        | (v & 0x7f << 14) << 2
+        | (v & 0x7f << 21) << 3
+        | (v & 0x7f << 28) << 4
+        | (v & 0x7f << 35) << 5
+        | (v & 0x7f << 42) << 6
+        | (v & 0x7f << 49) << 7;
+    let continued = (1u64 << (8 * (varint_len(v) - 1))) - 1;
+    spread | (0x8080_8080_8080_8080 & continued)
+}
+
+/// Bytes in `v`'s varint (1 to 10).
+#[inline(always)]
+fn varint_len(v: u64) -> usize {
+    (v | 1).ilog2() as usize / 7 + 1
+}
+
 /// A message being written into a window of a buffer's spare capacity; `n`: bytes written.
 struct Wire<'a, const N: usize> {
     b: &'a mut [MaybeUninit<u8>; N],
@@ -419,13 +445,32 @@ impl<const N: usize> Wire<'_, N> {
         self.n += v.len();
     }
 
+    /// Stores `bytes` (8) at the end, keeping `len` of them.
     #[inline(always)]
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte(v as u8 | 0x80);
-            v >>= 7;
+    fn word(&mut self, bytes: [u8; 8], len: usize) {
+        let Some(d) = self.b[self.n..].first_chunk_mut::<8>() else {
+            unreachable!("SLACK leaves a word of room past MAX_BODY")
+        };
+        *d = bytes.map(MaybeUninit::new);
+        self.n += len;
+    }
+
+    /// A varint: one word store (two from 2^56 on, as nanosecond timestamps are), no loop.
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.byte(v as u8);
+        } else if v < 1 << 56 {
+            self.word(varint_word(v).to_le_bytes(), varint_len(v));
+        } else {
+            // Eight bytes of 7 bits, all continued, then the top 8 bits in one or two more.
+            self.word(
+                (varint_word(v & ((1 << 56) - 1)) | 0x8080_8080_8080_8080).to_le_bytes(),
+                8,
+            );
+            let top = v >> 56;
+            self.word(varint_word(top).to_le_bytes(), varint_len(top));
         }
-        self.byte(v as u8);
     }
 
     /// A varint field (wire type 0), omitted when zero.
@@ -459,7 +504,7 @@ impl<const N: usize> Wire<'_, N> {
     /// A packed repeated varint field, omitted when empty.
     #[inline(always)]
     fn packed(&mut self, tag: u32, vs: impl Iterator<Item = u64> + Clone) {
-        let len: usize = vs.clone().map(|v| (v | 1).ilog2() as usize / 7 + 1).sum();
+        let len: usize = vs.clone().map(varint_len).sum();
         if len > 0 {
             self.varint(u64::from(tag << 3 | 2));
             self.varint(len as u64);
@@ -483,10 +528,10 @@ impl FlowRecord {
     pub fn write_pb(&self, out: &mut Vec<u8>) {
         let r = self;
         let start = out.len();
-        out.reserve(MAX_HEAD + MAX_BODY);
+        out.reserve(MAX_HEAD + MAX_BODY + SLACK);
         let Some(window) = out
             .spare_capacity_mut()
-            .first_chunk_mut::<{ MAX_HEAD + MAX_BODY }>()
+            .first_chunk_mut::<{ MAX_HEAD + MAX_BODY + SLACK }>()
         else {
             unreachable!("reserved above")
         };
