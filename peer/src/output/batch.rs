@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::format::{Encoding, Format};
-use crate::record::FlowRecord;
+use crate::record::{Field, FlowRecord, MAX_JSON};
 
 /// Encoded records in one buffer: cheap to share (`Arc`) between outputs, no per-record
 /// allocation. The buffer is the output stream itself — JSON lines (each ending in `\n`) or
@@ -28,7 +28,11 @@ pub struct EncodedBatch {
 
 #[derive(Debug, Default)]
 struct Buffers {
+    /// The stream is `text[..used]`. Past it, up to `text.len()`, the bytes are initialised
+    /// (zeroed when the buffer first grew there, or left by earlier records), so the JSON writer
+    /// writes each record in place: no per-record zeroing, no copy from a scratch buffer.
     text: Vec<u8>,
+    used: usize,
     /// End of each record, after its newline (JSON).
     ends: Vec<usize>,
     /// Each record's exporter (`sampler_address`): the Kafka message key.
@@ -37,9 +41,45 @@ struct Buffers {
 
 impl Buffers {
     fn clear(&mut self) {
-        self.text.clear();
+        self.used = 0;
         self.ends.clear();
         self.exporters.clear();
+    }
+
+    /// `n` initialised bytes right after the stream.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.used + n;
+        if self.text.len() < end {
+            self.text.resize(end, 0);
+        }
+        &mut self.text[self.used..end]
+    }
+
+    /// Appends `bytes` to the stream.
+    fn put(&mut self, bytes: &[u8]) {
+        self.room(bytes.len()).copy_from_slice(bytes);
+        self.used += bytes.len();
+    }
+
+    /// Appends `record` as one JSON line.
+    fn put_json(&mut self, record: &FlowRecord, fields: Option<&[Field]>) {
+        let room = self.room(MAX_JSON + 1);
+        let (object, rest) = room.split_at_mut(MAX_JSON);
+        match record.write_json_into(object, fields) {
+            Some(n) => {
+                // n ≤ MAX_JSON: the newline goes at `object[n]` or, at the limit, `rest[0]`.
+                if let Some(newline) = object.get_mut(n).or(rest.first_mut()) {
+                    *newline = b'\n';
+                }
+                self.used += n + 1;
+            }
+            None => {
+                let mut line = Vec::new();
+                record.write_json(&mut line, fields);
+                line.push(b'\n');
+                self.put(&line);
+            }
+        }
     }
 }
 
@@ -151,8 +191,8 @@ impl EncodedBatch {
     /// Room for `records` more records.
     fn reserve(&mut self, records: usize) {
         let b = &mut self.buffers;
-        b.text
-            .reserve(records * Self::typical_size(self.encoding.format));
+        let want = b.used + records * Self::typical_size(self.encoding.format);
+        b.text.reserve(want.saturating_sub(b.text.len()));
         b.ends.reserve(records);
         b.exporters.reserve(records);
     }
@@ -168,21 +208,23 @@ impl EncodedBatch {
     /// Appends `record` in this batch's format.
     pub fn push_record(&mut self, record: &FlowRecord) {
         match self.encoding.format {
-            Format::Json => {
-                record.write_json(&mut self.buffers.text, self.encoding.fields());
-                self.buffers.text.push(b'\n');
+            Format::Json => self.buffers.put_json(record, self.encoding.fields()),
+            Format::Pb => {
+                let b = &mut self.buffers;
+                b.text.truncate(b.used);
+                record.write_pb(&mut b.text);
+                b.used = b.text.len();
             }
-            Format::Pb => record.write_pb(&mut self.buffers.text),
         }
-        self.buffers.ends.push(self.buffers.text.len());
+        self.buffers.ends.push(self.buffers.used);
         self.buffers.exporters.push(record.sampler_address);
     }
 
     /// Appends an already-encoded JSON line (no exporter).
     pub fn push_line(&mut self, line: &[u8]) {
-        self.buffers.text.extend_from_slice(line);
-        self.buffers.text.push(b'\n');
-        self.buffers.ends.push(self.buffers.text.len());
+        self.buffers.put(line);
+        self.buffers.put(b"\n");
+        self.buffers.ends.push(self.buffers.used);
         self.buffers.exporters.push(None);
     }
 
@@ -287,6 +329,51 @@ mod pool_tests {
         );
         drop((b, c, d));
         assert_eq!(pool.spare(), 1);
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_only_its_new_records_whatever_it_held_before() {
+        let pool = BatchPool::new(1);
+        let long = FlowRecord {
+            src_addr: Some("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()),
+            bytes: u64::MAX,
+            ..FlowRecord::default()
+        };
+        let short = FlowRecord::default();
+        let line = |r: &FlowRecord, fields: Option<&[Field]>| {
+            let mut l = Vec::new();
+            r.write_json(&mut l, fields);
+            l.push(b'\n');
+            l
+        };
+        let mut first = pool.take(&Format::Json.into(), 3);
+        for _ in 0..3 {
+            first.push_record(&long);
+        }
+        assert_eq!(first.text(0..3), line(&long, None).repeat(3));
+        drop(first);
+        // The long records' bytes are still in the buffer past the stream: never part of it.
+        let mut json = pool.take(&Format::Json.into(), 1);
+        json.push_record(&short);
+        json.push_line(b"{}");
+        json.push_record(&short);
+        let want = [line(&short, None), b"{}\n".to_vec(), line(&short, None)].concat();
+        assert_eq!(json.text(0..3), want);
+        assert_eq!(json.text_len(0, 3), want.len());
+        drop(json);
+        // The same buffer as protobuf, then as JSON with a field list.
+        let mut pb = pool.take(&Format::Pb.into(), 1);
+        pb.push_record(&short);
+        let mut message = Vec::new();
+        short.write_pb(&mut message);
+        assert_eq!(pb.text(0..1), message);
+        drop(pb);
+        let fields = [Field::Bytes, Field::SrcAddr];
+        let names = vec!["bytes".to_owned(), "src_addr".to_owned()];
+        let encoding = Encoding::new(Format::Json, Some(names.try_into().unwrap()));
+        let mut picked = pool.take(&encoding, 1);
+        picked.push_record(&long);
+        assert_eq!(picked.text(0..1), line(&long, Some(&fields)));
     }
 
     #[test]

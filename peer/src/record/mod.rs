@@ -740,8 +740,8 @@ impl Cursor<'_> {
 }
 
 /// Room for the largest possible record (all addresses IPv6, all numbers at their maximum,
-/// every list full).
-const MAX_JSON: usize = 2560;
+/// every list full): what [`FlowRecord::write_json_into`] needs to be sure a record fits.
+pub const MAX_JSON: usize = 2560;
 
 impl FlowRecord {
     /// Appends this record's `fields`, in their order (`None`: every field), as one JSON object
@@ -755,22 +755,26 @@ impl FlowRecord {
             static SCRATCH: RefCell<Box<[u8; MAX_JSON]>> = RefCell::new(Box::new([0; MAX_JSON]));
         }
         let written = SCRATCH.with_borrow_mut(|scratch| {
-            let mut c = Cursor {
-                buf: &mut scratch[..],
-                pos: 0,
-                overflow: false,
-            };
-            self.fill(&mut c, fields);
-            let used = (!c.overflow).then_some(c.pos);
-            if let Some(n) = used {
-                out.extend_from_slice(scratch.get(..n).unwrap_or_default());
-            }
-            used.is_some()
+            let n = self.write_json_into(&mut scratch[..], fields)?;
+            out.extend_from_slice(scratch.get(..n).unwrap_or_default());
+            Some(())
         });
-        if !written {
+        if written.is_none() {
             // Cannot happen with MAX_JSON sized for the worst case; stay correct anyway.
             self.write_json_serde(out, fields.unwrap_or(Field::ALL));
         }
+    }
+
+    /// [`FlowRecord::write_json`]'s object written at the start of `buf`, in place: the bytes
+    /// written, or `None` if it did not fit (never with [`MAX_JSON`] bytes).
+    pub fn write_json_into(&self, buf: &mut [u8], fields: Option<&[Field]>) -> Option<usize> {
+        let mut c = Cursor {
+            buf,
+            pos: 0,
+            overflow: false,
+        };
+        self.fill(&mut c, fields);
+        (!c.overflow).then_some(c.pos)
     }
 
     /// [`FlowRecord::write_json`] through serde.

@@ -25,6 +25,7 @@ use sluice_peer::{
     config::PipelineConfig,
     decode::{DecoderConfig, ShardDecoder},
     flowgen::Protocol,
+    output::{BatchPool, Encoding, Format},
     pipeline::replay,
     record::{FlowRecord, pb::FlowMessage},
 };
@@ -277,7 +278,8 @@ fn decoder_loop(corpus: &Corpus, repeat: usize) -> f64 {
 }
 
 /// Records of the first datagrams of `corpus`, encoded again and again as `pb` and as JSON
-/// lines on this thread: records per thread-CPU-second of each encoder alone.
+/// lines on this thread: records per thread-CPU-second of each encoder alone. JSON is encoded
+/// as the shards do, into a pooled batch (written in place).
 fn encode_loop(corpus: &Corpus) -> (f64, f64, f64) {
     const RECORDS: usize = 60_000;
     let mut decoder = ShardDecoder::new(DecoderConfig::default());
@@ -288,30 +290,40 @@ fn encode_loop(corpus: &Corpus) -> (f64, f64, f64) {
             break;
         }
     }
-    let mut out = Vec::with_capacity(1 << 20);
-    let mut time = |encode: &mut dyn FnMut(&FlowRecord, &mut Vec<u8>)| {
+    let time = |encode: &mut dyn FnMut(&[FlowRecord])| {
         let rounds = (IN_PROCESS_FLOWS as usize / 2).div_ceil(records.len().max(1));
         let start = thread_cpu();
         for _ in 0..rounds {
             for chunk in records.chunks(1000) {
-                out.clear();
-                for r in chunk {
-                    encode(r, &mut out);
-                }
-                std::hint::black_box(&out);
+                encode(chunk);
             }
         }
         (rounds * records.len()) as f64 / (thread_cpu() - start).as_secs_f64()
     };
-    let pb_rate = time(&mut |r, out| r.write_pb(out));
-    let mut message = FlowMessage::default();
-    let prost_rate = time(&mut |r, out| {
-        message.fill(r);
-        let _ = prost::Message::encode_length_delimited(&message, out);
+    let mut out = Vec::with_capacity(1 << 20);
+    let pb_rate = time(&mut |chunk| {
+        out.clear();
+        for r in chunk {
+            r.write_pb(&mut out);
+        }
+        std::hint::black_box(&out);
     });
-    let json_rate = time(&mut |r, out| {
-        r.write_json(out, None);
-        out.push(b'\n');
+    let mut message = FlowMessage::default();
+    let prost_rate = time(&mut |chunk| {
+        out.clear();
+        for r in chunk {
+            message.fill(r);
+            let _ = prost::Message::encode_length_delimited(&message, &mut out);
+        }
+        std::hint::black_box(&out);
+    });
+    let (pool, json) = (BatchPool::new(1), Encoding::from(Format::Json));
+    let json_rate = time(&mut |chunk| {
+        let mut batch = pool.take(&json, chunk.len());
+        for r in chunk {
+            batch.push_record(r);
+        }
+        std::hint::black_box(&batch);
     });
     (pb_rate, prost_rate, json_rate)
 }
