@@ -64,13 +64,10 @@ impl Buffers {
     /// Appends `record` as one JSON line.
     fn put_json(&mut self, record: &FlowRecord, fields: Option<&[Field]>) {
         let room = self.room(MAX_JSON + 1);
-        let (object, rest) = room.split_at_mut(MAX_JSON);
-        match record.write_json_into(object, fields) {
+        match record.write_json_into(&mut room[..MAX_JSON], fields) {
             Some(n) => {
-                // n ≤ MAX_JSON: the newline goes at `object[n]` or, at the limit, `rest[0]`.
-                if let Some(newline) = object.get_mut(n).or(rest.first_mut()) {
-                    *newline = b'\n';
-                }
+                // n ≤ MAX_JSON, and the room has one byte more.
+                room[n] = b'\n';
                 self.used += n + 1;
             }
             None => {
@@ -80,6 +77,14 @@ impl Buffers {
                 self.put(&line);
             }
         }
+    }
+
+    /// Appends `record` as one length-delimited message, written into the spare capacity by
+    /// [`FlowRecord::write_pb`] (so the initialised bytes past the stream are given up).
+    fn put_pb(&mut self, record: &FlowRecord) {
+        self.text.truncate(self.used);
+        record.write_pb(&mut self.text);
+        self.used = self.text.len();
     }
 }
 
@@ -209,12 +214,7 @@ impl EncodedBatch {
     pub fn push_record(&mut self, record: &FlowRecord) {
         match self.encoding.format {
             Format::Json => self.buffers.put_json(record, self.encoding.fields()),
-            Format::Pb => {
-                let b = &mut self.buffers;
-                b.text.truncate(b.used);
-                record.write_pb(&mut b.text);
-                b.used = b.text.len();
-            }
+            Format::Pb => self.buffers.put_pb(record),
         }
         self.buffers.ends.push(self.buffers.used);
         self.buffers.exporters.push(record.sampler_address);

@@ -402,20 +402,30 @@ const MAX_HEAD: usize = 2;
 /// its length, so the last one may reach this far past the body's end.
 const SLACK: usize = 16;
 
-/// The bytes of `v`'s varint below 2^56 in one little-endian word: 7 bits per byte, the
-/// continuation bit set on each byte but the last. Only the first `varint_len(v)` bytes count.
+/// The low 56 bits of `v` as eight 7-bit groups, one per byte of a little-endian word, without
+/// continuation bits.
 #[inline(always)]
-fn varint_word(v: u64) -> u64 {
-    let spread = (v & 0x7f)
+fn spread7(v: u64) -> u64 {
+    (v & 0x7f)
         | (v & 0x7f << 7) << 1
         | (v & 0x7f << 14) << 2
         | (v & 0x7f << 21) << 3
         | (v & 0x7f << 28) << 4
         | (v & 0x7f << 35) << 5
         | (v & 0x7f << 42) << 6
-        | (v & 0x7f << 49) << 7;
-    let continued = (1u64 << (8 * (varint_len(v) - 1))) - 1;
-    spread | (0x8080_8080_8080_8080 & continued)
+        | (v & 0x7f << 49) << 7
+}
+
+/// The continuation bit of every byte of a word.
+const CONTINUED: u64 = 0x8080_8080_8080_8080;
+
+/// `v`'s varint (`v` below 2^56) in one little-endian word and its length: the groups, with the
+/// continuation bit on each byte but the last. Bytes past the length are zero.
+#[inline(always)]
+fn varint_word(v: u64) -> (u64, usize) {
+    let len = varint_len(v);
+    let continued = (1u64 << (8 * (len - 1))) - 1;
+    (spread7(v) | CONTINUED & continued, len)
 }
 
 /// Bytes in `v`'s varint (1 to 10).
@@ -461,15 +471,13 @@ impl<const N: usize> Wire<'_, N> {
         if v < 0x80 {
             self.byte(v as u8);
         } else if v < 1 << 56 {
-            self.word(varint_word(v).to_le_bytes(), varint_len(v));
+            let (word, len) = varint_word(v);
+            self.word(word.to_le_bytes(), len);
         } else {
             // Eight bytes of 7 bits, all continued, then the top 8 bits in one or two more.
-            self.word(
-                (varint_word(v & ((1 << 56) - 1)) | 0x8080_8080_8080_8080).to_le_bytes(),
-                8,
-            );
-            let top = v >> 56;
-            self.word(varint_word(top).to_le_bytes(), varint_len(top));
+            self.word((spread7(v) | CONTINUED).to_le_bytes(), 8);
+            let (word, len) = varint_word(v >> 56);
+            self.word(word.to_le_bytes(), len);
         }
     }
 
